@@ -1,0 +1,155 @@
+"""The `fastslow` command line: the top floor. Every command is a thin wrapper over a library function;
+bad input ends in one red line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from fastslow.errors import FastSlowError
+from fastslow.micro.cli import app as micro_app
+
+app = typer.Typer(help="Fast-Slow Training: RL on the weights, GEPA on a population of prompts.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(micro_app, name="micro", help="The project's own micro model: pretrain and evaluate it.")
+console = Console(stderr=True)
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+
+
+def user_errors(command):
+    """Turn a FastSlowError into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except FastSlowError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FastSlowError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loop.steps=12")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="override a config field: --set loop.steps=12")]
+
+
+@app.command()
+@user_errors
+def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
+    """Validate CONFIG and print the resolved config (every field, defaults filled in)."""
+    from fastslow.config import load_config
+
+    typer.echo(load_config(config, parse_overrides(set_)).to_yaml(), nl=False)
+
+
+@app.command()
+@user_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="run config (YAML)")],
+    resume: Annotated[bool, typer.Option(help="continue the run from its newest checkpoint")] = False,
+    set_: Overrides = None,
+) -> None:
+    """Train: fst (both channels), rl (weights only) or gepa (prompts only), as the config's mode says."""
+    from fastslow.config import load_config
+
+    cfg = load_config(config, parse_overrides(set_))
+    path = train_with_progress(cfg, resume)
+    console.print(f"run directory: {path}  (plots: fastslow report {path})")
+
+
+def train_with_progress(cfg, resume: bool = False) -> Path:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fastslow.loop import run as run_loop
+
+    def fmt(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    with Progress(TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as progress:
+        bar = progress.add_task("", total=cfg.loop.steps, name=f"{cfg.name} ({cfg.mode})")
+        last_eval: dict[str, Any] = {}
+
+        def observe(row: dict[str, Any]) -> None:
+            if row.get("val_accuracy") is not None:
+                last_eval.update(row)
+            progress.update(bar, completed=row["step"], description=(
+                f"cycle {row['cycle']}  reward {fmt(row.get('reward_mean'))}  "
+                f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"))
+
+        return run_loop(cfg, resume=resume, observer=observe)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    out: Annotated[Path | None, typer.Option(help="where to write the plots and report.html")] = None,
+) -> None:
+    """Plots and one HTML page comparing runs (accuracy vs samples, reward vs rollouts, KL, entropy, prompts)."""
+    from fastslow.report import make_report
+
+    html = make_report(run_dirs, out or run_dirs[0] / "report")
+    console.print(f"report: {html}")
+
+
+@app.command()
+@user_errors
+def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo")) -> None:
+    """FST and RL-only on a micro task with the embedded micro model, on CPU, then a report."""
+    from fastslow.demo import run_demo
+
+    html = run_demo(out, train=train_with_progress)
+    console.print(f"report: {html}")
+
+
+@app.command()
+@user_errors
+def serve(
+    model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """Serve a local model through an OpenAI-compatible /v1/chat/completions (e.g. as a reflection LM)."""
+    from fastslow.serve import serve as serve_model
+
+    serve_model(model_dir, host=host, port=port)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with a checkpoint")],
+    out_dir: Annotated[Path, typer.Argument(help="new directory for the exported model")],
+) -> None:
+    """A standard HF model directory (LoRA merged) whose chat template defaults to the best evolved prompt."""
+    from fastslow.export import export_run
+
+    console.print(f"exported: {export_run(run_dir, out_dir)}")
+
+
+def main() -> None:  # console entry point
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bar says what is happening
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    sys.exit(app())

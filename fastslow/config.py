@@ -1,0 +1,175 @@
+"""Run configuration: one YAML file per run, validated here. The defaults are the paper's recipe
+(arXiv 2605.12484, see docs/DESIGN.md); this module is the only place defaults live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fastslow.errors import FastSlowError
+
+Mode = Literal["fst", "rl", "gepa"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Section):
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: int = Field(32, gt=0, description="LoRA scaling alpha")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    target_modules: str | list[str] = Field("all-linear", description="modules to adapt (peft syntax)")
+
+
+class ModelConfig(Section):
+    path: str = Field("micro", description="hub id, local directory, or 'micro' (the embedded micro model)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of all weights")
+    max_new_tokens: int = Field(64, gt=0, description="completion length limit (tokens)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="passed to apply_chat_template, e.g. {enable_thinking: false}"
+    )
+
+
+class TaskConfig(Section):
+    name: str = Field("strings", description="registered task name (see fastslow.tasks) or 'module:factory'")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the task")
+    train_size: int = Field(1536, gt=0, description="training problems in the data plan")
+    val_size: int = Field(64, gt=0, description="held-out problems for evaluation")
+    seed_prompt: str | None = Field(None, description="the starting system prompt; default: the task's own")
+
+
+class LoopConfig(Section):
+    steps: int = Field(60, gt=0, description="RL steps (one optimizer step per batch); gepa mode walks the same plan")
+    steps_per_cycle: int = Field(6, gt=0, description="T: RL steps between two GEPA rounds")
+    population_size: int = Field(4, gt=0, description="K: prompts in the population")
+    rollouts_per_problem: int = Field(8, gt=1, description="G: rollouts per problem, split G/K per prompt")
+    problems_per_step: int = Field(32, gt=0, description="problems in one RL batch")
+
+
+class RLConfig(Section):
+    learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate (constant after warm-up)")
+    warmup_steps: int = Field(10, ge=0, description="linear warm-up steps")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0: off)")
+    importance_cap: float = Field(4.0, gt=0, description="CISPO: token importance ratio truncated above at this value")
+    kl_coef: float = Field(0.001, ge=0, description="KL penalty to the starting weights (k3 estimator)")
+    drop_zero_variance: bool = Field(True, description="drop groups whose G rewards are all equal")
+    advantage_eps: float = Field(1e-4, gt=0, description="A = (r - mean_G) / (std_G + eps)")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory on large models")
+    bf16: bool = Field(False, description="mixed precision (GPU)")
+
+
+class GEPAConfig(Section):
+    budget_passes: float = Field(5.0, gt=0, description="metric calls per cycle = passes x anchor-set size")
+    max_metric_calls: int | None = Field(None, gt=0, description="override the per-cycle budget directly")
+    reflection_minibatch_size: int = Field(3, gt=0, description="problems shown to the reflection LM per proposal")
+    rescore_population: bool = Field(True, description="re-score the carried population under the current weights")
+
+
+class ReflectionConfig(Section):
+    kind: Literal["self", "local", "litellm", "openai"] = Field(
+        "self", description="self: frozen copy of the starting policy; local: an HF model path; "
+        "litellm: a litellm model string; openai: an OpenAI-compatible endpoint"
+    )
+    model: str | None = Field(None, description="model path (local), litellm string, or endpoint model name")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    template: str = Field("gepa", description="'gepa', 'compact' or a template with <curr_param> and <side_info>")
+    max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit")
+    temperature: float = Field(0.7, ge=0, description="reflection sampling temperature")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    retries: int = Field(3, ge=0, description="retries after a failed request, with exponential backoff")
+    backoff_s: float = Field(2.0, ge=0, description="first backoff delay; doubles each retry")
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> ReflectionConfig:
+        if self.kind in ("local", "litellm", "openai") and not self.model:
+            raise ValueError(f"reflection.model is required when reflection.kind is {self.kind!r}")
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("reflection.base_url is required when reflection.kind is 'openai'")
+        return self
+
+
+class EvalConfig(Section):
+    every: int = Field(6, gt=0, description="evaluate every N steps (and at step 0 and the last step)")
+    samples: int = Field(4, gt=0, description="samples per validation problem (accuracy = mean@samples)")
+    kl_prompts: int = Field(32, ge=0, description="held-out prompts for KL(pi_train || pi_base) and entropy")
+
+
+class Config(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="run name: the run directory is output_dir/name")
+    mode: Mode = Field("fst", description="fst: both channels; rl: weights only; gepa: prompts only")
+    seed: int = Field(0, description="seeds the data plan, sampling and GEPA")
+    output_dir: str = Field("runs", description="where run directories are made")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    gepa: GEPAConfig = Field(default_factory=GEPAConfig)
+    reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _population_divides_rollouts(self) -> Config:
+        K, G = self.loop.population_size, self.loop.rollouts_per_problem
+        if self.mode == "fst" and G % K:
+            raise ValueError(f"loop.population_size (K={K}) must divide loop.rollouts_per_problem (G={G})")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a dict into a Config; errors name the field and what was expected."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        where = f"{field}: " if field and not msg.startswith(field) else ""
+        raise FastSlowError(f"{source}: {where}{msg}{more}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config file; `overrides` are dotted keys (e.g. {"loop.steps": 12}) applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastSlowError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FastSlowError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise FastSlowError(f"{path}: expected a mapping of config sections at the top level")
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return parse_config(data, source=str(path))
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value

@@ -1,0 +1,157 @@
+"""`fastslow export RUN_DIR OUT_DIR`: a run's newest checkpoint as a plain Hugging Face model directory.
+
+Both channels travel: the slow weights (LoRA merged into the base, if the run used LoRA) and the fast
+weights (the best evolved prompt becomes the chat template's default system message; the whole final
+population is in population.json). The result loads with transformers or vLLM, without fastslow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastslow.config import Config, load_config
+from fastslow.errors import FastSlowError
+
+METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """checkpoints/<name in checkpoints/LATEST>, the newest complete checkpoint (docs/RUNDIR.md)."""
+    latest = run_dir / "checkpoints" / "LATEST"
+    if not latest.is_file():
+        raise FastSlowError(f"{run_dir}: no checkpoint to export ({latest} not found)")
+    checkpoint = run_dir / "checkpoints" / latest.read_text().strip()
+    if not (checkpoint / "model").is_dir() or not (checkpoint / "state.json").is_file():
+        raise FastSlowError(f"{latest}: names {checkpoint.name}, which lacks model/ or state.json")
+    return checkpoint
+
+
+def with_default_system_prompt(chat_template: str, system_prompt: str) -> str:
+    """A chat template that inserts `system_prompt` as the system message when a conversation has none."""
+    literal = json.dumps(system_prompt, ensure_ascii=False)  # a valid Jinja string literal, quotes and newlines escaped
+    prefix = (
+        "{%- if not messages or messages[0]['role'] != 'system' -%}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages -%}}"
+        "{%- endif -%}\n"
+    )
+    return prefix + chat_template
+
+
+def load_merged_model(model_dir: Path, base_path: str):
+    """Full weights as saved, or (LoRA) the base model with the adapter merged in."""
+    from transformers import AutoModelForCausalLM
+
+    from fastslow.policy import resolve_model_path
+
+    if not (model_dir / "adapter_config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_path), dtype="auto")
+    return PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+
+
+def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
+    """For each metric, its last measured value and the step it was measured at."""
+    found: dict[str, tuple[int, float]] = {}
+    if not metrics_file.is_file():
+        return found
+    for line in metrics_file.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            found.update({key: (row.get("step"), row[key]) for key in METRICS_IN_CARD if row.get(key) is not None})
+    return found
+
+
+def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
+    base = config.model.path
+    is_hub_id = base != "micro" and not Path(base).expanduser().exists()
+    front = "---\n" + (f"base_model: {base}\n" if is_hub_id else "") + "library_name: transformers\n"
+    front += "tags:\n- fastslow\n- fast-slow-training\n---\n\n"
+    rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())
+    table = f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows else "No metrics were recorded."
+    best = state.get("best_prompt") or ""
+    return front + f"""# {config.name}
+
+Trained with fastslow's Fast-Slow Training (mode `{config.mode}`): RL on the weights
+and GEPA on a population of system prompts, interleaved.
+
+- base model: `{base}`{" (LoRA merged)" if config.model.lora else ""}
+- task: `{config.task.name}`
+- RL steps: {state.get("step")} (cycle {state.get("cycle")})
+
+## Final metrics
+{table}
+
+## Best evolved prompt
+The chat template uses it as the system message when a conversation has none; `population.json` holds the
+whole final population.
+
+```text
+{best}
+```
+
+## Use
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("{path}")
+model = AutoModelForCausalLM.from_pretrained("{path}")
+inputs = tokenizer.apply_chat_template([{{"role": "user", "content": "..."}}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256)[0]))
+```
+"""
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the run's newest checkpoint to `out_dir` as a Hugging Face model directory; returns out_dir."""
+    from transformers import AutoTokenizer
+
+    from fastslow.policy import resolve_model_path
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FastSlowError(f"{run_dir}: not a run directory (no config.yaml)")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FastSlowError(f"{out_dir}: already exists and is not empty; choose a new output directory")
+    config = load_config(run_dir / "config.yaml")
+    checkpoint = latest_checkpoint(run_dir)
+    state = json.loads((checkpoint / "state.json").read_text())
+
+    model = load_merged_model(checkpoint / "model", config.model.path)
+    has_tokenizer = (checkpoint / "model" / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model" if has_tokenizer else resolve_model_path(config.model.path))
+    if state.get("best_prompt"):
+        if isinstance(tokenizer.chat_template, dict):  # named templates: patch each
+            tokenizer.chat_template = {
+                name: with_default_system_prompt(t, state["best_prompt"]) for name, t in tokenizer.chat_template.items()
+            }
+        elif tokenizer.chat_template:
+            tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template, state["best_prompt"])
+        else:
+            raise FastSlowError(f"{config.model.path}: the tokenizer has no chat template to put the prompt in")
+    population = {
+        "step": state.get("step"),
+        "cycle": state.get("cycle"),
+        "best_prompt": state.get("best_prompt"),
+        "members": state.get("population", []),
+    }
+
+    # Write everything next to out_dir, then rename: a crash never leaves a half-written model behind.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "population.json").write_text(json.dumps(population, indent=2, ensure_ascii=False) + "\n")
+        (tmp / "README.md").write_text(model_card(config, state, final_metrics(run_dir / "metrics.jsonl"), str(out_dir)))
+        os.replace(tmp, out_dir)  # also replaces an empty out_dir
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

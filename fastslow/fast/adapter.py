@@ -1,0 +1,83 @@
+"""GEPA adapter over the current policy: a candidate is {"system_prompt": text}; scoring it on a problem is
+one rollout of the policy under that system prompt, scored by the task's verifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gepa.core.adapter import EvaluationBatch
+
+from fastslow.fast.records import reflective_record
+from fastslow.policy import Sampling, chat_messages, generate
+from fastslow.tasks import Problem, Task, Verdict
+
+COMPONENT = "system_prompt"
+
+
+@dataclass
+class Rollout:
+    problem: Problem
+    completion: str
+    verdict: Verdict
+
+
+@dataclass
+class RolloutCounter:
+    rollouts: int = 0
+    seconds_generate: float = 0.0
+    seconds_score: float = 0.0
+
+
+class PolicyAdapter:
+    """GEPAAdapter: scores prompts with the policy as it is now (its weights move between cycles)."""
+
+    propose_new_texts = None  # gepa 0.1.4 looks this attribute up; None means "use the reflection LM"
+
+    def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None):
+        self.model, self.tokenizer, self.task, self.sampling = model, tokenizer, task, sampling
+        self.counter = counter or RolloutCounter()
+
+    def rollouts(self, pairs: Sequence[tuple[str, Problem]]) -> list[Rollout]:
+        """One batched generation for many (system prompt, problem) pairs, then the verifier on each."""
+        if not pairs:
+            return []
+        start = time.perf_counter()
+        completions = generate(
+            self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs], self.sampling
+        )
+        scored = time.perf_counter()
+        rollouts = [Rollout(problem, c, self.task.score(problem, c)) for (_, problem), c in zip(pairs, completions)]
+        self.counter.rollouts += len(pairs)
+        self.counter.seconds_generate += scored - start
+        self.counter.seconds_score += time.perf_counter() - scored
+        return rollouts
+
+    # --- GEPAAdapter protocol ---
+    def evaluate(self, batch: list[Problem], candidate: dict[str, str], capture_traces: bool = False) -> EvaluationBatch:
+        return self.batch_evaluate([(candidate, batch)])[0]
+
+    def batch_evaluate(self, items: list[tuple[dict[str, str], list[Problem]]]) -> list[EvaluationBatch]:
+        """Many (candidate, minibatch) pairs in one generation call: GEPA scores parents and children together."""
+        pairs = [(candidate[COMPONENT], problem) for candidate, batch in items for problem in batch]
+        rollouts = iter(self.rollouts(pairs))
+        results = []
+        for _, batch in items:
+            mine = [next(rollouts) for _ in batch]
+            results.append(
+                EvaluationBatch(
+                    outputs=[r.completion for r in mine],
+                    scores=[r.verdict.reward for r in mine],
+                    trajectories=mine,
+                )
+            )
+        return results
+
+    def make_reflective_dataset(
+        self, candidate: dict[str, str], eval_batch: EvaluationBatch, components_to_update: list[str]
+    ) -> dict[str, list[dict[str, str]]]:
+        records = [
+            reflective_record(r.problem.prompt, r.completion, r.verdict.feedback) for r in eval_batch.trajectories or []
+        ]
+        return {component: records for component in components_to_update}

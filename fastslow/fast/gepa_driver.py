@@ -1,0 +1,183 @@
+"""The fast phase: one short GEPA round seeded with the whole population (weights frozen).
+
+gepa 0.1.4's `optimize` takes a single seed candidate. To seed it with K prompts we build its state
+ourselves (every member re-scored under the current policy, all as roots of the search), save it into a
+fresh directory and let `optimize` resume from there. Semi-internal API: gepa is pinned and
+tests/test_gepa_seam.py guards this seam.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gepa
+from gepa.core.state import GEPAState, ValsetEvaluation
+from gepa.strategies.eval_policy import FullEvaluationPolicy
+
+from fastslow.fast.adapter import COMPONENT, PolicyAdapter
+from fastslow.fast.population import Member, top_k_from_front
+from fastslow.fast.records import resolve_template
+from fastslow.tasks import Problem
+
+
+@dataclass
+class FastPhaseResult:
+    population: list[Member]  # best first
+    metric_calls: int  # GEPA scoring rollouts (re-scoring not included)
+    rescore_rollouts: int
+    reflection_calls: int
+    reflection_failures: int
+    seconds_reflect: float
+    reflection_failed: bool  # every reflection failed: the previous population was kept
+
+    @property
+    def rollouts(self) -> int:
+        return self.metric_calls + self.rescore_rollouts
+
+
+class _NoSeedEvaluation(FullEvaluationPolicy):
+    """The seeded state already holds every member's scores: don't re-score the seed on resume."""
+
+    def get_seed_eval_batch(self, loader):
+        return []
+
+
+class _BudgetStopper:
+    """Stop before an iteration could overrun the budget on its two minibatch evaluations.
+
+    An accepted child also costs a full anchor-set evaluation, which may run past the budget; the
+    loop carries the difference (positive or negative) into the next cycle's budget.
+    """
+
+    def __init__(self, budget: int, minibatch_size: int):
+        self.budget, self.minibatch_size = budget, minibatch_size
+
+    def __call__(self, state: GEPAState) -> bool:
+        return state.total_num_evals + 2 * self.minibatch_size > self.budget
+
+
+class _CountingReflection:
+    def __init__(self, reflection_lm: Callable[[str], str]):
+        self.reflection_lm, self.calls, self.failures, self.seconds = reflection_lm, 0, 0, 0.0
+
+    def __call__(self, prompt: str) -> str:
+        self.calls += 1
+        start = time.perf_counter()
+        try:
+            return self.reflection_lm(prompt)
+        except Exception:
+            self.failures += 1  # GEPA skips this proposal (raise_on_exception=False)
+            raise
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class _QuietLogger:
+    def log(self, message: str) -> None:
+        pass
+
+
+def rescore(population: Sequence[Member], anchors: Sequence[Problem], adapter: PolicyAdapter) -> list[Member]:
+    """Every member's score on every anchor problem under the current weights (one batched generation)."""
+    rollouts = iter(adapter.rollouts([(m.text, p) for m in population for p in anchors]))
+    return [
+        Member(m.id, m.text, m.parent, {p.id: next(rollouts).verdict.reward for p in anchors}) for m in population
+    ]
+
+
+def _valset_evaluation(member: Member, anchors: Sequence[Problem]) -> ValsetEvaluation:
+    # GEPA's list loader names problems by position 0..N-1; the driver maps them back to problem ids.
+    return ValsetEvaluation(
+        outputs_by_val_id={i: None for i in range(len(anchors))},
+        scores_by_val_id={i: member.scores[p.id] for i, p in enumerate(anchors)},
+    )
+
+
+def seeded_state(population: Sequence[Member], anchors: Sequence[Problem]) -> GEPAState:
+    """A GEPA state holding every (already scored) member as a root of the search."""
+    first, *others = population
+    state = GEPAState({COMPONENT: first.text}, _valset_evaluation(first, anchors), frontier_type="instance")
+    for member in others:
+        state.update_state_with_new_program(
+            parent_program_idx=[],
+            new_program={COMPONENT: member.text},
+            valset_evaluation=_valset_evaluation(member, anchors),
+            run_dir=None,
+            num_metric_calls_by_discovery_of_new_program=0,
+        )
+    state.num_full_ds_evals = len(population)
+    state.total_num_evals = 0  # re-scoring is outside the cycle's budget
+    return state
+
+
+def run_fast_phase(
+    population: Sequence[Member],
+    anchors: Sequence[Problem],
+    adapter: PolicyAdapter,
+    reflection_lm: Callable[[str], str],
+    *,
+    cycle: int,
+    budget: int,
+    population_size: int,
+    minibatch_size: int = 3,
+    template: str = "gepa",
+    seed: int = 0,
+    work_dir: Path,
+    rescore_population: bool = True,
+) -> FastPhaseResult:
+    """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
+    return the top-K of the per-instance Pareto front."""
+    needs_scores = rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
+    carried = rescore(population, anchors, adapter) if needs_scores else list(population)
+    rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
+
+    work_dir.mkdir(parents=True, exist_ok=False)  # fresh per cycle: GEPA ids are positions in this anchor set
+    seeded_state(carried, anchors).save(str(work_dir))
+    reflection = _CountingReflection(reflection_lm)
+    result = gepa.optimize(
+        seed_candidate={COMPONENT: carried[0].text},
+        trainset=list(anchors),
+        valset=list(anchors),
+        adapter=adapter,
+        reflection_lm=reflection,
+        candidate_selection_strategy="pareto",
+        frontier_type="instance",
+        reflection_minibatch_size=minibatch_size,
+        reflection_prompt_template=resolve_template(template),
+        stop_callbacks=[_BudgetStopper(budget, minibatch_size)],
+        val_evaluation_policy=_NoSeedEvaluation(),
+        run_dir=str(work_dir),
+        logger=_QuietLogger(),
+        seed=seed,
+        raise_on_exception=False,
+        use_merge=False,
+        track_best_outputs=False,
+        display_progress_bar=False,
+    )
+
+    members = list(carried)
+    for idx in range(len(carried), len(result.candidates)):
+        parent_idx = next((p for p in result.parents[idx] if p is not None), None)
+        members.append(
+            Member(
+                id=f"c{cycle}-{idx}",
+                text=result.candidates[idx][COMPONENT],
+                parent=members[parent_idx].id if parent_idx is not None else None,
+                scores={anchors[i].id: s for i, s in result.val_subscores[idx].items()},
+            )
+        )
+    failed = reflection.calls > 0 and reflection.failures == reflection.calls
+    front = {anchors[i].id: idxs for i, idxs in result.per_val_instance_best_candidates.items()}
+    new_population = carried if failed else top_k_from_front(members, front, population_size)
+    return FastPhaseResult(
+        population=sorted(new_population, key=lambda m: -m.mean_score),
+        metric_calls=result.total_metric_calls or 0,
+        rescore_rollouts=rescore_rollouts,
+        reflection_calls=reflection.calls,
+        reflection_failures=reflection.failures,
+        seconds_reflect=reflection.seconds,
+        reflection_failed=failed,
+    )

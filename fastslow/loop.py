@@ -1,0 +1,184 @@
+"""Fast-Slow Training, one cycle at a time (the paper's Algorithm 1). `rl` and `gepa` are settings of the
+same loop: `rl` never runs the fast phase, `gepa` never runs the slow one.
+
+  for each cycle c:
+      anchors    = problems of the next T planned batches
+      fast phase = re-score the population under the current weights, GEPA on the anchors, top-K of the front
+      slow phase = T CISPO steps; each problem's G rollouts split G/K over the population
+      evaluate every `eval.every` steps; checkpoint at the end of the cycle
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list, set_seed
+
+from fastslow.checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint, set_rng_state
+from fastslow.config import Config
+from fastslow.data import DataPlan
+from fastslow.errors import FastSlowError
+from fastslow.evaluation import evaluate
+from fastslow.fast.adapter import PolicyAdapter, RolloutCounter
+from fastslow.fast.gepa_driver import run_fast_phase
+from fastslow.fast.population import SEED_ID, Member
+from fastslow.policy import Sampling, load_model, load_tokenizer
+from fastslow.rundir import RunDir
+from fastslow.tasks import Problem, Task, load_task
+
+Observer = Callable[[dict[str, Any]], None]
+
+
+def load_problems(config: Config, task: Task) -> tuple[list[Problem], list[Problem]]:
+    train = task.problems("train", config.task.train_size, config.seed)
+    val = task.problems("val", config.task.val_size, config.seed)
+    for split, problems in (("train", train), ("val", val)):
+        if not problems:
+            raise FastSlowError(f"task: the {split} split of {config.task.name!r} is empty")
+    return train, val
+
+
+def fast_budget(config: Config, anchors: int) -> int:
+    return config.gepa.max_metric_calls or round(config.gepa.budget_passes * anchors)
+
+
+def run(config: Config, resume: bool = False, observer: Observer | None = None,
+        reflection_lm: Callable[[str], str] | None = None) -> Path:
+    """Train as `config` says; returns the run directory. `reflection_lm` overrides config.reflection
+    (any callable prompt -> text)."""
+    # --- everything that can fail on bad input happens before the run directory is touched ---
+    set_seed(config.seed)
+    task = load_task(config.task.name, **config.task.args)
+    train, val = load_problems(config, task)
+    seed_prompt = config.task.seed_prompt or task.seed_prompt
+    plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed)
+    tokenizer = load_tokenizer(config.model.path)
+    model = load_model(config.model.path, config.model.dtype)
+    if config.mode != "rl" and reflection_lm is None:
+        from fastslow.reflection import make_reflection_lm
+
+        reflection_lm = make_reflection_lm(config.reflection, config.model.path)
+        reflection_lm.check()
+    run_dir = RunDir(config, resume=resume)
+
+    # --- the two learners ---
+    learner = None
+    if config.mode != "gepa":
+        from fastslow.slow.trainer import SlowLearner
+
+        learner = SlowLearner(config, model, tokenizer, task, run_dir.path / "trl")
+        policy, base = learner.policy, learner.base_weights
+        is_main = learner.trainer.accelerator.is_main_process
+    else:
+        policy, base, is_main = model.requires_grad_(False), None, True  # frozen weights: KL is 0 by construction
+        if torch.cuda.is_available():
+            policy.cuda()
+    sampling = Sampling(config.model.max_new_tokens, config.model.temperature, config.model.top_p,
+                        config.model.chat_template_kwargs)
+    fast_counter = RolloutCounter()
+    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter)
+
+    population = [Member(SEED_ID, seed_prompt)]
+    counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "budget_carry": 0}
+    first_step, started = 1, time.perf_counter()
+
+    def evaluation(step: int) -> dict[str, Any]:
+        result = evaluate(policy, base, tokenizer, task, val, population[0].text, seed_prompt,
+                          samples=config.eval.samples, kl_prompts=config.eval.kl_prompts, sampling=sampling,
+                          seed=config.seed * 1_000_003 + step)
+        return asdict(result)
+
+    def log(row: dict[str, Any]) -> None:
+        row = {"mode": config.mode, **counters, "best_prompt_id": population[0].id,
+               "wall_time": time.perf_counter() - started, **row}
+        row.pop("budget_carry")
+        if is_main:
+            run_dir.log(row)
+            if observer:
+                observer(row)
+
+    checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
+    if checkpoint is not None:
+        state, trainer_state, rng = read_checkpoint(checkpoint)
+        if learner is not None:
+            load_weights(learner.policy, checkpoint / "model")
+            learner.load_optimizer_state(trainer_state)
+        set_rng_state(rng)
+        population = [Member.from_json(m) for m in state["population"]]
+        counters, first_step = state["counters"], state["step"] + 1
+        run_dir.truncate_metrics(state["step"])
+    else:
+        if resume:  # killed before its first checkpoint: start over
+            run_dir.truncate_metrics(-1)
+        log({"step": 0, "cycle": 0, **(evaluation(0) if is_main else {})})
+
+    last_step = config.loop.steps
+    for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
+        fast_seconds = {"seconds_generate": 0.0, "seconds_score": 0.0, "seconds_reflect": 0.0}
+        reflection_failed = None
+
+        # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
+        if config.mode != "rl":
+            anchors = plan.anchor_set(cycle, last_step)
+            budget = fast_budget(config, len(anchors)) + counters["budget_carry"]
+            work_dir = run_dir.path / "gepa" / f"cycle-{cycle}"
+            shutil.rmtree(work_dir, ignore_errors=True)  # scratch left by a run killed mid-cycle
+            fast = None
+            if is_main:
+                fast_counter.seconds_generate = fast_counter.seconds_score = 0.0
+                fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
+                                      population_size=config.loop.population_size,
+                                      minibatch_size=config.gepa.reflection_minibatch_size,
+                                      template=config.reflection.template, seed=config.seed + cycle,
+                                      work_dir=work_dir, rescore_population=config.gepa.rescore_population)
+            if learner is not None and learner.trainer.accelerator.num_processes > 1:
+                fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
+            population = fast.population
+            counters["fast_rollouts"] += fast.rollouts
+            counters["budget_carry"] = budget - fast.metric_calls
+            reflection_failed = fast.reflection_failed
+            fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
+                            "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}
+            if is_main:
+                run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
+                                         metric_calls=fast.metric_calls, reflection_calls=fast.reflection_calls,
+                                         reflection_failures=fast.reflection_failures)
+
+        # --- slow phase: T RL steps with the population frozen ---
+        for step in plan.cycle_steps(cycle, last_step):
+            batch = plan.batch(step)
+            row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
+            if learner is not None:
+                stats = learner.step(batch, population)
+                counters["rl_rollouts"] += stats.rollouts
+                row |= {"reward_mean": stats.reward_mean, "seconds_generate": stats.seconds_generate,
+                        "seconds_score": stats.seconds_score, "seconds_update": stats.seconds_update,
+                        "kept_problems": stats.kept_problems, "loss": stats.loss}
+            else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
+                scores = population[0].scores
+                row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch), "seconds_update": 0.0}
+            counters["samples"] += len(batch)
+            for key, seconds in fast_seconds.items():  # the fast phase's time goes to the cycle's first step
+                row[key] = row.get(key, 0.0) + seconds
+            fast_seconds = dict.fromkeys(fast_seconds, 0.0)
+            if is_main and (step % config.eval.every == 0 or step == last_step):
+                row |= evaluation(step)
+            log(row)
+
+        # --- checkpoint at the cycle boundary ---
+        if is_main:
+            save_checkpoint(
+                run_dir.checkpoints, step,
+                learner.policy if learner is not None else None,
+                learner.optimizer_state() if learner is not None else None,
+                {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
+                 "best_prompt": population[0].text, "counters": counters},
+            )
+    run_dir.close()
+    return run_dir.path

@@ -1,0 +1,234 @@
+"""The micro model's pretraining corpus, generated on the fly, in exactly the formats the engine uses.
+
+Three kinds of chat examples (messages -> assistant answer):
+- instruct:  [system: an instruction, user: problem.prompt] -> the answer of the instructed program.
+- generic:   [system: a generic prompt (or none), user: problem.prompt] -> base behaviour: a plausible but
+             usually wrong answer (a random program's output; for star graphs the path read backwards).
+- reflect:   [user: render_reflection_prompt(current, records, "compact")] -> "```\\n<instruction>\\n```",
+             records built with the tasks' own `score()` from what following `current` produces.
+
+`batches()` streams padded token batches from worker processes (torch DataLoader), deterministic from a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from fastslow.fast.records import reflective_record, render_reflection_prompt
+from fastslow.micro.language import (
+    GENERIC_PROMPTS,
+    TRAIN_PROGRAMS,
+    describe,
+    program_spec,
+    random_program,
+    run_program,
+)
+from fastslow.micro.tokenizer import IM_END, build_tokenizer, chatml
+from fastslow.policy import chat_messages
+from fastslow.tasks.base import Problem
+from fastslow.tasks.micro import (
+    COUNT_RULES,
+    STARGRAPH_INSTRUCTION,
+    CipherTask,
+    CountingTask,
+    StarGraphTask,
+    StringProgramTask,
+    count,
+    count_instruction,
+    split_of,
+)
+
+KINDS = ("instruct", "generic", "reflect")
+KIND_WEIGHTS = (0.45, 0.10, 0.45)
+FAMILIES = ("strings", "counting", "stargraph", "cipher")
+
+
+@dataclass
+class Example:
+    kind: str
+    messages: list[dict[str, str]]
+    answer: str
+
+
+# ---- tasks: a random instance of each family, and a training problem of it ----------------------------
+
+def random_task(rng: random.Random, family: str):
+    if family == "strings":
+        return StringProgramTask(program=program_spec(random_program(rng)))
+    if family == "cipher":  # short programs: the prompt part should be findable, the substitution not
+        program = random_program(rng, lengths=(1, 2), weights=(0.6, 0.4))
+        return CipherTask(program=program_spec(program), substitution_seed=rng.randrange(10**6), pairs=rng.randint(1, 4))
+    if family == "counting":
+        return CountingTask(rule=rng.choice(("letters", "vowels") * 6 + COUNT_RULES[2:]))
+    return StarGraphTask(degree=rng.randint(2, 4), arm_length=rng.randint(2, 3))
+
+
+def train_problem(rng: random.Random, task) -> Problem:
+    """A problem of the train split (val/test prompts never appear in the corpus)."""
+    while True:
+        problem = task.sample(rng)
+        if split_of(problem.prompt) == "train":
+            return problem
+
+
+def right_instruction(task) -> str:
+    """The instruction that solves a task (for cipher: the best one the language can express)."""
+    return STARGRAPH_INSTRUCTION if isinstance(task, StarGraphTask) else task.instruction
+
+
+def base_behaviour(rng: random.Random, problem: Problem) -> str:
+    """What the model answers when the prompt names no program: plausible, rarely right."""
+    if "\nstart " in problem.prompt:  # a star graph: the path read from the goal back to the centre
+        return problem.answer[::-1]
+    return run_program(random_program(rng), problem.prompt)
+
+
+def follow(rng: random.Random, instruction: str, problem: Problem) -> str:
+    """What following `instruction` (a generic prompt or an instruction of the language) answers."""
+    if instruction in INSTRUCTION_TO_PROGRAM and "\nstart " not in problem.prompt:
+        return run_program(INSTRUCTION_TO_PROGRAM[instruction], problem.prompt)
+    if instruction in INSTRUCTION_TO_RULE and "\nstart " not in problem.prompt:
+        return str(count(INSTRUCTION_TO_RULE[instruction], problem.prompt))
+    if instruction == STARGRAPH_INSTRUCTION and "\nstart " in problem.prompt:
+        return problem.answer
+    return base_behaviour(rng, problem)
+
+
+INSTRUCTION_TO_PROGRAM = {describe(p): p for p in TRAIN_PROGRAMS}
+INSTRUCTION_TO_RULE = {count_instruction(r): r for r in COUNT_RULES}
+
+
+# ---- the three kinds of examples -------------------------------------------------------------------------
+
+def instruct_example(rng: random.Random) -> Example:
+    family = rng.choices(("strings", "counting", "stargraph"), (0.7, 0.13, 0.17))[0]
+    task = random_task(rng, family)
+    problem = train_problem(rng, task)
+    return Example("instruct", chat_messages(right_instruction(task), problem.prompt), problem.answer)
+
+
+def generic_example(rng: random.Random) -> Example:
+    task = random_task(rng, rng.choices(("strings", "counting", "stargraph"), (0.5, 0.2, 0.3))[0])
+    problem = train_problem(rng, task)
+    system = rng.choice(GENERIC_PROMPTS + (None,))
+    return Example("generic", chat_messages(system, problem.prompt), base_behaviour(rng, problem))
+
+
+def wrong_instruction(rng: random.Random, task) -> str:
+    """A current instruction that is not the right one: generic, unrelated, or (for programs) a near miss."""
+    right = right_instruction(task)
+    choice = rng.random()
+    if choice < 0.4 or isinstance(task, StarGraphTask):
+        return rng.choice(GENERIC_PROMPTS)
+    if isinstance(task, CountingTask) and choice < 0.7:
+        return count_instruction(rng.choice(COUNT_RULES))
+    if isinstance(task, StringProgramTask) and choice < 0.7:  # near miss: one op dropped, changed or added
+        ops = list(task.program)
+        edit = rng.choice(("drop", "change", "add")) if len(ops) > 1 else rng.choice(("change", "add"))
+        position = rng.randrange(len(ops))
+        if edit == "drop":
+            ops.pop(position)
+        elif edit == "change":
+            ops[position] = random_program(rng, lengths=(1,), weights=(1,))[0]
+        else:
+            ops.insert(rng.randint(0, len(ops)), random_program(rng, lengths=(1,), weights=(1,))[0])
+        near = describe(tuple(ops[:3]))
+        if near in INSTRUCTION_TO_PROGRAM and near != right:
+            return near
+    if isinstance(task, CipherTask) and choice < 0.85:  # the best instruction already: failures are the cipher's
+        return right
+    return describe(random_program(rng))
+
+
+def reflect_example(rng: random.Random) -> Example:
+    family = rng.choices(FAMILIES, (0.5, 0.2, 0.15, 0.15))[0]
+    task = random_task(rng, family)
+    current = wrong_instruction(rng, task)
+    records = []
+    for _ in range(rng.choice((2, 3, 3, 3, 3, 4))):
+        problem = train_problem(rng, task)
+        completion = follow(rng, current, problem)
+        records.append(reflective_record(problem.prompt, completion, task.score(problem, completion).feedback))
+    prompt = render_reflection_prompt(current, records, template="compact")
+    return Example("reflect", chat_messages(None, prompt), f"```\n{right_instruction(task)}\n```")
+
+
+MAKERS = {"instruct": instruct_example, "generic": generic_example, "reflect": reflect_example}
+
+
+def sample_example(rng: random.Random) -> Example:
+    return MAKERS[rng.choices(KINDS, KIND_WEIGHTS)[0]](rng)
+
+
+# ---- tokens ---------------------------------------------------------------------------------------------
+
+def encode_batch(tokenizer, examples: list[Example]) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask, and labels (-100 except on the answer and its <|im_end|>)."""
+    prompts = tokenizer([chatml(e.messages) for e in examples], add_special_tokens=False)["input_ids"]
+    answers = tokenizer([e.answer + IM_END for e in examples], add_special_tokens=False)["input_ids"]
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    input_ids = torch.full((len(examples), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(input_ids, -100)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        input_ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+        labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+        attention_mask[i, : len(p) + len(a)] = 1
+    kind = torch.tensor([KINDS.index(e.kind) for e in examples])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "kind": kind}
+
+
+POOL_BATCHES = 8
+
+
+def example_length(example: Example) -> int:
+    """Length in tokens: one per character and per special token (chatml adds 4 per message, 11 for the reply)."""
+    return sum(len(m["role"]) + len(m["content"]) + 4 for m in example.messages) + 11 + len(example.answer) + 1
+
+
+class CorpusStream(IterableDataset):
+    """An endless stream of batches; each DataLoader worker draws from its own seeded generator."""
+
+    def __init__(self, seed: int, batch_size: int, max_len: int = 1024):
+        self.seed, self.batch_size, self.max_len = seed, batch_size, max_len
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = random.Random(f"corpus/{self.seed}/{info.id if info else 0}")
+        tokenizer = build_tokenizer()
+        while True:
+            # Draw a pool, sort it by length and cut it into batches: short and long examples (instructions,
+            # reflections) then pad to their own widths instead of the pool's longest.
+            pool = [sample_example(rng) for _ in range(POOL_BATCHES * self.batch_size)]
+            pool = [e for e in pool if example_length(e) <= self.max_len]  # rare overlong examples are skipped
+            pool.sort(key=example_length)
+            chunks = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            rng.shuffle(chunks)
+            for chunk in chunks:
+                if len(chunk) == self.batch_size:
+                    yield encode_batch(tokenizer, chunk)
+
+
+def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024) -> DataLoader:
+    """Batches in a fixed order for a fixed (seed, workers): workers take turns."""
+    return DataLoader(
+        CorpusStream(seed, batch_size, max_len),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=8 if workers else None,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def preview(seed: int = 0, n: int = 6) -> list[str]:
+    """A few examples as the model sees them (for docs and debugging)."""
+    rng = random.Random(seed)
+    return [chatml(e.messages) + e.answer + IM_END for e in (sample_example(rng) for _ in range(n))]
+
+
+__all__ = ["Example", "KINDS", "sample_example", "example_length", "encode_batch", "CorpusStream", "batches", "preview"]

@@ -1,0 +1,165 @@
+"""Pretrain the micro model from scratch on the generated corpus (fastslow.micro.corpus).
+
+A small Qwen3-style causal LM over characters, trained with next-token loss on the assistant answers only.
+Runs on a GPU (bf16 autocast) or, slowly, on CPU with the same code. Reproducible from (seed, workers, steps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+from fastslow.micro.corpus import KINDS, batches
+from fastslow.micro.tokenizer import IM_END, build_tokenizer
+
+# ~7M parameters: 28 MB of float32 weights, ~20 rollouts/s per core-pair on CPU (see docs/MICRO.md).
+MODEL_SIZE = dict(hidden_size=256, intermediate_size=896, num_hidden_layers=8, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64)
+
+
+def micro_config(tokenizer, **overrides) -> Qwen3Config:
+    size = {**MODEL_SIZE, **overrides}
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        bos_token_id=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        **size,
+    )
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token loss over answer tokens, and the loss summed per kind (for logging) [3 x (sum, count)].
+
+    No attention mask: batches are right-padded, so causal attention never lets a real token see padding.
+    """
+    logits = model(input_ids=batch["input_ids"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    token_loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+    token_loss = token_loss.view_as(targets)
+    mask = (targets != -100).float()
+    per_example = torch.stack([(token_loss * mask).sum(1), mask.sum(1)], dim=1)  # [B, 2]
+    by_kind = torch.zeros(len(KINDS), 2, device=per_example.device).index_add_(0, batch["kind"], per_example)
+    return (token_loss * mask).sum() / mask.sum(), by_kind.detach()
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain(
+    out_dir: str | Path,
+    steps: int | None = None,
+    minutes: float | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    warmup: int = 300,
+    seed: int = 0,
+    workers: int | None = None,
+    device: str | None = None,
+    shard_mb: int | None = None,
+    log_every: int = 100,
+    **size,
+) -> dict:
+    """Train for `steps` steps, or for about `minutes` (the step count is then fixed from the speed measured
+    over the first `warmup` steps and recorded, so the run can be repeated with `steps`)."""
+    if (steps is None) == (minutes is None):
+        raise ValueError("give exactly one of steps or minutes")
+    started = time.time()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    workers = max(1, (os.cpu_count() or 2) - 2) if workers is None else workers
+    torch.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    tokenizer = build_tokenizer()
+    model = Qwen3ForCausalLM(micro_config(tokenizer, **size)).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1,
+                                  fused=device.startswith("cuda"))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    print(f"micro model: {n_params / 1e6:.2f}M parameters on {device}, {workers} data workers", flush=True)
+
+    total = steps if steps is not None else None
+    log, window, step_times = [], torch.zeros(len(KINDS), 2, device=device), []
+    model.train()
+    loader = iter(batches(seed, batch_size, workers))
+    train_started = time.time()
+    step = 0
+    while total is None or step < total:
+        t0 = time.time()
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total or 10**9, lr, warmup)
+        with autocast:
+            loss, by_kind = answer_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window += by_kind
+        step += 1
+        step_times.append(time.time() - t0)
+        if total is None and step == warmup:  # fix the step count from the measured speed
+            per_step = sum(step_times[warmup // 2 :]) / len(step_times[warmup // 2 :])
+            left = minutes * 60 - (time.time() - started)
+            total = warmup + max(0, int(left / per_step * 0.97))
+            print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
+        if step % log_every == 0 or step == total:
+            losses = {kind: round((window[i, 0] / window[i, 1].clamp(min=1)).item(), 4) for i, kind in enumerate(KINDS)}
+            row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - train_started, 1),
+                   **{f"loss_{k}": v for k, v in losses.items()}}
+            log.append(row)
+            print(json.dumps(row), flush=True)
+            window.zero_()
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.config.dtype = torch.float32
+    model.generation_config = GenerationConfig(
+        eos_token_id=model.config.eos_token_id, pad_token_id=tokenizer.pad_token_id, max_new_tokens=64
+    )
+    model.save_pretrained(out_dir, max_shard_size=f"{shard_mb}MB" if shard_mb else "1GB")
+    tokenizer.save_pretrained(out_dir)
+    summary = {
+        "command": f"fastslow micro pretrain --steps {step} --batch-size {batch_size} --lr {lr} --warmup {warmup} "
+                   f"--seed {seed} --workers {workers}",
+        "parameters": n_params, "steps": step, "batch_size": batch_size, "lr": lr, "warmup": warmup, "seed": seed,
+        "workers": workers, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "train_seconds": round(time.time() - train_started, 1), "total_seconds": round(time.time() - started, 1),
+        "log": log,
+    }
+    (out_dir / "pretrain_log.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def merge_shards(model_dir: str | Path) -> None:
+    """Re-save a sharded checkpoint as one model.safetensors (the GPU machine returns files of <= 16 MB)."""
+    from safetensors.torch import load_file, save_file
+
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if not index.exists():
+        return
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors = {}
+    for shard in shards:
+        tensors.update(load_file(model_dir / shard))
+    save_file(tensors, model_dir / "model.safetensors", metadata={"format": "pt"})
+    for shard in shards:
+        (model_dir / shard).unlink()
+    index.unlink()

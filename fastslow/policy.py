@@ -1,0 +1,148 @@
+"""The policy π_θ(y | x, φ): loading a causal LM, sampling completions under a system prompt, and the
+token-level quantities the paper measures (log-probs, entropy, KL to the base model).
+
+Works for any Hugging Face causal LM with a chat template: a hub id, a local directory, or "micro",
+the small model this project trains and ships (fastslow/micro/model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastslow.errors import FastSlowError
+
+MICRO_MODEL_DIR = Path(__file__).parent / "micro" / "model"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(path: str) -> str:
+    """'micro' names the embedded model; an existing directory is used as is; anything else is a hub id."""
+    if path == "micro":
+        return str(MICRO_MODEL_DIR)
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise FastSlowError(f"model.path: {local} has no config.json; expected a Hugging Face model directory")
+        return str(local)
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise FastSlowError(f"model.path: {path} does not exist; expected a model directory or a hub id")
+    return path
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(path))
+    except OSError as exc:
+        raise FastSlowError(f"model.path: cannot load a tokenizer from {path!r}: {exc}") from None
+    if tokenizer.chat_template is None:
+        raise FastSlowError(f"model.path: the tokenizer of {path!r} has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation appends on the right
+    return tokenizer
+
+
+def load_model(path: str, dtype: str = "auto", device: str | torch.device | None = None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = DTYPES.get(dtype, "auto")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(path), dtype=torch_dtype)
+    except OSError as exc:
+        raise FastSlowError(f"model.path: cannot load a causal LM from {path!r}: {exc}") from None
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def chat_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": user}]
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer,
+    conversations: Sequence[list[dict[str, str]]],
+    sampling: Sampling,
+    batch_size: int = 64,
+) -> list[str]:
+    """Sample one completion per conversation (batched, left-padded). temperature 0 means greedy."""
+    was_training = model.training
+    model.eval()
+    texts = [
+        tokenizer.apply_chat_template(
+            conv, tokenize=False, add_generation_prompt=True, **(sampling.chat_template_kwargs or {})
+        )
+        for conv in conversations
+    ]
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        greedy = sampling.temperature == 0
+        out = model.generate(
+            **enc,
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    model.train(was_training)
+    return outputs
+
+
+def completion_token_stats(
+    model: nn.Module, tokenizer, conversations: Sequence[list[dict[str, str]]], completions: Sequence[str],
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of `completions` under `model`, the full next-token log-distributions, and the mask.
+
+    Returns (token_logps [B, L], log_probs [B, L, V], mask [B, L]) over completion positions only.
+    """
+    prompts = [
+        tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {}))
+        for conv in conversations
+    ]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
+    width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+    length = max(len(c) for c in completion_ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        seq = p + c
+        input_ids[i, width - len(seq) :] = torch.tensor(seq)  # left padding: completions end at the right edge
+        attention[i, width - len(seq) :] = 1
+    device = next(model.parameters()).device
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+    log_probs = torch.log_softmax(logits[:, -length - 1 : -1], dim=-1)  # position t predicts token t+1
+    targets = input_ids[:, -length:].to(device)
+    token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mask = torch.zeros((len(prompts), length), device=device)
+    for i, c in enumerate(completion_ids):
+        mask[i, length - len(c) :] = 1
+    return token_logps, log_probs, mask

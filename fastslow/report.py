@@ -1,0 +1,427 @@
+"""`fastslow report`: one self-contained HTML page (plus PNG plots) comparing run directories.
+
+Reads the run directory format of docs/RUNDIR.md (config.yaml, metrics.jsonl, population/cycle-*.json).
+A null in metrics.jsonl means "not measured at that step": such points are left out of a plot, never drawn as 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no global backend
+
+from fastslow import stats
+from fastslow.errors import FastSlowError
+
+PHASES = ("generate", "score", "reflect", "update")
+
+
+# ---------------------------------------------------------------- reading run directories
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    mode: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]  # metrics.jsonl, in step order
+    populations: list[dict[str, Any]] = field(default_factory=list)  # population/cycle-*.json, by cycle
+    label: str = ""
+
+    def measured(self, *keys: str) -> list[dict[str, Any]]:
+        """The rows where every one of `keys` was measured (not null)."""
+        return [row for row in self.rows if all(row.get(key) is not None for key in keys)]
+
+    def series(self, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) over the rows where both were measured."""
+        rows = self.measured(x_key, y_key)
+        return np.array([r[x_key] for r in rows], dtype=float), np.array([r[y_key] for r in rows], dtype=float)
+
+    def last(self, key: str) -> Any:
+        """The last measured value of a metric (None if never measured)."""
+        return next((row[key] for row in reversed(self.rows) if row.get(key) is not None), None)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FastSlowError(f"{path}: not readable as JSON ({exc})") from None
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # a run still writing may leave a partial last line
+                break
+            raise FastSlowError(f"{path}: line {number} is not valid JSON ({exc})") from None
+    return sorted(rows, key=lambda row: row.get("step") or 0)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read one run directory; FastSlowError if it is not one (no metrics.jsonl)."""
+    path = Path(run_dir)
+    metrics = path / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FastSlowError(f"{path}: not a run directory (missing {metrics.name})")
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        try:
+            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise FastSlowError(f"{path / 'config.yaml'}: not valid YAML ({exc})") from None
+    rows = _read_metrics(metrics)
+
+    def cycle_number(file: Path) -> int:
+        match = re.fullmatch(r"cycle-(\d+)\.json", file.name)
+        return int(match.group(1)) if match else -1
+
+    population_files = sorted((f for f in path.glob("population/cycle-*.json") if cycle_number(f) >= 0),
+                              key=cycle_number)
+    mode = config.get("mode") or (rows[0].get("mode") if rows else None) or "?"
+    return Run(path, str(config.get("name") or path.name), str(mode), config, rows,
+               [_read_json(f) for f in population_files])
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
+    """Read run directories and label each "name (mode)"; runs sharing a label get their path added."""
+    if not run_dirs:
+        raise FastSlowError("report: expected at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    for run in runs:
+        run.label = f"{run.name} ({run.mode})"
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} {run.path}"
+    return runs
+
+
+# ---------------------------------------------------------------- summary tables
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _summary_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    table = []
+    for run in runs:
+        _, accuracy = run.series("step", "val_accuracy")
+        wall = run.last("wall_time")
+        table.append({
+            "run": run.label,
+            "steps": _fmt(run.last("step")),
+            "samples": _fmt(run.last("samples")),
+            "RL / fast rollouts": f"{_fmt(run.last('rl_rollouts'))} / {_fmt(run.last('fast_rollouts'))}",
+            "final val acc": _fmt(float(accuracy[-1]) if len(accuracy) else None),
+            "peak val acc": _fmt(float(accuracy.max()) if len(accuracy) else None),
+            "final KL to base": _fmt(run.last("kl_base"), 4),
+            "final entropy": _fmt(run.last("entropy")),
+            "wall time": "—" if wall is None else f"{wall / 60:.1f} min",
+        })
+    return table
+
+
+def _comparison_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """Each non-RL run against each RL run of the same task: the paper's sample efficiency and KL claims."""
+    table = []
+    rl_runs = [run for run in runs if run.mode == "rl"]
+    for run in runs:
+        for rl in rl_runs:
+            if run.mode == "rl" or _task(run) != _task(rl):
+                continue
+            curve, rl_curve = run.series("samples", "val_accuracy"), rl.series("samples", "val_accuracy")
+            if not len(curve[0]) or not len(rl_curve[0]):
+                continue
+            rl_peak = float(rl_curve[1].max())
+            ratio = stats.sample_efficiency(curve, rl_curve)
+            kl, rl_kl = _kl_curve(run), _kl_curve(rl)
+            matched = stats.kl_at_matched_accuracy(kl, rl_kl) if len(kl[0]) and len(rl_kl[0]) else None
+            table.append({
+                "run": run.label,
+                "vs RL run": rl.label,
+                "RL peak val acc": _fmt(rl_peak),
+                "samples RL needs": _fmt(stats.samples_to_reach(*rl_curve, rl_peak), 0),
+                "samples this run needs": _fmt(stats.samples_to_reach(*curve, rl_peak), 0),
+                "sample efficiency": "—" if ratio is None else f"{ratio:.2f}×",
+                "max KL reduction at matched acc": "—" if matched is None or math.isnan(matched.max_reduction)
+                else f"{matched.max_reduction:.0%}",
+            })
+    return table
+
+
+def _task(run: Run) -> Any:
+    return (run.config.get("task") or {}).get("name")
+
+
+def _kl_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(val_accuracy, kl_base) at the checkpoints where both were measured, in training order."""
+    return run.series("val_accuracy", "kl_base")
+
+
+def _markdown(table: list[dict[str, str]]) -> str:
+    if not table:
+        return ""
+    header = list(table[0])
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(row[key]) for key in header) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(table: list[dict[str, str]]) -> str:
+    header = "".join(f"<th>{html.escape(key)}</th>" for key in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in table)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_table(run_dirs: Sequence[str | Path]) -> str:
+    """Markdown: per run the final and peak validation accuracy, samples, rollouts, KL, entropy, wall time;
+    then, if there are RL runs, each other run's sample efficiency and KL reduction against them."""
+    runs = load_runs(run_dirs)
+    text = _markdown(_summary_rows(runs))
+    comparisons = _comparison_rows(runs)
+    return text + ("\n" + _markdown(comparisons) if comparisons else "")
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _color(index: int) -> str:
+    return f"C{index % 10}"
+
+
+def _smooth(y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Trailing moving average over ~5% of the points (and the window), so noisy per-step rewards show a trend."""
+    window = max(1, len(y) // 20)
+    return np.convolve(y, np.ones(window) / window, mode="valid"), window
+
+
+def plot_accuracy(runs: Sequence[Run], key: str = "val_accuracy", title: str = "Validation accuracy") -> Figure | None:
+    fig, ax = _figure(title, "training samples", "accuracy (mean@samples)")
+    drawn = False
+    for i, run in enumerate(runs):
+        x, y = run.series("samples", key)
+        if not len(x):
+            continue
+        ax.plot(x, stats.running_max(y), color=_color(i), label=run.label, linewidth=2)
+        ax.plot(x, y, color=_color(i), linestyle=":", marker="o", markersize=3, alpha=0.6)
+        drawn = True
+    if not drawn:
+        return None
+    ax.legend(title="solid: running max · dotted: raw", fontsize=8, title_fontsize=8)
+    return fig
+
+
+def plot_reward(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = _figure("Training reward vs rollouts", "rollouts (RL + fast)", "mean reward of the step")
+    drawn = False
+    for i, run in enumerate(runs):
+        # every rollout spent counts, GEPA's scoring included; a counter a mode does not keep (null) adds nothing
+        rows = [r for r in run.measured("reward_mean")
+                if r.get("rl_rollouts") is not None or r.get("fast_rollouts") is not None]
+        if not rows:
+            continue
+        x = np.array([(r.get("rl_rollouts") or 0) + (r.get("fast_rollouts") or 0) for r in rows], dtype=float)
+        y = np.array([r["reward_mean"] for r in rows], dtype=float)
+        # steps that spent no rollouts of their own (gepa mode within a cycle) share a point: their mean
+        x, where = np.unique(x, return_inverse=True)
+        y = np.bincount(where, weights=y) / np.bincount(where)
+        ax.plot(x, y, color=_color(i), alpha=0.3, linewidth=1)
+        trend, window = _smooth(y)
+        ax.plot(x[window - 1:], trend, color=_color(i), linewidth=2, label=run.label)
+        drawn = True
+    if not drawn:
+        return None
+    ax.legend(title="faint: per step · solid: moving average", fontsize=8, title_fontsize=8)
+    return fig
+
+
+def plot_kl(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = _figure("KL to the base model vs validation accuracy", "validation accuracy",
+                      "KL(π_train ‖ π_base), nats/token")
+    drawn = False
+    for i, run in enumerate(runs):
+        accuracy, kl = _kl_curve(run)
+        if not len(accuracy):
+            continue
+        ax.plot(accuracy, kl, color=_color(i), marker="o", markersize=4, label=run.label)
+        drawn = True
+    if not drawn:
+        return None
+    ax.legend(title="points in training order", fontsize=8, title_fontsize=8)
+    return fig
+
+
+def plot_entropy(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = _figure("Policy entropy", "RL step", "entropy, nats/token")
+    drawn = False
+    for i, run in enumerate(runs):
+        x, y = run.series("step", "entropy")
+        if not len(x):
+            continue
+        ax.plot(x, y, color=_color(i), marker="o", markersize=3, label=run.label)
+        drawn = True
+    if not drawn:
+        return None
+    ax.legend(fontsize=8)
+    return fig
+
+
+def seconds_per_step(run: Run) -> dict[str, float]:
+    """Mean seconds per RL step spent in each phase (reflection is once a cycle, spread over its steps)."""
+    steps = max((row.get("step") or 0 for row in run.rows), default=0)
+    totals = {p: sum(row.get(f"seconds_{p}") or 0.0 for row in run.rows) for p in PHASES}
+    measured = any(row.get(f"seconds_{p}") is not None for row in run.rows for p in PHASES)
+    return {p: t / steps for p, t in totals.items()} if steps and measured else {}
+
+
+def plot_phases(runs: Sequence[Run]) -> Figure | None:
+    timed = [(run, seconds_per_step(run)) for run in runs]
+    timed = [(run, seconds) for run, seconds in timed if seconds]
+    if not timed:
+        return None
+    fig = Figure(figsize=(7, 1.6 + 0.45 * len(timed)), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(title="Seconds per RL step, by phase", xlabel="seconds per RL step")
+    labels = [run.label for run, _ in timed]
+    left = np.zeros(len(timed))
+    for j, phase in enumerate(PHASES):
+        widths = np.array([seconds[phase] for _, seconds in timed])
+        ax.barh(labels, widths, left=left, color=f"C{j}", label=phase)
+        left += widths
+    ax.invert_yaxis()  # first run on top, as in the tables
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(fontsize=8, ncols=len(PHASES), loc="outside lower center")
+    return fig
+
+
+PLOTS: list[tuple[str, str, Callable[[Sequence[Run]], Figure | None]]] = [
+    ("val_accuracy.png", "Validation accuracy (the run's best prompt) vs training samples", plot_accuracy),
+    ("val_accuracy_seed_prompt.png", "Validation accuracy with the seed prompt (what the weights learned)",
+     lambda runs: plot_accuracy(runs, "val_accuracy_seed_prompt", "Validation accuracy, seed prompt")),
+    ("reward.png", "Training reward vs all rollouts spent (RL + GEPA scoring)", plot_reward),
+    ("kl_vs_accuracy.png", "KL to the base model at each checkpoint vs its validation accuracy", plot_kl),
+    ("entropy.png", "Policy entropy vs RL step", plot_entropy),
+    ("seconds_per_phase.png", "Wall-clock seconds per RL step, split by phase", plot_phases),
+]
+
+
+# ---------------------------------------------------------------- population and the page
+
+
+def _population_html(run: Run) -> str:
+    if not run.populations:
+        return "<p class='muted'>no population files</p>"
+    parts = []
+    for n, pop in enumerate(run.populations):
+        members = pop.get("members") or []
+        best = pop.get("best")
+        best_score = next((m.get("mean_score") for m in members if m.get("id") == best), None)
+        failed = " · <b>reflection failed, population kept</b>" if pop.get("reflection_failed") else ""
+        summary = (f"cycle {pop.get('cycle', '?')} — best {html.escape(str(best))} ({_fmt(best_score)}), "
+                   f"{len(members)} members, {_fmt(pop.get('metric_calls'))} metric calls{failed}")
+        rows = "".join(
+            f"<tr{' class=best' if m.get('id') == best else ''}><td>{html.escape(str(m.get('id')))}</td>"
+            f"<td>{html.escape(str(m.get('parent')))}</td><td>{_fmt(m.get('mean_score'))}</td>"
+            f"<td><pre>{html.escape(str(m.get('text', '')))}</pre></td></tr>"
+            for m in members
+        )
+        is_last = " open" if n == len(run.populations) - 1 else ""
+        parts.append(f"<details{is_last}><summary>{summary}</summary><table class=population><thead><tr><th>id</th>"
+                     f"<th>parent</th><th>mean score</th><th>text</th></tr></thead><tbody>{rows}</tbody></table>"
+                     "</details>")
+    return "".join(parts)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1500px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } .muted { color: #777; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(620px, 1fr)); gap: 1em; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.5em; } figure img { width: 100%; }
+figcaption { font-size: 0.85em; color: #555; }
+.notes { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 1em; }
+details { margin: 0.3em 0; } summary { cursor: pointer; }
+table.population { width: 100%; } table.population td:nth-child(4) { width: 75%; }
+tr.best { background: #eef7ee; }
+pre { white-space: pre-wrap; margin: 0; font-size: 0.95em; max-height: 20em; overflow: auto; }
+"""
+
+
+def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequence[str] | None = None) -> Path:
+    """Write the PNG plots and report.html (plots embedded, so the page stands alone) to `out_dir`;
+    return the HTML path. `notes` are findings shown at the top of the page."""
+    runs = load_runs(run_dirs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    figures = []
+    for filename, caption, plot in PLOTS:
+        fig = plot(runs)
+        if fig is None:  # no run measured this
+            continue
+        fig.savefig(out / filename)
+        data = base64.b64encode((out / filename).read_bytes()).decode()
+        figures.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(caption)} · <a href='{filename}'>{filename}</a></figcaption>"
+                       "</figure>")
+
+    comparisons = _comparison_rows(runs)
+    sections = [
+        "<h1>fastslow report</h1>",
+        f"<p class=muted>{datetime.now():%Y-%m-%d %H:%M} · {len(runs)} run(s): "
+        + ", ".join(f"{html.escape(r.label)} <code>{html.escape(str(r.path))}</code>" for r in runs) + "</p>",
+    ]
+    if notes:
+        sections.append("<div class=notes><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul></div>")
+    sections += ["<h2>Runs</h2>", _html_table(_summary_rows(runs))]
+    if comparisons:
+        sections += ["<h2>Against RL</h2>",
+                     "<p class=muted>Sample efficiency: samples the RL run needs to reach its peak validation accuracy "
+                     "÷ samples this run needs to reach it. KL reduction: 1 − KL(this) / KL(RL) when each first "
+                     "reaches the same validation accuracy (best over accuracy levels both reach).</p>",
+                     _html_table(comparisons)]
+    sections += ["<h2>Plots</h2>",
+                 f"<div class=plots>{''.join(figures)}</div>" if figures else "<p class=muted>nothing measured yet</p>"]
+    sections += ["<h2>Population per cycle</h2>",
+                 "<p class=muted>Members best first; scores are mean scores on that cycle's anchor set, so they "
+                 "compare members within a cycle, not across cycles.</p>"]
+    for run in runs:
+        sections += [f"<h3>{html.escape(run.label)}</h3>", _population_html(run)]
+
+    page = out / "report.html"
+    page.write_text("<!doctype html><html><head><meta charset=utf-8><title>fastslow report</title>"
+                    f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    return page

@@ -1,0 +1,51 @@
+"""The slow-phase objective as the paper states it, in plain tensors (unit-tested against hand values).
+
+- Advantages are normalised ONCE per problem over all G rollouts, whatever prompt each rollout used:
+  A_i = (r_i - mean_G) / (std_G + eps).
+- Groups whose G rewards are all equal carry no signal and are dropped (no resampling).
+- CISPO: loss = -E[ sg(min(rho_t, cap)) * A * log pi(y_t) ], rho_t the token importance ratio, truncated above
+  only; plus beta * KL to the starting weights (k3 estimator, as TRL).
+- Token losses are averaged per problem (over its kept rollouts' tokens), then over kept problems.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, drop_zero_variance: bool = True):
+    """rewards [groups, G] -> (advantages [groups, G], kept [groups] bool)."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True) if rewards.shape[1] > 1 else torch.zeros_like(mean)
+    advantages = (rewards - mean) / (std + eps)
+    varied = ~torch.isclose(std.squeeze(1), torch.zeros_like(std.squeeze(1)))
+    kept = varied if drop_zero_variance else torch.ones_like(varied)
+    return advantages, kept
+
+
+def row_weights(kept: torch.Tensor, tokens_per_row: torch.Tensor, total_kept_groups: int) -> torch.Tensor:
+    """Weight of each rollout's summed token loss so that the loss is the mean over kept problems of each
+    problem's token mean. kept [groups], tokens_per_row [groups * G] -> [groups * G]."""
+    groups = kept.shape[0]
+    tokens_per_group = tokens_per_row.view(groups, -1).sum(dim=1).clamp(min=1)
+    per_group = kept.float() / (tokens_per_group * max(total_kept_groups, 1))
+    return per_group.repeat_interleave(tokens_per_row.shape[0] // groups)
+
+
+def cispo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    importance_cap: float = 4.0,
+    ref_logps: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> torch.Tensor:
+    """logps/old_logps/ref_logps/mask [B, L]; advantages/weights [B]. Returns the scalar loss."""
+    ratio = torch.exp(logps - old_logps)
+    per_token = -torch.clamp(ratio, max=importance_cap).detach() * advantages.unsqueeze(1) * logps
+    if ref_logps is not None and kl_coef:
+        delta = ref_logps - logps
+        per_token = per_token + kl_coef * (torch.exp(delta) - delta - 1)
+    return ((per_token * mask).sum(dim=1) * weights).sum()

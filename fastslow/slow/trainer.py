@@ -1,0 +1,243 @@
+"""The slow phase on TRL's GRPOTrainer: one CISPO update per planned batch, rollouts spread over the population.
+
+TRL does generation, reward calls, reference log-probs, accelerate/DDP/DeepSpeed/FSDP wrapping, LoRA
+through peft, the optimizer and the scheduler. We keep three things in our hands (docs/DESIGN.md):
+1. the data: the loop hands each step its planned problems and the population; every problem becomes G
+   rows whose system prompts cycle through the K members (G/K each);
+2. the advantages: normalised once per problem over all G rows, zero-variance groups dropped
+   (fastslow.slow.objective), instead of TRL's keep-everything;
+3. the loss aggregation: token mean per problem, then mean over problems (TRL's CISPO averages over
+   all tokens of the batch).
+Private TRL seams used (trl pinned, tests/test_trl_seam.py): `_generate_and_score_completions`,
+`_compute_loss`, `_get_per_token_logps_and_entropies`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from fastslow.config import Config
+from fastslow.errors import FastSlowError
+from fastslow.fast.population import Member, assign_prompts
+from fastslow.policy import chat_messages
+from fastslow.slow.objective import cispo_loss, group_advantages, row_weights
+from fastslow.tasks import Problem, Task
+
+
+class FSTGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with the paper's advantages and CISPO aggregation."""
+
+    def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
+        self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
+        self.kept_groups = 0
+        self.seconds_rollouts = 0.0
+
+    def _generate_and_score_completions(self, inputs):
+        self.step_rewards = []
+        start = time.perf_counter()
+        out = super()._generate_and_score_completions(inputs)
+        self.seconds_rollouts = time.perf_counter() - start  # generation + reward calls + reference log-probs
+        G = self.num_generations
+        rewards = torch.tensor(self.step_rewards, dtype=torch.float32, device=out["advantages"].device).view(-1, G)
+        advantages, kept = group_advantages(rewards, self.advantage_eps, self.drop_zero_variance)
+        self.kept_groups = int(self.accelerator.gather(kept.sum().unsqueeze(0)).sum())
+        tokens = out["completion_mask"].sum(dim=1).float()
+        # DDP averages gradients over processes; scale back up so the loss is the mean over ALL kept problems.
+        out["row_weight"] = row_weights(kept, tokens, self.kept_groups) * self.accelerator.num_processes
+        out["advantages"] = advantages.flatten()
+        return out
+
+    def _compute_loss(self, model, inputs):
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, completion_ids.size(1))
+        old_logps = inputs.get("old_per_token_logps")
+        return cispo_loss(
+            logps,
+            logps.detach() if old_logps is None else old_logps,
+            inputs["advantages"],
+            inputs["completion_mask"],
+            inputs["row_weight"],
+            importance_cap=self.epsilon_high,
+            ref_logps=inputs.get("ref_per_token_logps"),
+            kl_coef=self.beta,
+        )
+
+
+@dataclass
+class StepStats:
+    reward_mean: float
+    rollouts: int
+    kept_problems: int
+    loss: float
+    seconds_generate: float
+    seconds_score: float
+    seconds_update: float
+
+
+def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
+    rl, loop, model = config.rl, config.loop, config.model
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        loss_type="cispo",
+        epsilon_high=rl.importance_cap,  # TRL's cap is ABSOLUTE; unset it falls back to 0.2 (LIBRARIES.md)
+        beta=rl.kl_coef,
+        scale_rewards="group",
+        num_generations=loop.rollouts_per_problem,
+        per_device_train_batch_size=loop.problems_per_step * loop.rollouts_per_problem,  # set per process below
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_iterations=1,
+        max_completion_length=model.max_new_tokens,
+        temperature=model.temperature,
+        top_p=model.top_p,
+        top_k=0,
+        chat_template_kwargs=model.chat_template_kwargs or None,
+        learning_rate=rl.learning_rate,
+        adam_beta1=rl.adam_betas[0],
+        adam_beta2=rl.adam_betas[1],
+        weight_decay=rl.weight_decay,
+        warmup_steps=rl.warmup_steps,
+        lr_scheduler_type="constant_with_warmup",
+        max_grad_norm=rl.max_grad_norm,
+        max_steps=loop.steps,
+        bf16=rl.bf16,
+        gradient_checkpointing=rl.gradient_checkpointing,
+        disable_dropout=True,
+        shuffle_dataset=False,
+        remove_unused_columns=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        log_completions=False,
+        seed=config.seed,
+        ddp_find_unused_parameters=False,
+    )
+
+
+class SlowLearner:
+    """Owns the trainable weights. `step(problems, population)` is one RL step of the slow phase."""
+
+    def __init__(self, config: Config, model, tokenizer, task: Task, work_dir: Path):
+        from peft import LoraConfig
+
+        self.config, self.task = config, task
+        self.problems: dict[str, Problem] = {}
+        self.seconds_score = 0.0
+        lora = config.model.lora
+        peft_config = (
+            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                       task_type="CAUSAL_LM")
+            if lora else None
+        )
+        args = grpo_config(config, work_dir)
+        self.trainer = FSTGRPOTrainer(
+            model=model,
+            reward_funcs=[self.reward],
+            args=args,
+            train_dataset=Dataset.from_list([{"prompt": chat_messages("", "")}]),  # unused: the loop feeds the data
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            advantage_eps=config.rl.advantage_eps,
+            drop_zero_variance=config.rl.drop_zero_variance,
+        )
+        world = self.trainer.accelerator.num_processes
+        if config.loop.problems_per_step % world:
+            raise FastSlowError(
+                f"loop.problems_per_step ({config.loop.problems_per_step}) must be divisible by the number of processes ({world})"
+            )
+        self.model = self._prepare(config.loop.steps)
+        self._frozen_base = None
+        self._initial_policy = copy.deepcopy(self.policy) if self.trainer.ref_model is None and lora is None else None
+
+    def _prepare(self, total_steps: int):
+        """What transformers' Trainer does before its first step: optimizer, scheduler, accelerate wrapping."""
+        trainer = self.trainer
+        from transformers.trainer_callback import TrainerState
+
+        trainer.state = TrainerState()
+        trainer.current_gradient_accumulation_steps = 1
+        if hasattr(trainer, "_prepare_for_training"):  # transformers >= 5.2x: handles DeepSpeed/FSDP too
+            model, _ = trainer._prepare_for_training(total_steps, None, None)
+        else:
+            trainer.create_optimizer_and_scheduler(num_training_steps=total_steps)
+            model, trainer.optimizer = trainer.accelerator.prepare(trainer.model, trainer.optimizer)
+            trainer.model_wrapped = model
+        return model
+
+    @property
+    def policy(self):
+        """The unwrapped model, for generation and evaluation."""
+        return self.trainer.accelerator.unwrap_model(self.model)
+
+    def base_weights(self):
+        """A context yielding a module that computes π_base (the starting weights), for KL measurements."""
+        if self.trainer.ref_model is not None:
+            return nullcontext(self.trainer.ref_model)
+        if hasattr(self.policy, "disable_adapter"):  # LoRA: the base is the same module with adapters off
+            return self.policy.disable_adapter()
+        if self._frozen_base is None:  # full fine-tuning without a KL term: keep one frozen copy
+            self._frozen_base = copy.deepcopy(self._initial_policy).requires_grad_(False).eval()
+        return nullcontext(self._frozen_base)
+
+    def reward(self, prompts, completions, problem_id, **kwargs) -> list[float]:
+        start = time.perf_counter()
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        rewards = [self.task.score(self.problems[pid], text).reward for pid, text in zip(problem_id, texts)]
+        self.trainer.step_rewards.extend(rewards)
+        self.seconds_score += time.perf_counter() - start
+        return rewards
+
+    def step(self, problems: list[Problem], population: list[Member]) -> StepStats:
+        """One RL step: G rollouts per problem (G/K per member), advantages per problem, one optimizer step."""
+        trainer, accelerator = self.trainer, self.trainer.accelerator
+        G = self.config.loop.rollouts_per_problem
+        share = len(problems) // accelerator.num_processes  # each process takes whole problems (whole groups)
+        mine = problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+        self.problems = {p.id: p for p in mine}
+        rows = [
+            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id}
+            for p in mine
+            for member in assign_prompts(population, G)
+        ]
+        self.seconds_score = 0.0
+        start = time.perf_counter()
+        loss = trainer.training_step(self.model, rows, None)
+        if self.config.rl.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(self.model.parameters(), self.config.rl.max_grad_norm)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        self.model.zero_grad()
+        trainer.state.global_step += 1
+        done = time.perf_counter()
+        rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=accelerator.device))
+        return StepStats(
+            reward_mean=float(rewards.float().mean()),
+            rollouts=len(problems) * G,
+            kept_problems=trainer.kept_groups,
+            loss=float(loss),
+            seconds_generate=trainer.seconds_rollouts - self.seconds_score,
+            seconds_score=self.seconds_score,
+            seconds_update=(done - start) - trainer.seconds_rollouts,
+        )
+
+    # --- checkpointing (the loop decides when; fastslow.checkpoint decides where) ---
+    def optimizer_state(self) -> dict:
+        return {"optimizer": self.trainer.optimizer.state_dict(), "scheduler": self.trainer.lr_scheduler.state_dict(),
+                "global_step": self.trainer.state.global_step}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.trainer.lr_scheduler.load_state_dict(state["scheduler"])
+        self.trainer.state.global_step = state["global_step"]

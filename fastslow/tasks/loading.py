@@ -1,0 +1,199 @@
+"""Loading task data: local JSONL/JSON/CSV/parquet files or a Hugging Face dataset, split deterministically.
+
+Rows become `Problem`s through a task-specific `to_problem(row)`; a row it rejects (by raising
+ValueError, KeyError or TypeError) is malformed. Malformed rows are skipped with one warning giving their
+count and the first one's location; if no row is usable the load fails with a `FastSlowError`.
+
+Splits: a row's own split (a "split" column, or the split of a Hugging Face dataset) is kept; `val` and
+`test` splits that the data lacks are carved out of its train rows by fraction, by a hash of each problem
+id, so the assignment is stable and does not depend on row order or on the seed `problems()` is called with.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastslow.errors import FastSlowError
+from fastslow.tasks.base import SPLITS, Problem
+
+log = logging.getLogger(__name__)
+
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+MALFORMED = (ValueError, KeyError, TypeError)
+
+
+def read_rows(
+    source: str, hf_config: str | None = None, hf_split: str | None = None, field: str = "task.args.path"
+) -> Iterator[tuple[str, Any, str | None]]:
+    """Yield (location, row, split) for each row of a local file or a Hugging Face dataset.
+
+    `location` names the row for error messages ("line 7", "row 3"); `row` is whatever the file holds there
+    (normally a dict); `split` is the row's own split name, if the source has one.
+    """
+    path = Path(source).expanduser()
+    if path.suffix.lower() in FILE_SUFFIXES or path.exists():
+        if not path.is_file():
+            raise FastSlowError(f"{field}: file not found: {source}")
+        yield from _read_file(path, field)
+    else:
+        yield from _read_hf(source, hf_config, hf_split, field)
+
+
+def _read_file(path: Path, field: str) -> Iterator[tuple[str, Any, str | None]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        row = ValueError(f"not valid JSON ({exc.msg})")  # a malformed row, reported as such
+                    yield f"line {number}", row, None
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FastSlowError(f"{field}: {path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+            for split, rows in data.items():  # {"train": [...], "test": [...]}
+                for i, row in enumerate(rows):
+                    yield f"{split} row {i}", row, split
+        elif isinstance(data, list):
+            for i, row in enumerate(data):
+                yield f"row {i}", row, None
+        else:
+            raise FastSlowError(f"{field}: {path} must hold a list of objects or a mapping of split -> list")
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield f"line {reader.line_num}", row, None
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise FastSlowError(f"{field}: cannot read parquet file {path}: {exc}") from None
+        for i, row in enumerate(rows):
+            yield f"row {i}", row, None
+    else:
+        raise FastSlowError(f"{field}: unsupported file type {path.suffix!r}; expected one of {FILE_SUFFIXES}")
+
+
+def _read_hf(name: str, config: str | None, split: str | None, field: str) -> Iterator[tuple[str, Any, str | None]]:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # hub errors, missing configs, no network: all a bad `path` for the user
+        raise FastSlowError(f"{field}: {name!r} is neither a local file nor a loadable dataset: {exc}") from None
+    parts = data.items() if isinstance(data, datasets.DatasetDict) else [(split, data)]
+    for part, rows in parts:
+        for i, row in enumerate(rows):
+            yield f"{part or 'dataset'} row {i}", row, part
+
+
+def load_problems(
+    source: str,
+    to_problem: Callable[[dict], Problem],
+    expected: str,
+    *,
+    hf_config: str | None = None,
+    hf_split: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    field: str = "task.args.path",
+) -> ProblemSet:
+    """Read `source` into a `ProblemSet`; `expected` describes a good row for error messages."""
+    problems: dict[str, tuple[Problem, str | None]] = {}  # id -> (problem, its own split)
+    bad, first_bad, total = 0, "", 0
+    for location, row, split in read_rows(source, hf_config, hf_split, field):
+        total += 1
+        try:
+            if isinstance(row, Exception):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"expected an object, got {type(row).__name__}")
+            problem = to_problem(row)
+            if problem.id in problems:
+                raise ValueError(f"duplicate id {problem.id!r}")
+            label = row.get("split") or split
+            problems[problem.id] = (problem, SPLIT_NAMES.get(str(label).lower()) if label else None)
+        except MALFORMED as exc:
+            bad += 1
+            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
+            first_bad = first_bad or f"{location}: {reason}"
+    if not problems:
+        what = "is empty" if total == 0 else f"has no usable rows ({bad} malformed, first at {first_bad})"
+        raise FastSlowError(f"{field}: {source} {what}; expected {expected}")
+    if bad:
+        log.warning("%s: skipped %d malformed rows of %d (first at %s)", source, bad, total, first_bad)
+    splits = assign_splits(list(problems.values()), val_fraction, test_fraction, split_seed)
+    return ProblemSet(splits, source=str(source))
+
+
+def assign_splits(
+    labelled: list[tuple[Problem, str | None]], val_fraction: float, test_fraction: float, split_seed: int = 0
+) -> dict[str, list[Problem]]:
+    """Keep given splits; carve missing val/test splits out of the train/unlabelled rows, by id hash."""
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise FastSlowError("task.args: val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+    splits: dict[str, list[Problem]] = {s: [] for s in SPLITS}
+    pool = []
+    for problem, split in labelled:
+        if split in ("val", "test"):
+            splits[split].append(problem)
+        else:
+            pool.append(problem)
+    pool.sort(key=lambda p: _id_hash(p.id, split_seed))
+    for split, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if not splits[split] and fraction > 0:
+            take = max(1, round(len(pool) * fraction)) if len(pool) >= 3 else 0
+            splits[split], pool = pool[:take], pool[take:]
+    splits["train"] = pool
+    for split in SPLITS:
+        splits[split].sort(key=lambda p: _id_hash(p.id, split_seed))
+    return splits
+
+
+def _id_hash(problem_id: str, salt: int) -> str:
+    return hashlib.sha256(f"{salt}:{problem_id}".encode()).hexdigest()
+
+
+def content_id(*parts: Any, prefix: str = "") -> str:
+    """A stable id from a row's content (for data without an id field)."""
+    digest = hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return prefix + digest
+
+
+class ProblemSet:
+    """Problems grouped by split; `problems(split, n, seed)` draws a seeded sample of one split."""
+
+    def __init__(self, splits: dict[str, list[Problem]], source: str = "data"):
+        self.splits = splits
+        self.source = source
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        if split not in SPLITS:
+            raise FastSlowError(f"split: expected one of {SPLITS}, got {split!r}")
+        pool = self.splits[split]
+        if n > len(pool):
+            hint = f"lower task.{split}_size" if split != "test" else "ask for fewer"
+            raise FastSlowError(
+                f"task: {self.source} has {len(pool)} {split} problems but {n} were asked for; {hint} or add data"
+            )
+        return random.Random(seed).sample(pool, n)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.splits.values())

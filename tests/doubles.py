@@ -1,0 +1,35 @@
+"""Test doubles: a scripted reflection LM and a toy task whose reward varies even for a random model.
+They live in tests/ only; the product paths use real models and real tasks."""
+
+from __future__ import annotations
+
+from fastslow.tasks import Problem, Verdict
+
+
+class ScriptedReflectionLM:
+    """Answers every reflection prompt with the next scripted instruction (in ``` fences, as GEPA expects)."""
+
+    def __init__(self, instructions=None, fail: bool = False):
+        self.instructions = instructions or [f"Answer with few letters, version {i}." for i in range(1, 1000)]
+        self.fail, self.prompts = fail, []
+
+    def __call__(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        if self.fail:
+            raise RuntimeError("scripted failure")
+        return f"```\n{self.instructions[(len(self.prompts) - 1) % len(self.instructions)]}\n```"
+
+
+class ShortAnswerTask:
+    """Reward = how short the completion is (1 for empty, 0 at >= 8 characters): a random tiny model's
+    rewards vary, so groups have variance and RL moves the weights."""
+
+    name = "short-answer"
+    seed_prompt = "Answer."
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        return [Problem(f"{split}-{seed}-{i}", "abcdefgh"[: 1 + (i + seed) % 8], "") for i in range(n)]
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        reward = max(0.0, 1 - len(completion) / 8)
+        return Verdict(reward, f"Expected a short answer; got {len(completion)} characters.")

@@ -1,0 +1,142 @@
+"""End to end: two cycles of each mode on a tiny random model with a scripted reflection LM; resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from doubles import ScriptedReflectionLM
+
+import fastslow.loop as loop
+from fastslow.config import parse_config
+from fastslow.policy import load_model
+from fastslow.rundir import METRIC_KEYS
+
+TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update"}
+
+
+def tiny_config(output_dir, model_path, mode="fst", **sections):
+    data = {
+        "name": mode, "mode": mode, "output_dir": str(output_dir), "seed": 3,
+        "model": {"path": model_path, "max_new_tokens": 8},
+        "task": {"name": "doubles:ShortAnswerTask", "train_size": 32, "val_size": 8},
+        "loop": {"steps": 4, "steps_per_cycle": 2, "problems_per_step": 4, "rollouts_per_problem": 4, "population_size": 2},
+        "rl": {"learning_rate": 1e-3, "warmup_steps": 0},
+        "gepa": {"budget_passes": 4},
+        "eval": {"every": 2, "samples": 2, "kl_prompts": 4},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    return data
+
+
+def run_capturing_model(monkeypatch, config, **kwargs):
+    """Run the loop and return (run dir, the model object it trained)."""
+    captured = {}
+
+    def capture(*args, **kw):
+        captured["model"] = load_model(*args, **kw)
+        return captured["model"]
+
+    monkeypatch.setattr(loop, "load_model", capture)
+    path = loop.run(parse_config(config), **kwargs)
+    return path, captured["model"]
+
+
+def weights_changed(model, model_path) -> bool:
+    fresh = load_model(model_path).state_dict()
+    trained = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in model.state_dict().items()}
+    return any(not torch.equal(trained[k], v) for k, v in fresh.items() if k in trained) or any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
+
+
+def rows(path):
+    return [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["fst", "rl", "gepa"])
+def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
+    reflection = ScriptedReflectionLM()
+    path, model = run_capturing_model(monkeypatch, tiny_config(tmp_path, tiny_model_path, mode), reflection_lm=reflection)
+    metrics = rows(path)
+    assert [r["step"] for r in metrics] == [0, 1, 2, 3, 4]
+    for row in metrics:
+        assert set(METRIC_KEYS) <= set(row)
+    for row in (metrics[0], metrics[2], metrics[4]):  # evaluated at step 0, every 2 steps and the last step
+        assert row["val_accuracy"] is not None and row["val_accuracy_seed_prompt"] is not None
+        assert row["kl_base"] is not None and row["entropy"] is not None
+    assert metrics[-1]["samples"] == 16 and metrics[-1]["cycle"] == 1
+    assert (Path(path) / "config.yaml").is_file()
+    assert weights_changed(model, tiny_model_path) == (mode != "gepa")
+    if mode == "gepa":
+        assert metrics[-1]["rl_rollouts"] == 0 and all(r["kl_base"] in (None, 0.0) for r in metrics)
+    else:
+        assert metrics[-1]["rl_rollouts"] == 4 * 4 * 4
+        assert metrics[-1]["kl_base"] > 0
+    if mode == "rl":
+        assert reflection.prompts == [] and not (Path(path) / "population" / "cycle-0.json").exists()
+        assert metrics[-1]["fast_rollouts"] == 0
+    else:
+        cycle1 = json.loads((Path(path) / "population" / "cycle-1.json").read_text())
+        texts = {m["text"] for m in cycle1["members"]}
+        assert texts != {"Answer."} and len(cycle1["members"]) <= 2  # the population changed; K = 2
+        assert reflection.prompts and "Answer." in reflection.prompts[0]  # the seed prompt was reflected on
+        assert metrics[-1]["fast_rollouts"] > 0
+        assert all(m["scores"] for m in cycle1["members"])
+
+
+def test_lora_trains_adapters_and_checkpoints_them(tmp_path, tiny_model_path, monkeypatch):
+    config = tiny_config(tmp_path, tiny_model_path, "rl", model={"lora": {"r": 4, "alpha": 8}})
+    path, model = run_capturing_model(monkeypatch, config)
+    assert weights_changed(model, tiny_model_path)
+    latest = (Path(path) / "checkpoints" / "LATEST").read_text().strip()
+    assert (Path(path) / "checkpoints" / latest / "model" / "adapter_model.safetensors").is_file()
+    assert rows(path)[-1]["kl_base"] > 0  # KL measured against the same module with adapters disabled
+
+
+def test_failed_reflection_keeps_the_population_and_says_so(tmp_path, tiny_model_path):
+    path = loop.run(parse_config(tiny_config(tmp_path, tiny_model_path, "fst")), reflection_lm=ScriptedReflectionLM(fail=True))
+    population = json.loads((Path(path) / "population" / "cycle-0.json").read_text())
+    assert population["reflection_failed"] is True
+    assert [m["text"] for m in population["members"]] == ["Answer."]
+    assert all(r["reflection_failed"] for r in rows(path)[1:])
+
+
+def _worker(config_file, *flags):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, str(Path(__file__).parent / "loop_worker.py"), str(config_file), *flags],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path):
+    steps = {"loop": {"steps": 8}}
+    straight_cfg, killed_cfg = tmp_path / "straight.json", tmp_path / "killed.json"
+    straight_cfg.write_text(json.dumps(tiny_config(tmp_path / "a", tiny_model_path, "fst", **steps)))
+    killed_cfg.write_text(json.dumps(tiny_config(tmp_path / "b", tiny_model_path, "fst", **steps)))
+    straight = _worker(straight_cfg)
+
+    victim = _worker(killed_cfg)
+    latest = tmp_path / "b" / "fst" / "checkpoints" / "LATEST"
+    deadline = time.time() + 300
+    while not latest.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert len(rows(tmp_path / "b" / "fst")) < 9
+
+    resumed = _worker(killed_cfg, "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    assert straight.wait(timeout=600) == 0, straight.stderr.read().decode()[-2000:]
+
+    def comparable(path):
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows(path)]
+
+    a, b = comparable(tmp_path / "a" / "fst"), comparable(tmp_path / "b" / "fst")
+    assert [r["step"] for r in b] == list(range(9))
+    assert a == b

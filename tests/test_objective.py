@@ -1,0 +1,88 @@
+"""The slow-phase objective against hand-computed values."""
+
+import math
+
+import torch
+
+from fastslow.evaluation import kl_and_entropy
+from fastslow.slow.objective import cispo_loss, group_advantages, row_weights
+
+
+def test_advantages_normalised_once_over_the_whole_group_of_mixed_prompts():
+    # one problem, G=4 rollouts: slots 0,2 used prompt A and slots 1,3 prompt B (K=2)
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    adv, kept = group_advantages(rewards, eps=0.0)
+    mean, std = 0.75, math.sqrt(((0.25**2) * 3 + 0.75**2) / 3)  # unbiased std over all G, not per prompt
+    assert torch.allclose(adv, torch.tensor([[0.25, -0.75, 0.25, 0.25]]) / std)
+    assert kept.tolist() == [True]
+    # per-prompt normalisation would have given prompt A's rollouts zero advantage; ours does not
+    assert adv[0, 0] > 0 and adv[0, 2] > 0
+
+
+def test_zero_variance_groups_are_dropped_or_kept_by_setting():
+    rewards = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    adv, kept = group_advantages(rewards)
+    assert kept.tolist() == [False, True, False]
+    assert torch.all(adv[0] == 0) and torch.all(adv[2] == 0)
+    _, kept_all = group_advantages(rewards, drop_zero_variance=False)
+    assert kept_all.tolist() == [True, True, True]
+
+
+def test_row_weights_average_tokens_per_problem_then_over_kept_problems():
+    kept = torch.tensor([True, False, True])
+    tokens = torch.tensor([2.0, 2.0, 5.0, 5.0, 1.0, 3.0])  # G=2 rows per problem
+    w = row_weights(kept, tokens, total_kept_groups=2)
+    assert torch.allclose(w, torch.tensor([1 / 8, 1 / 8, 0, 0, 1 / 8, 1 / 8]))
+    # summing w * tokens over a kept problem gives 1 / (kept problems)
+    assert math.isclose(float((w * tokens)[:2].sum()), 0.5)
+
+
+def test_cispo_truncates_the_importance_ratio_above_only_and_stops_its_gradient():
+    logps = torch.log(torch.tensor([[0.5, 0.5]])).requires_grad_()
+    old = torch.log(torch.tensor([[0.1, 0.4]]))  # ratios 5.0 (capped to 4.0) and 1.25 (kept)
+    adv, mask, w = torch.tensor([2.0]), torch.ones(1, 2), torch.tensor([1.0])
+    loss = cispo_loss(logps, old, adv, mask, w, importance_cap=4.0)
+    expected = -(4.0 * 2.0 * math.log(0.5) + 1.25 * 2.0 * math.log(0.5))
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    loss.backward()
+    assert torch.allclose(logps.grad, torch.tensor([[-8.0, -2.5]]))  # d/dlogp = -sg(min(rho, cap)) * A
+    # a small ratio is NOT clipped from below (CISPO has no lower bound)
+    low = cispo_loss(logps.detach(), torch.log(torch.tensor([[5.0, 5.0]])), adv, mask, w)
+    assert math.isclose(low.item(), -(2 * 0.1 * 2.0 * math.log(0.5)), rel_tol=1e-5)
+
+
+def test_cispo_kl_term_is_k3_to_the_reference_and_masked():
+    logps = torch.log(torch.tensor([[0.5, 0.9]]))
+    ref = torch.log(torch.tensor([[0.25, 0.1]]))
+    mask = torch.tensor([[1.0, 0.0]])
+    loss = cispo_loss(logps, logps, torch.tensor([0.0]), mask, torch.tensor([1.0]), ref_logps=ref, kl_coef=0.5)
+    delta = math.log(0.25 / 0.5)
+    assert math.isclose(loss.item(), 0.5 * (math.exp(delta) - delta - 1), rel_tol=1e-6)
+
+
+class _FixedDistribution(torch.nn.Module):
+    """A 'model' whose next-token distribution is the same at every position (for the KL estimator)."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.log(probs))
+
+    def forward(self, input_ids, attention_mask=None):
+        return type("Out", (), {"logits": self.logits.expand(*input_ids.shape, -1)})()
+
+
+def test_kl_and_entropy_are_the_exact_per_token_values(tmp_path):
+    from contextlib import nullcontext
+
+    from tiny_model import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    vocab = len(tokenizer)
+    p = torch.full((vocab,), 0.5 / (vocab - 1)); p[0] = 0.5
+    q = torch.full((vocab,), 1.0 / vocab)
+    kl, entropy = kl_and_entropy(_FixedDistribution(p), lambda: nullcontext(_FixedDistribution(q)), tokenizer,
+                                 [[{"role": "user", "content": "hi"}]] * 2, ["abc", "d"])
+    expected_kl = float((p * (p.log() - q.log())).sum())
+    expected_entropy = float(-(p * p.log()).sum())
+    assert math.isclose(kl, expected_kl, rel_tol=1e-5)
+    assert math.isclose(entropy, expected_entropy, rel_tol=1e-5)

@@ -1,0 +1,218 @@
+"""fastslow.reflection against real HTTP servers on 127.0.0.1: `fastslow serve` on a tiny random model, and a
+scripted fake endpoint (a test double) for failures, empty answers, timeouts and keys."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fastslow.config import ReflectionConfig
+from fastslow.errors import FastSlowError
+from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
+from fastslow.reflection import ReflectionError, make_reflection_lm, strip_thinking
+from fastslow.serve import BackgroundServer
+
+PROMPT = "Improve this prompt: be concise."
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_path):
+    return tiny_model_path
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with BackgroundServer(model_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def greedy_answer(model_dir):
+    """What the tiny model answers to PROMPT, generated directly: one user message, no system message."""
+    text = generate(load_model(model_dir), load_tokenizer(model_dir), [chat_messages(None, PROMPT)],
+                    Sampling(max_new_tokens=16, temperature=0))[0]
+    assert text.strip(), "the tiny model's greedy answer should not be blank"
+    return text.strip()
+
+
+class FakeChatEndpoint:
+    """Test double: an OpenAI-style endpoint that plays a script of (status, content, delay_s) replies, then
+    repeats the last one, and records each request's headers and body."""
+
+    def __init__(self, script):
+        self.script, self.requests = list(script), []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                status, content, delay = endpoint.script.pop(0) if len(endpoint.script) > 1 else endpoint.script[0]
+                time.sleep(delay)
+                reply = {"error": {"message": "boom"}} if status != 200 else {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+                data = json.dumps(reply).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_endpoint():
+    endpoints = []
+
+    def start(*script):
+        endpoints.append(FakeChatEndpoint(script))
+        return endpoints[-1]
+
+    yield start
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there once the socket is closed
+
+
+def config(**fields) -> ReflectionConfig:
+    return ReflectionConfig(**{"temperature": 0, "max_new_tokens": 16, "retries": 0, "backoff_s": 0.0, **fields})
+
+
+# --- every kind gives the model's own answer ---------------------------------------------------------
+
+def test_openai_kind_through_fastslow_serve(server, model_dir, greedy_answer):
+    lm = make_reflection_lm(config(kind="openai", model="tiny-chat", base_url=server.base_url), model_dir)
+    lm.check()
+    assert lm(PROMPT) == greedy_answer
+    assert server.base_url in lm.describe()
+
+
+def test_litellm_kind_through_its_openai_compatible_provider(server, model_dir, greedy_answer):
+    lm = make_reflection_lm(config(kind="litellm", model="openai/tiny-chat", base_url=server.base_url), model_dir)
+    lm.check()
+    assert lm(PROMPT) == greedy_answer
+
+
+def test_local_and_self_kinds_sample_in_process(model_dir, greedy_answer):
+    local = make_reflection_lm(config(kind="local", model=model_dir), policy_path="micro", device="cpu")
+    frozen_policy = make_reflection_lm(config(kind="self"), policy_path=model_dir, device="cpu")
+    assert local(PROMPT) == greedy_answer
+    assert frozen_policy(PROMPT) == greedy_answer
+    assert frozen_policy.describe() == f"self:{model_dir}"
+
+
+# --- answers: thinking stripped, empty answers retried ----------------------------------------------
+
+@pytest.mark.parametrize("raw, clean", [
+    ("<think>plan it</think>\n```new```", "```new```"),
+    ("</think>answer", "answer"),  # templates that open <think> inside the prompt
+    ("<think>a</think>x<think>b</think> y ", "y"),
+    ("<think>truncated mid-thought", ""),
+    ("  plain  ", "plain"),
+])
+def test_strip_thinking(raw, clean):
+    assert strip_thinking(raw) == clean
+
+
+def test_empty_and_failed_answers_are_retried_with_backoff(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "<think>only thoughts</think>", 0), (500, None, 0), (200, "  ", 0),
+                             (200, "<think>plan</think>\n```better prompt```", 0))
+    lm = make_reflection_lm(config(kind="openai", model="m", base_url=endpoint.base_url, retries=3, backoff_s=0.05),
+                            model_dir)
+    start = time.monotonic()
+    assert lm(PROMPT) == "```better prompt```"
+    assert time.monotonic() - start >= 0.05 + 0.1 + 0.2  # three backoffs, doubling
+    assert len(endpoint.requests) == 4
+    assert endpoint.requests[0]["body"]["messages"] == [{"role": "user", "content": PROMPT}]
+    assert endpoint.requests[0]["body"]["max_tokens"] == 16
+
+
+def test_exhausted_retries_raise_a_one_line_reflection_error(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "", 0))
+    lm = make_reflection_lm(config(kind="litellm", model="openai/m", base_url=endpoint.base_url, retries=2), model_dir)
+    with pytest.raises(ReflectionError, match="failed after 3 attempt") as caught:
+        lm(PROMPT)
+    assert "empty answer" in str(caught.value) and "\n" not in str(caught.value)
+    assert isinstance(caught.value, FastSlowError)
+    assert len(endpoint.requests) == 3
+
+
+def test_timeout_counts_as_a_failure(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "late", 3.0))
+    lm = make_reflection_lm(config(kind="openai", model="m", base_url=endpoint.base_url, timeout_s=0.3), model_dir)
+    start = time.monotonic()
+    with pytest.raises(ReflectionError, match="Timeout"):
+        lm(PROMPT)
+    assert time.monotonic() - start < 2.0
+
+
+def test_api_key_comes_from_the_named_environment_variable(fake_endpoint, model_dir, monkeypatch):
+    endpoint = fake_endpoint((200, "ok", 0))
+    settings = config(kind="openai", model="m", base_url=endpoint.base_url, api_key_env="FASTSLOW_TEST_KEY")
+    monkeypatch.delenv("FASTSLOW_TEST_KEY", raising=False)
+    with pytest.raises(FastSlowError, match="reflection.api_key_env: environment variable FASTSLOW_TEST_KEY"):
+        make_reflection_lm(settings, model_dir)
+    monkeypatch.setenv("FASTSLOW_TEST_KEY", "sk-secret")
+    assert make_reflection_lm(settings, model_dir)(PROMPT) == "ok"
+    assert endpoint.requests[0]["headers"]["authorization"] == "Bearer sk-secret"
+
+
+# --- unreachable endpoints and bad paths fail fast ----------------------------------------------------
+
+@pytest.mark.parametrize("kind, model", [("openai", "m"), ("litellm", "openai/m")])
+def test_unreachable_endpoint(kind, model, model_dir):
+    url = closed_port_url()
+    lm = make_reflection_lm(config(kind=kind, model=model, base_url=url, retries=1, backoff_s=0.05), model_dir)
+    with pytest.raises(FastSlowError, match=f"^reflection.base_url: cannot reach {url}"):
+        lm.check()
+    with pytest.raises(ReflectionError, match="failed after 2 attempt"):
+        lm(PROMPT)
+
+
+def test_unknown_host_and_bad_url_fail_the_check(model_dir):
+    unknown = make_reflection_lm(config(kind="openai", model="m", base_url="http://no-such-host.invalid:8000/v1"),
+                                 model_dir)
+    with pytest.raises(FastSlowError, match="reflection.base_url: cannot reach http://no-such-host.invalid"):
+        unknown.check()
+    not_a_url = make_reflection_lm(config(kind="openai", model="m", base_url="127.0.0.1:8000"), model_dir)
+    with pytest.raises(FastSlowError, match="reflection.base_url: '127.0.0.1:8000' is not an http"):
+        not_a_url.check()
+
+
+def test_local_check_names_the_missing_path(tmp_path):
+    lm = make_reflection_lm(config(kind="local", model=str(tmp_path / "nowhere")), policy_path="micro")
+    with pytest.raises(FastSlowError, match="^reflection.model: .*nowhere does not exist"):
+        lm.check()
+
+
+def test_litellm_check_names_missing_provider_keys(model_dir, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    lm = make_reflection_lm(config(kind="litellm", model="openai/gpt-4.1-mini"), model_dir)
+    with pytest.raises(FastSlowError, match="reflection.model: .*OPENAI_API_KEY"):
+        lm.check()

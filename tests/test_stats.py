@@ -1,0 +1,145 @@
+import math
+
+import numpy as np
+import pytest
+
+from fastslow import stats
+from fastslow.errors import FastSlowError
+
+
+def test_running_max_keeps_the_best_so_far_and_skips_nan():
+    assert stats.running_max([0.1, 0.3, 0.2, np.nan, 0.5, 0.4]).tolist() == [0.1, 0.3, 0.3, 0.3, 0.5, 0.5]
+
+
+def test_samples_to_reach_interpolates_between_the_bracketing_points():
+    samples = [0, 100, 200, 300]
+    accuracy = [0.10, 0.20, 0.40, 0.30]
+    assert stats.samples_to_reach(samples, accuracy, 0.30) == pytest.approx(150.0)
+    assert stats.samples_to_reach(samples, accuracy, 0.40) == pytest.approx(200.0)
+    assert stats.samples_to_reach(samples, accuracy, 0.05) == 0.0  # already there at the start
+    assert stats.samples_to_reach(samples, accuracy, 0.41) is None
+
+
+def test_samples_to_reach_uses_the_running_max_not_a_later_dip():
+    # raw accuracy dips to 0.1 before rising; the running max stays at 0.3, so 0.35 lies between 300 and 400
+    samples = [0, 100, 200, 300, 400]
+    accuracy = [0.0, 0.3, 0.1, 0.3, 0.4]
+    assert stats.samples_to_reach(samples, accuracy, 0.35) == pytest.approx(350.0)
+    assert stats.samples_to_reach(samples, stats.running_max(accuracy), 0.35) == pytest.approx(350.0)
+
+
+def test_samples_to_reach_rejects_mismatched_curves():
+    with pytest.raises(FastSlowError, match="equal length"):
+        stats.samples_to_reach([0, 1, 2], [0.1, 0.2], 0.1)
+
+
+def test_sample_efficiency_is_rl_samples_over_fst_samples_to_rl_peak():
+    rl = ([0, 100, 200, 300], [0.1, 0.2, 0.25, 0.3])  # peak 0.3 at 300 samples
+    fst = ([0, 100, 200, 300], [0.1, 0.5, 0.5, 0.5])  # reaches 0.3 half-way to 100 -> 50 samples
+    assert stats.sample_efficiency(fst, rl) == pytest.approx(300 / 50)
+    slower = ([0, 100, 200, 300], [0.1, 0.1, 0.1, 0.2])
+    assert stats.sample_efficiency(slower, rl) is None
+    flat_rl = ([0, 100], [0.3, 0.2])  # RL never beats its start: no ratio
+    assert stats.sample_efficiency(fst, flat_rl) is None
+
+
+def test_sample_efficiency_over_seeds_pairs_runs_and_counts_unreached_seeds():
+    rl = ([0, 100, 200], [0.0, 0.1, 0.2])  # peak 0.2 at 200
+    fst_2x = ([0, 100, 200], [0.0, 0.2, 0.3])  # 100 -> 2.0x
+    fst_4x = ([0, 100, 200], [0.0, 0.4, 0.4])  # 50 -> 4.0x
+    fst_never = ([0, 100, 200], [0.0, 0.1, 0.1])
+    spread = stats.sample_efficiency_over_seeds([fst_2x, fst_4x, fst_never], [rl, rl, rl])
+    assert spread.mean == pytest.approx(3.0)
+    assert (spread.min, spread.max, spread.n, spread.dropped) == (2.0, 4.0, 2, 1)
+    with pytest.raises(FastSlowError, match="2 FST curves but 1 RL"):
+        stats.sample_efficiency_over_seeds([fst_2x, fst_4x], [rl])
+
+
+def test_summarize_gives_mean_std_and_a_t_interval():
+    spread = stats.summarize([1.0, 2.0, 3.0, 4.0])
+    assert spread.mean == pytest.approx(2.5)
+    assert spread.std == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    half = 3.182446305284263 * spread.std / 2  # t(0.975, df=3) * std / sqrt(4)
+    assert (spread.ci_low, spread.ci_high) == pytest.approx((2.5 - half, 2.5 + half))
+    one = stats.summarize([0.7, None])
+    assert (one.mean, one.n, one.dropped) == (0.7, 1, 1) and math.isnan(one.std)
+    assert str(stats.summarize([])) == "n/a"
+
+
+@pytest.mark.parametrize("A, B, C_mid, R0", [(0.474, 1.5, 80.0, 0.19), (0.25, 2.0, 150.0, 0.02), (0.9, 0.8, 40.0, 0.1)])
+def test_fit_sigmoid_recovers_known_parameters_from_noisy_curves(A, B, C_mid, R0):
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 401, 10.0)
+    reward = stats.sigmoid(steps, A, B, C_mid, R0) + rng.normal(0, 0.005, len(steps))
+    fit = stats.fit_sigmoid(steps, reward, r0=R0)
+    assert fit.A == pytest.approx(A, abs=0.02)
+    assert fit.B == pytest.approx(B, rel=0.15)
+    assert fit.C_mid == pytest.approx(C_mid, rel=0.1)
+    assert fit.A_low < fit.A < fit.A_high and fit.A_high - fit.A_low < 0.05
+    assert np.abs(fit(steps) - reward).max() < 0.03
+
+
+def test_fit_sigmoid_takes_r0_from_the_first_point_and_keeps_a_rate_below_one():
+    steps = np.arange(0, 200, 10.0)
+    reward = stats.sigmoid(steps, 0.98, 3.0, 60.0, 0.2)
+    fit = stats.fit_sigmoid(steps, reward)
+    assert fit.R0 == pytest.approx(0.2)
+    assert fit.A <= 1.0 and fit.A == pytest.approx(0.98, abs=0.01)
+
+
+def test_fit_sigmoid_rejects_too_few_points():
+    with pytest.raises(FastSlowError, match="at least 4 points"):
+        stats.fit_sigmoid([0, 1, 2], [0.1, 0.2, 0.3])
+
+
+def test_asymptote_over_seeds_summarises_each_seeds_fit():
+    steps = np.arange(0, 301, 10.0)
+    curves = [(steps, stats.sigmoid(steps, a, 1.5, 60.0, 0.1)) for a in (0.40, 0.50)]
+    spread = stats.asymptote_over_seeds(curves)
+    assert spread.mean == pytest.approx(0.45, abs=0.01) and spread.n == 2
+
+
+def test_kl_when_reaching_interpolates_kl_at_the_first_crossing():
+    accuracy = [0.1, 0.2, 0.4]
+    kl = [0.0, 0.02, 0.06]
+    assert stats.kl_when_reaching(accuracy, kl, 0.3) == pytest.approx(0.04)
+    assert stats.kl_when_reaching(accuracy, kl, 0.5) is None
+
+
+def test_kl_at_matched_accuracy_compares_runs_at_common_levels():
+    fst = ([0.1, 0.2, 0.3, 0.5], [0.0, 0.01, 0.02, 0.04])  # KL 0.1 per unit of accuracy
+    rl = ([0.1, 0.2, 0.3, 0.4], [0.0, 0.03, 0.06, 0.09])  # KL 0.3 per unit of accuracy
+    matched = stats.kl_at_matched_accuracy(fst, rl, n_levels=3)
+    assert matched.levels == pytest.approx([0.2, 0.3, 0.4])  # above both starts, up to RL's lower peak
+    assert matched.kl_a == pytest.approx([0.01, 0.02, 0.03])
+    assert matched.kl_b == pytest.approx([0.03, 0.06, 0.09])
+    assert matched.reduction == pytest.approx([2 / 3] * 3)
+    assert matched.max_reduction == pytest.approx(2 / 3)
+    beyond = stats.kl_at_matched_accuracy(fst, rl, levels=[0.45])
+    assert np.isnan(beyond.kl_b[0]) and math.isnan(beyond.max_reduction)
+
+
+def test_normalise_stages_divides_by_each_stages_peak():
+    steps = [0, 100, 200, 300, 400, 500, 600]
+    accuracy = [0.0, 0.4, 0.5, 0.1, 0.2, 0.3, 0.6]
+    # steps <= 200 first task, 201-400 second, the rest third
+    normalised = stats.normalise_stages(accuracy, [200, 400], steps=steps)
+    assert normalised == pytest.approx([0.0, 0.8, 1.0, 0.5, 1.0, 0.5, 1.0])
+    assert stats.stage_peaks(accuracy, [200, 400], steps=steps) == pytest.approx([0.5, 0.2, 0.6])
+
+
+def test_normalise_stages_against_a_shared_reference_shows_a_stalled_run():
+    stalled = stats.normalise_stages([0.4, 0.5, 0.05, 0.1], [1], peaks=[0.5, 0.4])
+    assert stalled == pytest.approx([0.8, 1.0, 0.125, 0.25])
+    with pytest.raises(FastSlowError, match="one per stage"):
+        stats.normalise_stages([0.4, 0.5, 0.1], [1], peaks=[0.5])
+    with pytest.raises(FastSlowError, match="increasing"):
+        stats.normalise_stages([0.4, 0.5, 0.1], [2, 1])
+    assert np.isnan(stats.normalise_stages([0.0, 0.0, 0.3], [1])[0])  # a stage never solved has no scale
+
+
+def test_steps_until_nonzero_finds_the_first_rewarded_step():
+    steps = [0, 10, 20, 30, 40]
+    assert stats.steps_until_nonzero(steps, [0, 0, 0, 0.1, 0.2]) == 30.0
+    assert stats.steps_until_nonzero(steps, [0, 0.01, 0, 0.1, 0.2], threshold=0.05) == 30.0
+    assert stats.steps_until_nonzero(steps, [0, 0, 0, 0, 0]) is None
