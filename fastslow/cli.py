@@ -75,6 +75,7 @@ def run(
 
 
 def train_with_progress(cfg, resume: bool = False) -> Path:
+    """Run the loop with a rich progress bar, shown from the first metrics row (after all input checks)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fastslow.loop import run as run_loop
@@ -82,19 +83,23 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
     def fmt(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    with Progress(TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=False) as progress:
-        bar = progress.add_task("", total=cfg.loop.steps, name=f"{cfg.name} ({cfg.mode})")
-        last_eval: dict[str, Any] = {}
+    progress = Progress(TextColumn("[bold]{task.fields[name]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=console)
+    bar = progress.add_task("", total=cfg.loop.steps, name=f"{cfg.name} ({cfg.mode})")
+    last_eval: dict[str, Any] = {}
 
-        def observe(row: dict[str, Any]) -> None:
-            if row.get("val_accuracy") is not None:
-                last_eval.update(row)
-            progress.update(bar, completed=row["step"], description=(
-                f"cycle {row['cycle']}  reward {fmt(row.get('reward_mean'))}  "
-                f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"))
+    def observe(row: dict[str, Any]) -> None:
+        progress.start()
+        if row.get("val_accuracy") is not None:
+            last_eval.update(row)
+        progress.update(bar, completed=row["step"], description=(
+            f"cycle {row['cycle']}  reward {fmt(row.get('reward_mean'))}  "
+            f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"))
 
+    try:
         return run_loop(cfg, resume=resume, observer=observe)
+    finally:
+        progress.stop()
 
 
 @app.command()

@@ -82,7 +82,8 @@ class ReflectionConfig(Section):
     model: str | None = Field(None, description="model path (local), litellm string, or endpoint model name")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    template: str = Field("gepa", description="'gepa', 'compact' or a template with <curr_param> and <side_info>")
+    template: str = Field("auto", description="'gepa' (GEPA's own), 'compact' (what the micro model was trained on), "
+                          "a template with <curr_param> and <side_info>, or 'auto': compact for the micro model, else gepa")
     max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit")
     temperature: float = Field(0.7, ge=0, description="reflection sampling temperature")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
@@ -96,6 +97,13 @@ class ReflectionConfig(Section):
         if self.kind == "openai" and not self.base_url:
             raise ValueError("reflection.base_url is required when reflection.kind is 'openai'")
         return self
+
+
+    def resolved_template(self, policy_path: str) -> str:
+        if self.template != "auto":
+            return self.template
+        reflector = policy_path if self.kind == "self" else self.model
+        return "compact" if reflector == "micro" else "gepa"
 
 
 class EvalConfig(Section):
@@ -116,7 +124,8 @@ class Config(Section):
     gepa: GEPAConfig = Field(default_factory=GEPAConfig)
     reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        default_factory=list, description="also log metrics rows to these trackers")
 
     @model_validator(mode="after")
     def _population_divides_rollouts(self) -> Config:
@@ -173,3 +182,24 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     for part in parents:
         data = data.setdefault(part, {})
     data[leaf] = value
+
+
+def reference_markdown() -> str:
+    """The config reference table of the README (tests/test_docs.py keeps the two in sync)."""
+    lines = ["| field | default | meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            nested = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, Section)]
+            if nested and field.default is not None:
+                walk(nested[0], f"{prefix}{name}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = "" if default is None else yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"| `{prefix}{name}` | `{shown}` | {field.description or ''} |".replace("`` ", "— "))
+            if nested:  # an optional section (e.g. model.lora): list its fields too
+                walk(nested[0], f"{prefix}{name}.")
+
+    walk(Config, "")
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ class DataPlan:
     problems_per_step: int
     steps_per_cycle: int
     seed: int = 0
+    ordered: bool = False  # keep the task's order (a curriculum, e.g. continual learning) instead of shuffling
 
     def __post_init__(self) -> None:
         if len(self.problems) < self.problems_per_step:
@@ -32,7 +33,8 @@ class DataPlan:
 
     def _epoch_order(self, epoch: int) -> list[Problem]:
         order = list(self.problems)
-        random.Random(f"{self.seed}-{epoch}").shuffle(order)  # a fresh, reproducible order each epoch
+        if not self.ordered:
+            random.Random(f"{self.seed}-{epoch}").shuffle(order)  # a fresh, reproducible order each epoch
         return order
 
     def batch(self, step: int) -> list[Problem]:

@@ -31,16 +31,25 @@ class EvalResult:
     val_accuracy_seed_prompt: float
     kl_base: float | None
     entropy: float | None
+    val_accuracy_by_group: dict[str, float] | None = None  # problems with info["group"] (e.g. continual stages)
 
 
 def accuracy(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: str, samples: int,
-             sampling: Sampling) -> tuple[float, list[list[str]]]:
-    """Mean reward over `samples` completions per problem, and the completions (per problem)."""
+             sampling: Sampling) -> tuple[float, list[list[str]], list[float]]:
+    """Mean reward over `samples` completions per problem; the completions and mean reward per problem."""
     conversations = [chat_messages(prompt, p.prompt) for p in problems for _ in range(samples)]
     completions = generate(model, tokenizer, conversations, sampling)
-    rewards = [task.score(p, completions[i * samples + j]).reward for i, p in enumerate(problems) for j in range(samples)]
     grouped = [completions[i * samples : (i + 1) * samples] for i in range(len(problems))]
-    return sum(rewards) / max(len(rewards), 1), grouped
+    per_problem = [sum(task.score(p, c).reward for c in cs) / samples for p, cs in zip(problems, grouped)]
+    return sum(per_problem) / max(len(per_problem), 1), grouped, per_problem
+
+
+def by_group(problems: Sequence[Problem], per_problem: Sequence[float]) -> dict[str, float] | None:
+    groups: dict[str, list[float]] = {}
+    for problem, score in zip(problems, per_problem):
+        if "group" in problem.info:
+            groups.setdefault(str(problem.info["group"]), []).append(score)
+    return {g: sum(v) / len(v) for g, v in groups.items()} or None
 
 
 @torch.no_grad()
@@ -71,7 +80,8 @@ def evaluate(model, base: BaseWeights | None, tokenizer, task: Task, problems: S
         torch.manual_seed(seed)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)
-        best_acc, best_completions = accuracy(model, tokenizer, task, problems, best_prompt, samples, sampling)
+        best_acc, best_completions, per_problem = accuracy(model, tokenizer, task, problems, best_prompt, samples,
+                                                           sampling)
         seed_acc = (
             best_acc if seed_prompt == best_prompt
             else accuracy(model, tokenizer, task, problems, seed_prompt, samples, sampling)[0]
@@ -81,4 +91,5 @@ def evaluate(model, base: BaseWeights | None, tokenizer, task: Task, problems: S
         completions = [best_completions[i][0] for i in range(len(held_out))]
         kl, entropy = kl_and_entropy(model, base, tokenizer, conversations, completions, sampling.chat_template_kwargs)
     model.train(was_training)
-    return EvalResult(best_acc, seed_acc, kl if held_out else None, entropy if held_out else None)
+    return EvalResult(best_acc, seed_acc, kl if held_out else None, entropy if held_out else None,
+                      by_group(problems, per_problem))

@@ -57,7 +57,8 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
     task = load_task(config.task.name, **config.task.args)
     train, val = load_problems(config, task)
     seed_prompt = config.task.seed_prompt or task.seed_prompt
-    plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed)
+    plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
+                    ordered=getattr(task, "ordered", False))
     tokenizer = load_tokenizer(config.model.path)
     model = load_model(config.model.path, config.model.dtype)
     if config.mode != "rl" and reflection_lm is None:
@@ -135,7 +136,7 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                 fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
                                       population_size=config.loop.population_size,
                                       minibatch_size=config.gepa.reflection_minibatch_size,
-                                      template=config.reflection.template, seed=config.seed + cycle,
+                                      template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population)
             if learner is not None and learner.trainer.accelerator.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population

@@ -3,11 +3,14 @@ They live in tests/ only; the product paths use real models and real tasks."""
 
 from __future__ import annotations
 
+import zlib
+
 from fastslow.tasks import Problem, Verdict
 
 
 class ScriptedReflectionLM:
-    """Answers every reflection prompt with the next scripted instruction (in ``` fences, as GEPA expects)."""
+    """Answers a reflection prompt with a scripted instruction (in ``` fences, as GEPA expects), chosen by a
+    hash of the prompt: the same prompt always gets the same answer, also in a resumed process."""
 
     def __init__(self, instructions=None, fail: bool = False):
         self.instructions = instructions or [f"Answer with few letters, version {i}." for i in range(1, 1000)]
@@ -17,7 +20,7 @@ class ScriptedReflectionLM:
         self.prompts.append(prompt)
         if self.fail:
             raise RuntimeError("scripted failure")
-        return f"```\n{self.instructions[(len(self.prompts) - 1) % len(self.instructions)]}\n```"
+        return f"```\n{self.instructions[zlib.crc32(prompt.encode()) % len(self.instructions)]}\n```"
 
 
 class ShortAnswerTask:

@@ -51,7 +51,7 @@ def run_capturing_model(monkeypatch, config, **kwargs):
 def weights_changed(model, model_path) -> bool:
     fresh = load_model(model_path).state_dict()
     trained = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in model.state_dict().items()}
-    return any(not torch.equal(trained[k], v) for k, v in fresh.items() if k in trained) or any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
+    return any(not torch.equal(trained[k].cpu(), v) for k, v in fresh.items() if k in trained) or any("lora_B" in k and v.abs().sum() > 0 for k, v in trained.items())
 
 
 def rows(path):

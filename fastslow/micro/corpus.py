@@ -199,6 +199,8 @@ class CorpusStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         rng = random.Random(f"corpus/{self.seed}/{info.id if info else 0}")
+        if info:
+            torch.set_num_threads(1)  # workers only pad small tensors; leave the cores to the other workers
         tokenizer = build_tokenizer()
         while True:
             # Draw a pool, sort it by length and cut it into batches: short and long examples (instructions,

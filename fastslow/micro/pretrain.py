@@ -67,7 +67,7 @@ def pretrain(
     steps: int | None = None,
     minutes: float | None = None,
     batch_size: int = 256,
-    lr: float = 1e-3,
+    lr: float = 1.5e-3,
     warmup: int = 300,
     seed: int = 0,
     workers: int | None = None,
@@ -118,6 +118,9 @@ def pretrain(
             left = minutes * 60 - (time.time() - started)
             total = warmup + max(0, int(left / per_step * 0.97))
             print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
+        if minutes is not None and time.time() - started > minutes * 60 * 1.1:  # safety stop if the estimate was off
+            print(f"stopped by the time limit at step {step} of {total}", flush=True)
+            total = step
         if step % log_every == 0 or step == total:
             losses = {kind: round((window[i, 0] / window[i, 1].clamp(min=1)).item(), 4) for i, kind in enumerate(KINDS)}
             row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - train_started, 1),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,10 +186,15 @@ class SlowLearner:
         if self.trainer.ref_model is not None:
             return nullcontext(self.trainer.ref_model)
         if hasattr(self.policy, "disable_adapter"):  # LoRA: the base is the same module with adapters off
-            return self.policy.disable_adapter()
+            return self._adapters_off()
         if self._frozen_base is None:  # full fine-tuning without a KL term: keep one frozen copy
             self._frozen_base = copy.deepcopy(self._initial_policy).requires_grad_(False).eval()
         return nullcontext(self._frozen_base)
+
+    @contextmanager
+    def _adapters_off(self):
+        with self.policy.disable_adapter():
+            yield self.policy
 
     def reward(self, prompts, completions, problem_id, **kwargs) -> list[float]:
         start = time.perf_counter()

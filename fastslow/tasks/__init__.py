@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "math": "fastslow.tasks.math:MathTask",
     "hover": "fastslow.tasks.hover:HoverTask",
     "jsonl": "fastslow.tasks.jsonl:JsonlTask",
+    # several tasks one after another (continual learning)
+    "sequence": "fastslow.tasks.sequence:SequenceTask",
 }
 
 

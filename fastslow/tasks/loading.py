@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastslow.errors import FastSlowError
 from fastslow.tasks.base import SPLITS, Problem
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 MALFORMED = (ValueError, KeyError, TypeError)
+T = TypeVar("T")
 
 
 def read_rows(
@@ -39,12 +40,12 @@ def read_rows(
     (normally a dict); `split` is the row's own split name, if the source has one.
     """
     path = Path(source).expanduser()
-    if path.suffix.lower() in FILE_SUFFIXES or path.exists():
-        if not path.is_file():
-            raise FastSlowError(f"{field}: file not found: {source}")
+    if path.is_file():
         yield from _read_file(path, field)
-    else:
-        yield from _read_hf(source, hf_config, hf_split, field)
+    elif path.suffix.lower() in FILE_SUFFIXES:
+        raise FastSlowError(f"{field}: file not found: {source}")
+    else:  # a hub name, or a local directory of data files (load_dataset reads both)
+        yield from _read_hf(str(path) if path.is_dir() else source, hf_config, hf_split, field)
 
 
 def _read_file(path: Path, field: str) -> Iterator[tuple[str, Any, str | None]]:
@@ -103,6 +104,50 @@ def _read_hf(name: str, config: str | None, split: str | None, field: str) -> It
             yield f"{part or 'dataset'} row {i}", row, part
 
 
+def load_records(
+    source: str,
+    parse: Callable[[dict], T],
+    expected: str,
+    *,
+    key: Callable[[T], str] | None = None,
+    hf_config: str | None = None,
+    hf_split: str | None = None,
+    field: str = "task.args.path",
+) -> list[tuple[T, str | None]]:
+    """Parse every row of `source`; returns (item, the row's own split or None) for the good rows.
+
+    A row is malformed when it is not an object, when `parse` raises ValueError/KeyError/TypeError, or when
+    its `key` repeats an earlier row's. `expected` describes a good row for error messages.
+    """
+    items: list[tuple[T, str | None]] = []
+    seen: set[str] = set()
+    bad, first_bad, total = 0, "", 0
+    for location, row, split in read_rows(source, hf_config, hf_split, field):
+        total += 1
+        try:
+            if isinstance(row, Exception):
+                raise row
+            if not isinstance(row, dict):
+                raise ValueError(f"expected an object, got {type(row).__name__}")
+            item = parse(row)
+            if key is not None:
+                if key(item) in seen:
+                    raise ValueError(f"duplicate id {key(item)!r}")
+                seen.add(key(item))
+            label = row.get("split") or split
+            items.append((item, SPLIT_NAMES.get(str(label).lower()) if label else None))
+        except MALFORMED as exc:
+            bad += 1
+            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
+            first_bad = first_bad or f"{location}: {reason}"
+    if not items:
+        what = "is empty" if total == 0 else f"has no usable rows ({bad} malformed, first at {first_bad})"
+        raise FastSlowError(f"{field}: {source} {what}; expected {expected}")
+    if bad:
+        log.warning("%s: skipped %d malformed rows of %d (first at %s)", source, bad, total, first_bad)
+    return items
+
+
 def load_problems(
     source: str,
     to_problem: Callable[[dict], Problem],
@@ -115,32 +160,11 @@ def load_problems(
     split_seed: int = 0,
     field: str = "task.args.path",
 ) -> ProblemSet:
-    """Read `source` into a `ProblemSet`; `expected` describes a good row for error messages."""
-    problems: dict[str, tuple[Problem, str | None]] = {}  # id -> (problem, its own split)
-    bad, first_bad, total = 0, "", 0
-    for location, row, split in read_rows(source, hf_config, hf_split, field):
-        total += 1
-        try:
-            if isinstance(row, Exception):
-                raise row
-            if not isinstance(row, dict):
-                raise ValueError(f"expected an object, got {type(row).__name__}")
-            problem = to_problem(row)
-            if problem.id in problems:
-                raise ValueError(f"duplicate id {problem.id!r}")
-            label = row.get("split") or split
-            problems[problem.id] = (problem, SPLIT_NAMES.get(str(label).lower()) if label else None)
-        except MALFORMED as exc:
-            bad += 1
-            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)
-            first_bad = first_bad or f"{location}: {reason}"
-    if not problems:
-        what = "is empty" if total == 0 else f"has no usable rows ({bad} malformed, first at {first_bad})"
-        raise FastSlowError(f"{field}: {source} {what}; expected {expected}")
-    if bad:
-        log.warning("%s: skipped %d malformed rows of %d (first at %s)", source, bad, total, first_bad)
-    splits = assign_splits(list(problems.values()), val_fraction, test_fraction, split_seed)
-    return ProblemSet(splits, source=str(source))
+    """Read `source` into a `ProblemSet` (rows become problems through `to_problem`)."""
+    labelled = load_records(
+        source, to_problem, expected, key=lambda p: p.id, hf_config=hf_config, hf_split=hf_split, field=field
+    )
+    return ProblemSet(assign_splits(labelled, val_fraction, test_fraction, split_seed), source=str(source))
 
 
 def assign_splits(

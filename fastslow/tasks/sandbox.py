@@ -126,7 +126,7 @@ def set_limits(cfg):
     import resource
     mb = 1024 * 1024
     limits = {
-        resource.RLIMIT_CPU: (cfg["cpu_s"], cfg["cpu_s"] + 1),  # SIGXCPU at the soft limit, SIGKILL one second later
+        resource.RLIMIT_CPU: (cfg["cpu_s"],) * 2,  # SIGKILL (PID 1 of a namespace ignores SIGXCPU)
         resource.RLIMIT_AS: (cfg["memory_mb"] * mb,) * 2,
         resource.RLIMIT_NPROC: (cfg["max_processes"],) * 2,
         resource.RLIMIT_FSIZE: (cfg["max_file_mb"] * mb,) * 2,
@@ -370,31 +370,68 @@ def _run(code: str, stdin: str, limits: Limits, isolation: str, audit_hook: bool
         with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             inp.write(json.dumps({"code": code, "stdin": stdin}).encode())
             inp.seek(0)
-            start = time.monotonic()
             proc = subprocess.Popen(
                 command, stdin=inp, stdout=out, stderr=err, cwd=work, env=_clean_env(work),
                 start_new_session=True, close_fds=True,  # own process group: killpg reaches every descendant
             )
             try:
-                returncode = proc.wait(timeout=limits.timeout_s)
-                wall_timeout = False
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                returncode = proc.wait()
-                wall_timeout = True
+                returncode, cpu_s, wall_timeout = _wait(proc, limits.timeout_s)
             finally:
-                _kill_group(proc.pid)  # leftovers of a program that exited (the PID namespace kills them too)
-            elapsed = time.monotonic() - start
+                _kill_group(proc.pid, wait_s=2.0)  # whatever the program left behind: gone before we return
             stdout, _ = _read_capped(out, limits.max_output_chars)
             stderr, status = _split_status(_read_capped(err, limits.max_output_chars + 1000)[0])
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return _result(stdout, stderr, status, returncode, wall_timeout, elapsed, limits, isolation)
+    return _result(stdout, stderr, status, returncode, wall_timeout, cpu_s, limits, isolation)
 
 
-def _kill_group(pgid: int) -> None:
+def _wait(proc: subprocess.Popen, timeout_s: float) -> tuple[int, float, bool]:
+    """Wait for the child, killing the program at the deadline: (exit status, CPU seconds used, timed out).
+
+    wait4 gives the CPU time of the child and of the descendants it reaped (the program, under unshare),
+    which tells a CPU-limit kill apart from a crash even when the status is unshare's own.
+    """
+    deadline, pause, killed_at = time.monotonic() + timeout_s, 0.001, None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        now = time.monotonic()
+        if killed_at is None and now >= deadline:
+            killed_at = now
+            # Under unshare, kill the program first so that unshare reaps it (and, as PID 1 of its namespace,
+            # takes every process in there with it); killing the group at once would orphan it instead.
+            if not _kill_children(proc.pid):
+                _kill_group(proc.pid)
+        elif killed_at is not None and now >= killed_at + 1.0:
+            _kill_group(proc.pid)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return proc.returncode, usage.ru_utime + usage.ru_stime, killed_at is not None
+
+
+def _kill_children(pid: int) -> bool:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return False
+    for child in children:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return bool(children)
+
+
+def _kill_group(pgid: int, wait_s: float = 0.0) -> None:
+    """SIGKILL the process group; then wait up to `wait_s` until none of its processes is left."""
+    deadline = time.monotonic() + wait_s
     try:
         os.killpg(pgid, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+            os.killpg(pgid, 0)  # raises once the group is empty (killed processes reparented and reaped)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -417,13 +454,13 @@ def _split_status(stderr: str) -> tuple[str, dict | None]:
         return stderr, None
 
 
-def _result(stdout, stderr, status, returncode, wall_timeout, elapsed, limits: Limits, isolation) -> SandboxResult:
+def _result(stdout, stderr, status, returncode, wall_timeout, cpu_s, limits: Limits, isolation) -> SandboxResult:
     def fail(kind: str, message: str, timed_out: bool = False) -> SandboxResult:
         return SandboxResult(False, stdout, stderr, kind, message, timed_out, isolation)
 
     if wall_timeout:
         return fail("timeout", f"timed out: exceeded the wall-clock limit of {limits.timeout_s:g} s", True)
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL) and elapsed >= limits.cpu_s * 0.9:
+    if (status is None or status.get("kind") == "ok") and cpu_s >= limits.cpu_s - 0.05:
         return fail("timeout", f"timed out: exceeded the CPU time limit of {limits.cpu_s} s", True)
     if status is not None and status.get("kind") != "ok":
         return fail(status.get("kind", "exception"), status.get("message", ""))

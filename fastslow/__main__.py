@@ -1,0 +1,3 @@
+from fastslow.cli import main
+
+main()

@@ -1,0 +1,386 @@
+"""What the eight experiments share: building run configs, training runs in parallel processes with a cache,
+exporting and re-evaluating trained weights, plots and the results page.
+
+Layout of an experiment folder `out/` (default `experiments/<preset>/`):
+    out/runs/<run name>/       every training run, shared by all experiments (the cache: a run is trained once
+                               per config; the name ends with a hash of the full config and of the model files)
+    out/<experiment>/          results.md, summary.json, PNG plots, report.html, runs.json (labels -> run dirs)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import date
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fastslow import stats
+from fastslow.config import Config, parse_config, set_dotted
+from fastslow.errors import FastSlowError
+
+ReflectionLM = Callable[[str], str]
+
+
+# ---------------------------------------------------------------- the experiment and its run configs
+
+
+@dataclass
+class Experiment:
+    name: str
+    preset: str
+    seeds: int
+    out: Path  # the folder shared by all experiments (holds runs/)
+    base: dict[str, Any]  # run config (as a dict) before mode, seed and experiment-specific changes
+    settings: dict[str, Any]  # experiment-specific settings (tasks, stages, ...): preset defaults + config's `experiment:`
+    workers: int
+    command: str  # how to rerun it, for results.md
+    reflection_lm: ReflectionLM | None = None  # overrides config.reflection (tests; a library caller's own LM)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def dir(self) -> Path:
+        return self.out / self.name
+
+    @property
+    def runs_root(self) -> Path:
+        return self.out / "runs"
+
+    def say(self, message: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.started:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    def config(self, mode: str, seed: int, tag: str | None = None, **overrides: Any) -> Config:
+        """The run config for (mode, seed): the base config with dotted `overrides` (e.g. {"task.name": "counting"}),
+        named `<tag or task>-<mode>-s<seed>-<hash>` under the shared runs folder."""
+        data = copy.deepcopy(self.base)
+        data.update(mode=mode, seed=seed)
+        for key, value in overrides.items():
+            set_dotted(data, key, copy.deepcopy(value))
+        data.update(name="pending", output_dir=str(self.runs_root))
+        config = parse_config(data, source=f"experiment {self.name}")
+        label = _slug(tag or config.task.name)
+        config.name = f"{label}-{mode}-s{seed}-{config_hash(config)}"
+        return config
+
+    def train(self, configs: Sequence[Config]) -> list[Path]:
+        """Train every config not trained before (in parallel processes); returns their run directories."""
+        todo = [c for c in configs if not is_complete(c)]
+        if len(todo) < len(configs):
+            self.say(f"{len(configs) - len(todo)} of {len(configs)} runs already trained (cache: {self.runs_root})")
+        jobs = [(c.model_dump(mode="json"), (c.run_dir / "config.yaml").is_file(), self.reflection_lm) for c in todo]
+        labels = [c.name for c in todo]
+        parallel(train_job, jobs, self.workers, self.say, labels)
+        return [c.run_dir for c in configs]
+
+    def evaluate(self, jobs: Sequence[EvalJob]) -> list[list[float]]:
+        """Accuracy of each job's model under each of its prompts (in parallel processes)."""
+        labels = [job.label for job in jobs]
+        return parallel(evaluate_job, [(job,) for job in jobs], self.workers, self.say, labels)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text.rsplit(":", 1)[-1].rsplit(".", 1)[-1])[:40]
+
+
+def model_fingerprint(path: str) -> str:
+    """Identifies the model's files (so a retrained micro model or a new export is not mistaken for an old one)."""
+    from fastslow.policy import resolve_model_path
+
+    local = Path(resolve_model_path(path))
+    if not local.is_dir():
+        return path  # a hub id: its name is all we know
+    parts = []
+    for file in sorted(local.iterdir()):
+        if file.is_file() and (file.suffix in (".json", ".safetensors", ".jinja", ".model") or file.name == "tokenizer.json"):
+            info = file.stat()
+            parts.append(f"{file.name}:{info.st_size}:{info.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def config_hash(config: Config) -> str:
+    data = config.model_dump(mode="json")
+    data.pop("name"), data.pop("output_dir")
+    text = json.dumps(data, sort_keys=True) + model_fingerprint(config.model.path)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def is_complete(config: Config) -> bool:
+    """The run directory holds a finished run: every step logged and a checkpoint written."""
+    metrics, latest = config.run_dir / "metrics.jsonl", config.run_dir / "checkpoints" / "LATEST"
+    if not metrics.is_file() or not latest.is_file():
+        return False
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("step") == config.loop.steps
+    except json.JSONDecodeError:
+        return False
+
+
+# ---------------------------------------------------------------- parallel processes
+
+
+def default_workers() -> int:
+    """CPU: one process per two cores (each gets two torch threads). GPU: one per core, all sharing the GPU —
+    a small model leaves it mostly idle, and the processes' Python overhead is the bottleneck."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    return cpus if torch.cuda.is_available() else max(1, cpus // 2)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    torch.set_num_threads(threads)
+
+
+def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Callable[[str], None],
+             labels: Sequence[str]) -> list:
+    """`function(*job)` for every job, in up to `workers` spawned processes (in this process when one suffices);
+    results in job order. A job's error is raised here after the other jobs have finished."""
+    if not jobs:
+        return []
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        results = []
+        for i, (job, label) in enumerate(zip(jobs, labels)):
+            start = time.perf_counter()
+            results.append(function(*job))
+            say(f"{i + 1}/{len(jobs)} done: {label} ({time.perf_counter() - start:.0f}s)")
+        return results
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(function, *job): label for job, label in zip(jobs, labels)}
+        for done, future in enumerate(as_completed(futures), start=1):
+            say(f"{done}/{len(jobs)} done: {futures[future]}" + (" (failed)" if future.exception() else ""))
+        return [future.result() for future in futures]  # dicts keep insertion (job) order
+
+
+def train_job(config_data: dict[str, Any], resume: bool, reflection_lm: ReflectionLM | None) -> str:
+    from fastslow.loop import run
+
+    return str(run(parse_config(config_data), resume=resume, reflection_lm=reflection_lm))
+
+
+# ---------------------------------------------------------------- trained weights, re-evaluated
+
+
+def exported_model(run_dir: Path) -> Path:
+    """The run's final weights as a plain HF model directory (made once, kept in the run directory)."""
+    from fastslow.export import export_run
+
+    out = run_dir / "export"
+    if not (out / "config.json").is_file():
+        export_run(run_dir, out)
+    return out
+
+
+def final_prompt(run_dir: Path) -> str:
+    """The best prompt of the run's last checkpoint."""
+    from fastslow.export import latest_checkpoint
+
+    return json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["best_prompt"]
+
+
+SEED_PROMPT, INSTRUCTION = "task.seed_prompt", "task.instruction"  # prompts named by what the task says
+
+
+@dataclass
+class EvalJob:
+    """Accuracy (mean@samples on the val split) of one model under several prompts on one task."""
+
+    label: str
+    model_path: str
+    tokenizer_path: str  # the base model's: an export's chat template would add its own default system prompt
+    task: dict[str, Any]  # {"name": ..., "args": {...}}
+    prompts: list[str]  # texts, or SEED_PROMPT / INSTRUCTION
+    val_size: int
+    split_seed: int
+    samples: int
+    sampling: dict[str, Any]
+    seed: int
+    dtype: str = "auto"
+
+
+def eval_job(config: Config, label: str, model_path: str | Path, prompts: list[str], task: dict | None = None) -> EvalJob:
+    """An EvalJob that measures like the run's own evaluations (same val split, samples and sampling)."""
+    return EvalJob(label, str(model_path), config.model.path, task or {"name": config.task.name, "args": config.task.args},
+                   prompts, config.task.val_size, config.seed, config.eval.samples,
+                   {"max_new_tokens": config.model.max_new_tokens, "temperature": config.model.temperature,
+                    "top_p": config.model.top_p, "chat_template_kwargs": config.model.chat_template_kwargs},
+                   seed=config.seed * 7919 + 1, dtype=config.model.dtype)
+
+
+def resolve_prompt(task, prompt: str) -> str:
+    if prompt == SEED_PROMPT:
+        return task.seed_prompt
+    if prompt == INSTRUCTION:
+        if not getattr(task, "instruction", None):
+            raise FastSlowError(f"experiment: task {task.name!r} has no instruction; give the prompt as text")
+        return task.instruction
+    return prompt
+
+
+def evaluate_job(job: EvalJob) -> list[float]:
+    import torch
+
+    from fastslow.evaluation import accuracy
+    from fastslow.policy import Sampling, load_model, load_tokenizer
+    from fastslow.tasks import load_task
+
+    task = load_task(job.task["name"], **(job.task.get("args") or {}))
+    problems = task.problems("val", job.val_size, job.split_seed)
+    tokenizer = load_tokenizer(job.tokenizer_path)
+    model = load_model(job.model_path, job.dtype, "cuda" if torch.cuda.is_available() else None).eval()
+    sampling = Sampling(**job.sampling)
+    results = []
+    for prompt in job.prompts:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(job.seed)  # every prompt sees the same sampling noise
+            if torch.cuda.is_available():
+                torch.cuda.manual_seed_all(job.seed)
+            results.append(accuracy(model, tokenizer, task, problems, resolve_prompt(task, prompt), job.samples,
+                                    sampling)[0])
+    return results
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def series(run_dir: Path, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    from fastslow.report import load_run
+
+    return load_run(run_dir).series(x_key, y_key)
+
+
+def last_value(run_dir: Path, key: str) -> Any:
+    from fastslow.report import load_run
+
+    return load_run(run_dir).last(key)
+
+
+# ---------------------------------------------------------------- tables and plots
+
+
+def fmt(spread: stats.Spread, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    """'mean ± std (min–max, n=3)' with the values multiplied by `scale`."""
+    if spread.n == 0:
+        return "n/a" + (f" ({spread.dropped} of {spread.dropped} seeds undefined)" if spread.dropped else "")
+    m = spread.mean * scale
+    if spread.n == 1:
+        text = f"{m:.{digits}f}{unit} (n=1)"
+    else:
+        text = (f"{m:.{digits}f}{unit} ± {spread.std * scale:.{digits}f} "
+                f"({spread.min * scale:.{digits}f}–{spread.max * scale:.{digits}f}, n={spread.n})")
+    return text + (f", {spread.dropped} seed(s) undefined" if spread.dropped else "")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds' curves on the first curve's x grid (interpolated if a seed measured elsewhere): x, mean, min, max."""
+    x = np.asarray(curves[0][0], dtype=float)
+    ys = np.array([np.interp(x, cx, cy) for cx, cy in curves])
+    return x, ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot_mean_curves(ax, groups: dict[str, list[tuple[np.ndarray, np.ndarray]]], transform=None) -> None:
+    """One line per group (mean over seeds) with a min–max band; `transform` maps each seed's y first."""
+    for i, (label, curves) in enumerate(groups.items()):
+        curves = [(x, transform(y) if transform else y) for x, y in curves if len(x)]
+        if not curves:
+            continue
+        x, mean, low, high = mean_band(curves)
+        ax.plot(x, mean, color=f"C{i}", linewidth=2, label=f"{label} (mean of {len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(x, low, high, color=f"C{i}", alpha=0.15)
+    ax.legend(fontsize=8, title="band: min–max over seeds", title_fontsize=8)
+
+
+def save(fig: Figure, path: Path) -> str:
+    fig.savefig(path)
+    return path.name
+
+
+# ---------------------------------------------------------------- the results page
+
+
+def hardware() -> str:
+    import torch
+
+    cpus = os.cpu_count()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()}, {cpus} CPU cores{gpu}, torch {torch.__version__}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, stats.Spread):
+        return {k: _jsonable(v) for k, v in value.__dict__.items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_results(exp: Experiment, title: str, claim: str, paper: str, body: Sequence[str], plots: Sequence[str],
+                  runs: dict[str, Path], summary: dict[str, Any], notes: Sequence[str] = ()) -> Path:
+    """results.md (claim, paper's number, our tables, plots, how to rerun), summary.json, runs.json and
+    report.html (fastslow.report over the experiment's runs); returns the experiment folder."""
+    from fastslow.report import make_report, summary_table
+
+    exp.dir.mkdir(parents=True, exist_ok=True)
+    run_dirs = list(dict.fromkeys(runs.values()))
+    elapsed = (time.perf_counter() - exp.started) / 60
+    text = [f"# {title}\n", f"**Claim.** {claim}\n", f"**Paper.** {paper}\n", "## Ours\n", *body]
+    if notes:
+        text += ["\n**Notes.**\n", *[f"- {n}" for n in notes], ""]
+    text += ["\n## Plots\n", *[f"![{p}]({p})" for p in plots], "", "Every run in detail: [report.html](report.html).\n"]
+    if run_dirs:
+        text += ["## Runs\n", summary_table(run_dirs)]
+    text += ["## How this was measured\n",
+             f"- command: `{exp.command}`",
+             f"- preset `{exp.preset}`, {exp.seeds} seed(s), {exp.workers} worker process(es)",
+             f"- hardware: {hardware()}; date {date.today().isoformat()}; {elapsed:.1f} min wall clock "
+             "(runs reused from the cache not included)",
+             f"- runs: `{exp.runs_root}` (listed in runs.json)", ""]
+    (exp.dir / "results.md").write_text("\n".join(text))
+    (exp.dir / "summary.json").write_text(json.dumps(_jsonable({"experiment": exp.name, "preset": exp.preset,
+                                                                 "seeds": exp.seeds, **summary}), indent=1) + "\n")
+    (exp.dir / "runs.json").write_text(json.dumps({k: str(v) for k, v in runs.items()}, indent=1) + "\n")
+    if run_dirs:
+        make_report(run_dirs, exp.dir, notes=list(notes) or None)
+    exp.say(f"results: {exp.dir / 'results.md'}")
+    return exp.dir

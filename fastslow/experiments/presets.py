@@ -1,0 +1,94 @@
+"""Presets: how big each experiment's runs are, and what an experiment runs on when no --config is given.
+
+- `MICRO_BASE`: the default run config (the embedded micro model, reflecting on itself with the compact
+  template it was trained on). A --config file replaces it.
+- `SETTINGS`: per experiment, the task and the experiment's own choices (other task families, stages, ...).
+  A config file's `experiment:` section overrides them, e.g. `experiment: {ood_tasks: [...]}`.
+- `PRESETS`: dotted config overrides of loop, eval and GEPA sizes, applied on top of either base (`small`: each
+  experiment in <= 15 minutes on 2 CPU cores with the micro model; `full`: for a 16-core machine with one GPU),
+  and per experiment further overrides (`per_experiment`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastslow.errors import FastSlowError
+
+# Micro model answers are short (<= ~20 characters); the reflection writes one instruction (~60 characters).
+MICRO_BASE: dict[str, Any] = {
+    "model": {"path": "micro", "max_new_tokens": 24},
+    "reflection": {"kind": "self", "template": "compact", "max_new_tokens": 96, "temperature": 0.7},
+    "rl": {"learning_rate": 1e-4, "warmup_steps": 2},
+}
+
+STRINGS = {"name": "strings", "args": {"program_seed": 0}}  # a held-out composition of string ops
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "efficiency": {"task": STRINGS, "modes": ["fst", "rl", "gepa"]},
+    "asymptote": {"task": STRINGS},
+    "kl": {"task": STRINGS},
+    "decomposition": {"task": STRINGS},
+    # OOD families are measured with the prompt that states their task (micro problems say nothing by
+    # themselves), the analogue of a benchmark's own instruction: never a GEPA prompt.
+    "ood": {"task": STRINGS, "ood_tasks": [
+        {"name": "counting", "args": {"rule": "vowels"}, "prompt": "task.instruction"},
+        {"name": "strings", "args": {"program": "sort,upper"}, "prompt": "task.instruction"},
+        {"name": "stargraph", "args": {}, "prompt": "task.instruction"},
+    ]},
+    "plasticity": {"task": STRINGS, "task_b": {"name": "counting", "args": {"rule": "vowels"}}},
+    "continual": {"stages": [
+        {"name": "strings", "args": {"program_seed": 0}, "label": "strings"},
+        {"name": "counting", "args": {"rule": "vowels"}, "label": "counting"},
+        {"name": "cipher", "args": {"program": "reverse"}, "label": "cipher"},
+    ], "seed_prompt": "Solve the task."},
+    "zero-reward": {"task": {"name": "stargraph", "args": {"degree": 3, "arm_length": 3}}, "modes": ["fst", "rl"]},
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "overrides": {
+            "loop.steps": 18, "loop.steps_per_cycle": 6, "loop.problems_per_step": 8,
+            "loop.rollouts_per_problem": 4, "loop.population_size": 2,
+            "task.train_size": 144, "task.val_size": 32,
+            "gepa.budget_passes": 1.5, "eval.every": 3, "eval.samples": 2, "eval.kl_prompts": 16,
+        },
+        "per_experiment": {
+            "continual": {"steps_per_stage": 6},
+            "zero-reward": {"overrides": {"loop.steps": 24, "task.train_size": 192}},
+            "plasticity": {"steps_b": 12},
+        },
+    },
+    "full": {
+        "overrides": {
+            "loop.steps": 120, "loop.steps_per_cycle": 6, "loop.problems_per_step": 32,
+            "loop.rollouts_per_problem": 8, "loop.population_size": 4,
+            "task.train_size": 3840, "task.val_size": 128,
+            "gepa.budget_passes": 3.0, "eval.every": 6, "eval.samples": 4, "eval.kl_prompts": 32,
+        },
+        "per_experiment": {
+            "continual": {"steps_per_stage": 60},
+            "zero-reward": {"overrides": {"loop.steps": 240, "task.train_size": 7680}},
+            "plasticity": {"steps_b": 60},
+        },
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise FastSlowError(f"--preset: unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def experiment_settings(experiment: str, preset_name: str, from_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The experiment's settings: defaults, then the preset's, then the config file's `experiment:` section.
+    `overrides` (dotted run-config keys) merge instead of replacing."""
+    settings = {**SETTINGS[experiment]}
+    layers = [preset(preset_name)["per_experiment"].get(experiment, {}), from_config or {}]
+    overrides = dict(preset(preset_name)["overrides"])
+    for layer in layers:
+        overrides |= layer.get("overrides", {})
+        settings |= {k: v for k, v in layer.items() if k != "overrides"}
+    settings["overrides"] = overrides
+    return settings

@@ -1,0 +1,63 @@
+"""`fastslow micro ...`: pretrain the micro model and measure what it can do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fastslow.errors import FastSlowError
+
+app = typer.Typer(help="The project's own micro model: pretrain and evaluate it.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+def _fail(exc: FastSlowError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="where to write the checkpoint")] = Path("runs/micro-model"),
+    steps: Annotated[Optional[int], typer.Option(help="optimizer steps (reproducible)")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="train for about this long instead of --steps")] = None,
+    batch_size: Annotated[int, typer.Option(help="examples per step")] = 256,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 1.5e-3,
+    warmup: Annotated[int, typer.Option(help="linear warm-up steps (speed is measured over them with --minutes)")] = 300,
+    seed: Annotated[int, typer.Option(help="seeds the weights and the corpus")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="corpus worker processes (default: cores - 2)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda if available)")] = None,
+    shard_mb: Annotated[Optional[int], typer.Option(help="split model.safetensors into shards of this size")] = None,
+) -> None:
+    """Train the micro model from scratch on the generated corpus."""
+    from fastslow.micro.pretrain import pretrain as run_pretrain
+
+    if (steps is None) == (minutes is None):
+        _fail(FastSlowError("pretrain: give exactly one of --steps or --minutes"))
+    summary = run_pretrain(out, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
+                           workers=workers, device=device, shard_mb=shard_mb)
+    typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option(help="model directory, or 'micro' for the shipped checkpoint")] = "micro",
+    n: Annotated[int, typer.Option(help="problems (or reflection cases) per measurement")] = 100,
+    seed: Annotated[int, typer.Option(help="seeds the held-out programs and problems")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+) -> None:
+    """Measure the model's abilities on held-out programs: instruction following, reflection, ..."""
+    from fastslow.micro.evaluate import evaluate_micro, format_table
+
+    try:
+        results = evaluate_micro(model, n=n, seed=seed)
+    except FastSlowError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(results["summary"]) if as_json else format_table(results))
+
+
+if __name__ == "__main__":
+    app()

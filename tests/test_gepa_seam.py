@@ -1,0 +1,65 @@
+"""Regression tests for the gepa 0.1.4 seam the fast phase relies on: a GEPA state seeded with the whole
+population, resumed by `gepa.optimize` without re-scoring the seed, within a budget."""
+
+import pytest
+from doubles import ScriptedReflectionLM, ShortAnswerTask
+
+from fastslow.fast.adapter import PolicyAdapter
+from fastslow.fast.gepa_driver import run_fast_phase, seeded_state
+from fastslow.fast.population import Member
+from fastslow.policy import Sampling, load_model, load_tokenizer
+
+
+def test_gepa_version_is_the_pinned_one():
+    from importlib.metadata import version
+
+    assert version("gepa") == "0.1.4"
+
+
+def test_seeded_state_holds_every_member_as_a_root_with_its_scores():
+    anchors = ShortAnswerTask().problems("train", 3, 0)
+    members = [Member("a", "A", None, {p.id: s for p, s in zip(anchors, [1.0, 0.0, 0.5])}),
+               Member("b", "B", None, {p.id: s for p, s in zip(anchors, [0.0, 1.0, 0.5])})]
+    state = seeded_state(members, anchors)
+    assert [c["system_prompt"] for c in state.program_candidates] == ["A", "B"]
+    assert state.prog_candidate_val_subscores == [{0: 1.0, 1: 0.0, 2: 0.5}, {0: 0.0, 1: 1.0, 2: 0.5}]
+    assert state.program_at_pareto_front_valset == {0: {0}, 1: {1}, 2: {0, 1}}
+    assert state.total_num_evals == 0 and state.is_consistent()
+
+
+@pytest.fixture
+def adapter(tiny_model_path):
+    model = load_model(tiny_model_path)
+    return PolicyAdapter(model, load_tokenizer(tiny_model_path), ShortAnswerTask(), Sampling(max_new_tokens=8))
+
+
+def test_adapter_accepts_an_empty_batch_and_scores_pairs(adapter):
+    assert adapter.evaluate([], {"system_prompt": "x"}).scores == []
+    problems = ShortAnswerTask().problems("train", 2, 0)
+    batch = adapter.evaluate(problems, {"system_prompt": "x"}, capture_traces=True)
+    assert len(batch.scores) == 2 and all(0 <= s <= 1 for s in batch.scores)
+    records = adapter.make_reflective_dataset({"system_prompt": "x"}, batch, ["system_prompt"])["system_prompt"]
+    assert set(records[0]) == {"Inputs", "Generated Outputs", "Feedback"}
+    assert records[0]["Inputs"] == problems[0].prompt and "characters" in records[0]["Feedback"]
+
+
+def test_fast_phase_is_seeded_with_the_population_and_keeps_the_budget(adapter, tmp_path):
+    anchors = ShortAnswerTask().problems("train", 6, 1)
+    population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
+    reflection = ScriptedReflectionLM()
+    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=30, population_size=2,
+                            minibatch_size=3, template="compact", seed=0, work_dir=tmp_path / "c1")
+    assert result.rescore_rollouts == 2 * 6  # both carried members re-scored, outside the budget
+    assert result.metric_calls <= 30 + len(anchors)  # at most one anchor-set evaluation past the budget
+    assert adapter.counter.rollouts == result.metric_calls + result.rescore_rollouts
+    assert 1 <= len(result.population) <= 2
+    assert [m.mean_score for m in result.population] == sorted((m.mean_score for m in result.population), reverse=True)
+    for member in result.population:
+        assert set(member.scores) == {p.id for p in anchors}
+        assert member.id in {"seed", "c0-1"} or (member.id.startswith("c1-") and member.parent in {"seed", "c0-1"} | {m.id for m in result.population})
+    # the reflection LM saw a parent that is a carried member, in the compact template
+    assert reflection.prompts and reflection.prompts[0].startswith("Instruction:")
+    assert any(text in reflection.prompts[0] for text in ("Answer.", "Answer tersely."))
+    with pytest.raises(FileExistsError):  # a cycle's GEPA directory is never reused (ids are positions)
+        run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=30, population_size=2,
+                       work_dir=tmp_path / "c1")

@@ -1,0 +1,74 @@
+"""Regression tests for the private TRL 1.16.0 seams the slow phase relies on (trl is pinned for this)."""
+
+import math
+
+import torch
+from doubles import ShortAnswerTask
+
+import trl
+from fastslow.config import parse_config
+from fastslow.fast.population import Member
+from fastslow.policy import load_model, load_tokenizer
+from fastslow.slow.objective import group_advantages
+from fastslow.slow.trainer import FSTGRPOTrainer, SlowLearner
+
+
+def test_trl_version_is_the_pinned_one():
+    assert trl.__version__ == "1.16.0"
+
+
+def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path, tmp_path, monkeypatch):
+    config = parse_config({
+        "model": {"path": tiny_model_path, "max_new_tokens": 6},
+        "loop": {"steps": 2, "problems_per_step": 3, "rollouts_per_problem": 4, "population_size": 2},
+        "rl": {"learning_rate": 1e-3, "warmup_steps": 0, "kl_coef": 0.05},
+    })
+    task = ShortAnswerTask()
+    seen_prompts, captured = [], {}
+    original_reward = SlowLearner.reward
+
+    def spy_reward(self, prompts, completions, problem_id, **kwargs):
+        seen_prompts.extend(p[0]["content"] for p in prompts)  # the system message of each row
+        captured.setdefault("member_ids", []).extend(kwargs["member_id"])
+        return original_reward(self, prompts, completions, problem_id, **kwargs)
+
+    original_loss = FSTGRPOTrainer._compute_loss
+
+    def spy_loss(self, model, inputs):
+        loss = original_loss(self, model, inputs)
+        captured["inputs"], captured["loss"] = inputs, loss.detach()
+        return loss
+
+    monkeypatch.setattr(SlowLearner, "reward", spy_reward)
+    monkeypatch.setattr(FSTGRPOTrainer, "_compute_loss", spy_loss)
+    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    population = [Member("a", "Prompt A."), Member("b", "Prompt B.")]
+    learner.step(task.problems("train", 3, 0), population)
+
+    # G/K rollouts per member, cycling by slot within each problem's group of G
+    assert seen_prompts == ["Prompt A.", "Prompt B."] * 6
+    assert captured["member_ids"] == ["a", "b"] * 6
+
+    # advantages: normalised once over each group of G (the rows are shuffled by TRL, so compare as multisets)
+    rewards = torch.tensor(learner.trainer.step_rewards).view(3, 4)
+    expected_adv, kept = group_advantages(rewards)
+    inputs = captured["inputs"]
+    assert sorted(inputs["advantages"].tolist()) == sorted(expected_adv.flatten().tolist())
+
+    # row weights: sum over rows of weight * tokens = 1 (mean over kept problems of per-problem token means)
+    tokens = inputs["completion_mask"].sum(1)
+    if kept.any():
+        assert math.isclose(float((inputs["row_weight"] * tokens).sum()), 1.0, rel_tol=1e-5)
+
+    # TRL's per-token log-probs (fed to our CISPO loss) are those of a plain forward pass
+    model = learner.policy
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    L = inputs["completion_ids"].shape[1]
+    logps_now = torch.log_softmax(logits[:, -L:], -1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    seam_logps, _, _ = learner.trainer._get_per_token_logps_and_entropies(model, ids, mask, L)
+    real = inputs["completion_mask"].bool()  # (padding after an early end-of-sequence is masked out of the loss)
+    assert torch.allclose(seam_logps[real], logps_now[real], atol=1e-4)  # TRL's log-prob seam = a plain forward
+    assert "ref_per_token_logps" in inputs  # KL to the starting weights is computed by TRL's reference model
