@@ -127,6 +127,23 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("run
 
 @app.command()
 @user_errors
+def experiment(
+    name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward")],
+    config: Annotated[Path | None, typer.Option(help="base run config (model, task, reflection); default: micro")] = None,
+    seeds: Annotated[int, typer.Option(help="seeds per arm")] = 3,
+    preset: Annotated[str, typer.Option(help="small (2 CPU cores, <= 15 min) or full (GPU machine)")] = "small",
+    out: Annotated[Path | None, typer.Option(help="experiment directory")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel runs (processes)")] = None,
+) -> None:
+    """One of the paper's measurements: runs, a markdown table, plots and report.html."""
+    from fastslow.experiments import run_experiment
+
+    path = run_experiment(name, config, seeds=seeds, preset=preset, out=out, workers=workers)
+    console.print(f"experiment: {path}")
+
+
+@app.command()
+@user_errors
 def serve(
     model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

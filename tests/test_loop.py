@@ -90,8 +90,9 @@ def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
 
 
 def test_lora_trains_adapters_and_checkpoints_them(tmp_path, tiny_model_path, monkeypatch):
-    config = tiny_config(tmp_path, tiny_model_path, "rl", model={"lora": {"r": 4, "alpha": 8}})
+    config = tiny_config(tmp_path, tiny_model_path, "rl", model={"lora": {"r": 4, "alpha": 8}}, report_to=["tensorboard"])
     path, model = run_capturing_model(monkeypatch, config)
+    assert list((Path(path) / "tensorboard").glob("events.out.tfevents.*"))  # report_to: tensorboard
     assert weights_changed(model, tiny_model_path)
     latest = (Path(path) / "checkpoints" / "LATEST").read_text().strip()
     assert (Path(path) / "checkpoints" / latest / "model" / "adapter_model.safetensors").is_file()

@@ -325,7 +325,23 @@ def plot_mean_curves(ax, groups: dict[str, list[tuple[np.ndarray, np.ndarray]]],
     ax.legend(fontsize=8, title="band: min–max over seeds", title_fontsize=8)
 
 
+def plot_bars(title: str, categories: Sequence[str], groups: dict[str, list[list[float]]],
+              ylabel: str = "val accuracy") -> Figure:
+    """Grouped bars: for each category, one bar per group (mean over seeds) with each seed as a dot."""
+    fig, ax = figure(title, "", ylabel)
+    width = 0.8 / len(groups)
+    for g, (label, per_category) in enumerate(groups.items()):
+        positions = np.arange(len(categories)) + (g - (len(groups) - 1) / 2) * width
+        ax.bar(positions, [np.mean(v) for v in per_category], width, color=f"C{g}", label=label)
+        for x, v in zip(positions, per_category):
+            ax.plot([x] * len(v), v, "k.", markersize=4)
+    ax.set_xticks(np.arange(len(categories)), categories, fontsize=8)
+    ax.legend(fontsize=8, title="bars: mean · dots: seeds", title_fontsize=8)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path.name
 
@@ -384,3 +400,17 @@ def write_results(exp: Experiment, title: str, claim: str, paper: str, body: Seq
         make_report(run_dirs, exp.dir, notes=list(notes) or None)
     exp.say(f"results: {exp.dir / 'results.md'}")
     return exp.dir
+
+
+# ---------------------------------------------------------------- runs of several modes and seeds
+
+
+def train_modes(exp: Experiment, modes: Sequence[str], tag: str | None = None, **overrides: Any) -> dict[str, list[Path]]:
+    """Runs of every mode for seeds 0..seeds-1 on the same data plan (trained together); run dirs by mode."""
+    configs = [exp.config(mode, seed, tag, **overrides) for mode in modes for seed in range(exp.seeds)]
+    dirs = exp.train(configs)
+    return {mode: dirs[i * exp.seeds:(i + 1) * exp.seeds] for i, mode in enumerate(modes)}
+
+
+def labelled(by_mode: dict[str, list[Path]], prefix: str = "") -> dict[str, Path]:
+    return {f"{prefix}{mode} seed {seed}": path for mode, paths in by_mode.items() for seed, path in enumerate(paths)}

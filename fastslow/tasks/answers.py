@@ -38,11 +38,11 @@ def last_boxed(text: str) -> str | None:
 def normalize(text: str) -> str:
     """Collapse whitespace; drop markdown emphasis/code quotes around the answer and one trailing period."""
     text = " ".join(text.split())
+    if len(text) > 1 and text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
     for wrapper in ("**", "`", "$"):
         if len(text) > 2 * len(wrapper) and text.startswith(wrapper) and text.endswith(wrapper):
             text = text[len(wrapper) : -len(wrapper)].strip()
-    if len(text) > 1 and text.endswith(".") and not text.endswith(".."):
-        text = text[:-1].rstrip()
     return text
 
 

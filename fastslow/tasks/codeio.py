@@ -573,7 +573,8 @@ def flatten_nested(rng):
     """
 
     def nest(depth):
-        return [nest(depth - 1) if depth and rng.random() < 0.4 else rng.randint(0, 9) for _ in range(rng.randint(1, 3))]
+        size = rng.randint(1, 3)
+        return [nest(depth - 1) if depth and rng.random() < 0.4 else rng.randint(0, 9) for _ in range(size)]
 
     return fill(code), {"nested": nest(3)}
 
@@ -1119,6 +1120,8 @@ class CodeIOTask:
         return "val" if u < val else "test" if u < val + test else "train"
 
     def _generate(self, split: str, n: int, seed: int) -> list[Problem]:
+        if split != "train" and not self.split_fractions[split == "test"]:
+            raise FastSlowError(f"task.args.{split}_fraction is 0: the generator makes no {split} problems")
         rng = random.Random(f"codeio:{split}:{seed}")
         chosen: dict[str, dict] = {}
         for _ in range(200):  # rounds; each proposes candidates, then runs them in one sandbox call
@@ -1189,7 +1192,8 @@ class CodeIOTask:
         info = problem.info
         kwargs = _unwrap(parse_value(given), "input")
         if not isinstance(kwargs, (dict, list)):
-            return Verdict(0.0, f"The answer {given} is not a JSON object of arguments. Expected {self._expected(problem)}.")
+            return Verdict(0.0, f"The answer {given} is not a JSON object of arguments. "
+                                f"Expected {self._expected(problem)}.")
         actual, error = run_call(info["code"], info["funcname"], kwargs, self.limits)
         if error:
             return Verdict(0.0, f"Running `{info['funcname']}` on {given} failed: {error}. "

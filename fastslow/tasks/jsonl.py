@@ -28,7 +28,9 @@ from fastslow.tasks.math import math_verdict
 log = logging.getLogger(__name__)
 
 VERIFIERS = ("exact", "numeric", "regex", "math")
-SEED_PROMPT = "Answer the question. Think it through, then give the final answer on the last line as 'Answer: <answer>'."
+SEED_PROMPT = (
+    "Answer the question. Think it through, then give the final answer on the last line as 'Answer: <answer>'."
+)
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?")
 
 
@@ -74,7 +76,9 @@ class JsonlTask:
         split_seed: int = 0,
     ):
         if verifier not in VERIFIERS and ":" not in verifier:
-            raise FastSlowError(f"task.args.verifier: expected one of {VERIFIERS} or 'module:function', got {verifier!r}")
+            raise FastSlowError(
+                f"task.args.verifier: expected one of {VERIFIERS} or 'module:function', got {verifier!r}"
+            )
         if tolerance < 0:
             raise FastSlowError("task.args.tolerance: expected a number >= 0")
         self.verifier, self.tolerance, self.ignore_case = verifier, tolerance, ignore_case

@@ -181,9 +181,10 @@ def assign_splits(
         else:
             pool.append(problem)
     pool.sort(key=lambda p: _id_hash(p.id, split_seed))
+    size = len(pool)
     for split, fraction in (("val", val_fraction), ("test", test_fraction)):
         if not splits[split] and fraction > 0:
-            take = max(1, round(len(pool) * fraction)) if len(pool) >= 3 else 0
+            take = max(1, round(size * fraction)) if size >= 3 else 0
             splits[split], pool = pool[:take], pool[take:]
     splits["train"] = pool
     for split in SPLITS:

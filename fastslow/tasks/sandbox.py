@@ -10,8 +10,10 @@ Layers, outermost first; each one alone stops the common accidents, together the
 2. **Resource limits** (`resource`, set in the child before the program runs): CPU seconds, address space,
    processes, file size, open files, no core dumps; plus a wall-clock timeout that kills the whole process group.
 3. **A Python audit hook** installed before the program runs: refuses sockets, process creation and signals,
-   ctypes, file writes/renames/removes outside the working directory, opening directories outside it, other
-   processes' /proc entries and raising limits. It is a tripwire, not a boundary: the layers above are.
+   ctypes, file writes/renames/removes outside the working directory, reads outside the system, interpreter
+   and working directories (no home directories, hence no token files), opening directories outside the
+   working directory, other processes' /proc entries and raising limits. It is a tripwire, not a boundary:
+   the layers above are.
 4. **A clean environment**: no inherited variables (no secrets), HOME and TMPDIR in the private directory,
    stdin/stdout/stderr are anonymous temporary files (output is capped), no user site-packages.
 
@@ -45,7 +47,7 @@ class Limits:
     timeout_s: float = 5.0  # wall clock
     cpu_s: int = 5  # CPU seconds
     memory_mb: int = 512  # address space
-    max_processes: int = 16  # RLIMIT_NPROC (counted per user: only binding when the program runs as nobody)
+    max_processes: int = 16  # RLIMIT_NPROC, counted per user; root is exempt, so it binds under namespaces
     max_file_mb: int = 16  # largest file the program may write (its stdout/stderr included)
     max_open_files: int = 64
     workspace_mb: int = 32  # size of the private tmpfs working directory (namespaces isolation)
@@ -147,6 +149,11 @@ def install_guard(work):
     fsdecode, readlink, stat_, getcwd, getpid = os.fsdecode, os.readlink, os.stat, os.getcwd, os.getpid
     S_ISDIR = stat.S_ISDIR
     work = realpath(work)
+    # Reading is limited to the system, the interpreter and the working directory: not home directories,
+    # where tokens live (~/.cache/huggingface/token, ~/.netrc, ...), nor other users' files.
+    system = ["/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/dev", "/sys", "/proc"]
+    python = [p for p in sys.path if p] + [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    readable = tuple({realpath(p) for p in [work, *system, *python]})
     blocked_prefixes = (
         "socket.", "subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
         "os.kill", "os.killpg", "signal.pthread_kill", "resource.setrlimit", "resource.prlimit", "gc.get_objects",
@@ -184,8 +191,15 @@ def install_guard(work):
         name = basename(path.rstrip("/"))
         return join(realpath(dirname(path.rstrip("/"))), name)
 
-    def inside(path):
-        return path == work or path.startswith(work + "/")
+    def inside(path, roots=(work,)):
+        return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+    def check_read(real, event):
+        if not inside(real, readable):
+            refuse(event + " outside the system and working directories", real)
+        parts = real.split("/")
+        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(getpid()):
+            refuse("reading another process", real)
 
     def hook(event, args):
         if event == "import":
@@ -208,14 +222,19 @@ def install_guard(work):
             if writing and not inside(real):
                 refuse("write outside the working directory", real)
             if not inside(real):
-                if real.startswith("/proc/") and real.split("/")[2].isdigit() and real.split("/")[2] != str(getpid()):
-                    refuse("reading another process", real)
+                check_read(real, "read")
                 try:
                     is_dir = S_ISDIR(stat_(real).st_mode)
                 except OSError:
                     is_dir = False
                 if is_dir:  # a directory fd would let dir_fd-relative calls escape the path checks
                     refuse("opening a directory outside the working directory", real)
+        elif event in ("os.listdir", "os.scandir") and not isinstance(args[0], int):
+            try:
+                real = resolve(args[0] if args[0] is not None else ".", None, True)
+            except OSError:
+                refuse(event, str(args[0]))
+            check_read(real, event)
         elif event in path_events:
             paths, dir_fds, follow = path_events[event]
             dir_fd = next((args[i] for i in dir_fds if i < len(args) and args[i] not in (None, -1, -100)), None)
@@ -320,6 +339,7 @@ def _unreadable_by_others(path: str) -> bool:
     return False
 
 
+@functools.cache
 def _python_roots() -> list[str]:
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     return sorted(r for r in roots if _unreadable_by_others(r))
@@ -460,7 +480,7 @@ def _result(stdout, stderr, status, returncode, wall_timeout, cpu_s, limits: Lim
 
     if wall_timeout:
         return fail("timeout", f"timed out: exceeded the wall-clock limit of {limits.timeout_s:g} s", True)
-    if (status is None or status.get("kind") == "ok") and cpu_s >= limits.cpu_s - 0.05:
+    if status is None and cpu_s >= 0.9 * limits.cpu_s:  # killed near the limit (rusage runs a few % low)
         return fail("timeout", f"timed out: exceeded the CPU time limit of {limits.cpu_s} s", True)
     if status is not None and status.get("kind") != "ok":
         return fail(status.get("kind", "exception"), status.get("message", ""))
