@@ -13,21 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fastslow.checkpoint import latest_checkpoint
 from fastslow.config import Config, load_config
 from fastslow.errors import FastSlowError
 
 METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    """checkpoints/<name in checkpoints/LATEST>, the newest complete checkpoint (docs/RUNDIR.md)."""
-    latest = run_dir / "checkpoints" / "LATEST"
-    if not latest.is_file():
-        raise FastSlowError(f"{run_dir}: no checkpoint to export ({latest} not found)")
-    checkpoint = run_dir / "checkpoints" / latest.read_text().strip()
-    if not (checkpoint / "model").is_dir() or not (checkpoint / "state.json").is_file():
-        raise FastSlowError(f"{latest}: names {checkpoint.name}, which lacks model/ or state.json")
-    return checkpoint
 
 
 def with_default_system_prompt(chat_template: str, system_prompt: str) -> str:
@@ -47,6 +37,8 @@ def load_merged_model(model_dir: Path, base_path: str):
 
     from fastslow.policy import resolve_model_path
 
+    if not model_dir.is_dir():  # gepa mode trains no weights: the base weights travel with the evolved prompt
+        return AutoModelForCausalLM.from_pretrained(resolve_model_path(base_path), dtype="auto")
     if not (model_dir / "adapter_config.json").is_file():
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     from peft import PeftModel
@@ -119,7 +111,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FastSlowError(f"{out_dir}: already exists and is not empty; choose a new output directory")
     config = load_config(run_dir / "config.yaml")
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise FastSlowError(f"{run_dir}: no checkpoint to export (checkpoints/LATEST not found)")
     state = json.loads((checkpoint / "state.json").read_text())
 
     model = load_merged_model(checkpoint / "model", config.model.path)

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from fastslow.config import ReflectionConfig
 from fastslow.errors import FastSlowError
+from fastslow.tasks.answers import strip_thinking
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm otherwise fetches a price list on import
 
@@ -27,13 +28,6 @@ DUMMY_API_KEY = "not-needed"  # local OpenAI-compatible servers ignore the key, 
 
 class ReflectionError(FastSlowError):
     """The reflection LM gave no usable answer after all retries."""
-
-
-def strip_thinking(text: str) -> str:
-    """Drop reasoning blocks: everything up to the last </think>, and an unterminated <think> to the end."""
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    return text.split("<think>", 1)[0].strip()
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -51,7 +45,7 @@ class ReflectionLM:
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                answer = strip_thinking(self._complete(prompt) or "")
+                answer = strip_thinking(self._complete(prompt) or "").strip()
                 if answer:
                     return answer
                 failure = "empty answer"

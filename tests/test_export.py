@@ -122,7 +122,7 @@ def test_run_dir_errors_are_clear(tmp_path, base_dir):
         export_run(tmp_path / "missing", tmp_path / "out")
     run_dir, _ = make_run(tmp_path, base_dir, lora=False)
     (run_dir / "checkpoints" / "LATEST").write_text("step-000099")
-    with pytest.raises(FastSlowError, match="LATEST: names step-000099, which lacks model/"):
+    with pytest.raises(FastSlowError, match="LATEST: names step-000099, which is missing or incomplete"):
         export_run(run_dir, tmp_path / "out")
     (run_dir / "checkpoints" / "LATEST").unlink()
     with pytest.raises(FastSlowError, match="no checkpoint to export"):

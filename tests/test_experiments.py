@@ -1,0 +1,277 @@
+"""The eight experiments' wiring, end to end on the tiny random model (2 seeds, a few steps each), the run cache,
+the presets, and the continual-learning task sequence."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from doubles import ScriptedReflectionLM
+
+from fastslow import stats
+from fastslow.config import parse_config
+from fastslow.data import DataPlan
+from fastslow.errors import FastSlowError
+from fastslow.experiments import REGISTRY, run_experiment
+from fastslow.experiments.common import Experiment, config_hash, is_complete, parallel, train_job
+from fastslow.experiments.presets import PRESETS, experiment_settings
+from fastslow.report import load_run
+from fastslow.tasks import load_task
+from fastslow.tasks.sequence import SequenceTask
+
+TINY_SIZES = {"loop.steps": 4, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
+              "loop.population_size": 2, "task.train_size": 16, "task.val_size": 8, "gepa.budget_passes": 2,
+              "eval.every": 2, "eval.samples": 2, "eval.kl_prompts": 4}
+SHORT = "doubles:ShortAnswerTask"
+
+
+def rows(run_dir):
+    return load_run(run_dir).rows
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_model_path):
+    """A config file for the tiny model and an output folder shared by the tests (so runs are cached)."""
+    root = tmp_path_factory.mktemp("experiments")
+    config = {
+        "model": {"path": tiny_model_path, "max_new_tokens": 8},
+        "task": {"name": SHORT},
+        "rl": {"learning_rate": 1e-3, "warmup_steps": 0},
+        "experiment": {
+            "overrides": TINY_SIZES,
+            "ood_tasks": [{"name": SHORT, "prompt": "Be brief."}],
+            "task_b": {"name": SHORT, "seed_prompt": "Short."}, "steps_b": 2,
+            "stages": [{"name": SHORT, "label": "first"}, {"name": SHORT, "label": "second"}], "steps_per_stage": 2,
+        },
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, root / "out"
+
+
+def run(name, setup, **kwargs):
+    config, out = setup
+    return run_experiment(name, config, seeds=2, out=out, workers=1, reflection_lm=ScriptedReflectionLM(), **kwargs)
+
+
+def run_dirs(folder):
+    return {label: Path(path) for label, path in json.loads((folder / "runs.json").read_text()).items()}
+
+
+def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_runs(setup):
+    folder = run("efficiency", setup)
+    runs = run_dirs(folder)
+    assert sorted(runs) == sorted(f"{m} seed {s}" for m in ("fst", "rl", "gepa") for s in (0, 1))
+    for label, path in runs.items():
+        assert [r["step"] for r in rows(path)] == [0, 1, 2, 3, 4]
+        assert rows(path)[0]["mode"] == label.split()[0]
+    # both modes of a seed share the data plan and the step-0 evaluation; different seeds differ
+    assert rows(runs["fst seed 0"])[0]["val_accuracy"] == rows(runs["rl seed 0"])[0]["val_accuracy"]
+    summary = json.loads((folder / "summary.json").read_text())
+    expected = [stats.sample_efficiency(load_run(runs[f"fst seed {s}"]).series("samples", "val_accuracy"),
+                                        load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy"))
+                for s in (0, 1)]
+    assert summary["fst"]["efficiency_per_seed"] == expected
+    for file in ("results.md", "report.html", "efficiency_samples.png", "efficiency_rollouts.png"):
+        assert (folder / file).is_file()
+    assert "fastslow experiment efficiency" in (folder / "results.md").read_text()
+
+
+def test_asymptote_and_kl_reuse_the_efficiency_runs(setup):
+    _, out = setup
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    asymptote, kl = run("asymptote", setup), run("kl", setup)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == before  # nothing retrained
+    a = json.loads((asymptote / "summary.json").read_text())
+    fst_runs = [run_dirs(asymptote)[f"fst seed {s}"] for s in (0, 1)]
+    for fit, path in zip(a["fst"]["fits"], fst_runs):
+        steps, accuracy = load_run(path).series("step", "val_accuracy")
+        assert fit is None or fit["A"] == pytest.approx(stats.fit_sigmoid(steps, accuracy).A)
+    k = json.loads((kl / "summary.json").read_text())
+    assert k["final_kl"]["rl"]["n"] == 2 and k["final_kl"]["rl"]["mean"] > 0
+    assert (kl / "kl_vs_accuracy_by_mode.png").is_file()
+
+
+def test_decomposition_reproduces_the_runs_final_evaluation(setup):
+    folder = run("decomposition", setup)
+    summary = json.loads((folder / "summary.json").read_text())
+    fst_runs = [run_dirs(folder)[f"fst seed {s}"] for s in (0, 1)]
+    # trained weights + evolved prompt, measured with the run's final evaluation seed = the run's last val accuracy
+    final = [rows(path)[-1]["val_accuracy"] for path in fst_runs]
+    both = summary["trained weights + evolved prompt"]
+    assert both["mean"] == pytest.approx(np.mean(final)) and both["n"] == 2
+    assert summary["evolved_prompts"][0] != "Answer."  # the scripted reflection's prompt won the cycle
+    assert (fst_runs[0] / "export" / "config.json").is_file()
+
+
+def test_ood_evaluates_base_rl_and_fst_weights_on_the_other_tasks(setup):
+    folder = run("ood", setup)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert len(summary) == 5  # experiment, preset, seeds + the training task and one other task
+    other = next(v for k, v in summary.items() if isinstance(v, dict) and "training task" not in k)
+    assert {"base", "rl", "fst", "fst_minus_rl"} <= set(other) and other["fst"]["n"] == 2
+
+
+def test_plasticity_starts_fresh_rl_from_each_checkpoint(setup):
+    folder = run("plasticity", setup)
+    runs = run_dirs(folder)
+    for start in ("base", "rl", "fst"):
+        path = runs[f"{SHORT} from {start} seed 0"]
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        assert config["mode"] == "rl" and config["loop"]["steps"] == 2 and config["task"]["seed_prompt"] == "Short."
+        assert config["model"]["path"].endswith("/export") == (start != "base")
+    # the RL-trained start begins where its phase-A run ended (same weights, task and val split; different prompt)
+    assert rows(runs[f"{SHORT} from rl seed 0"])[0]["val_accuracy"] != rows(runs[f"{SHORT} from base seed 0"])[0]["val_accuracy"]
+
+
+def test_continual_logs_every_stage_and_normalises_by_a_shared_peak(setup):
+    folder = run("continual", setup)
+    summary = json.loads((folder / "summary.json").read_text())
+    for path in run_dirs(folder).values():
+        evaluated = [r for r in rows(path) if r["val_accuracy"] is not None]
+        assert [r["step"] for r in evaluated] == [0, 2, 4]
+        assert all(set(r["val_accuracy_by_group"]) == {"first", "second"} for r in evaluated)
+    peaks = summary["shared_peaks"]
+    normalised = [summary[m][stage]["normalised_at_stage_end"]["max"] for m in ("fst", "rl") for stage in ("first", "second")]
+    assert len(peaks) == 2 and all(v is None or v <= 1.0 + 1e-9 for v in normalised)
+    assert any(v == pytest.approx(1.0) for v in normalised)  # some run sets the shared peak of some stage
+
+
+def test_zero_reward_counts_steps_until_reward_leaves_zero(setup):
+    folder = run("zero-reward", setup)
+    summary = json.loads((folder / "summary.json").read_text())
+    for mode in ("fst", "rl"):
+        for seed, first in enumerate(summary[mode]["first_nonzero_per_seed"]):
+            steps, reward = load_run(run_dirs(folder)[f"{mode} seed {seed}"]).series("step", "reward_mean")
+            assert first == stats.steps_until_nonzero(steps, reward)
+
+
+def test_every_registered_experiment_is_tested():
+    tested = {"efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"}
+    assert set(REGISTRY) == tested
+
+
+# ---------------------------------------------------------------- inputs, presets and the cache
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "speed"}, "unknown experiment 'speed'"),
+    ({"name": "kl", "preset": "huge"}, "unknown preset 'huge'"),
+    ({"name": "kl", "seeds": 0}, "--seeds"),
+    ({"name": "kl", "config_path": Path("/nonexistent.yaml")}, "config file not found"),
+])
+def test_bad_input_is_one_clear_error(kwargs, message):
+    with pytest.raises(FastSlowError, match=message):
+        run_experiment(**kwargs)
+
+
+def test_settings_layer_defaults_preset_and_config_file():
+    settings = experiment_settings("plasticity", "small", {"steps_b": 7, "overrides": {"loop.steps": 3}})
+    assert settings["steps_b"] == 7 and settings["task_b"]["name"] == "counting"
+    assert settings["overrides"]["loop.steps"] == 3
+    assert settings["overrides"]["eval.every"] == PRESETS["small"]["overrides"]["eval.every"]
+
+
+def _experiment(tmp_path, model_path, **base):
+    return Experiment("kl", "small", 1, tmp_path, {"model": {"path": model_path}, "task": {"name": SHORT}, **base},
+                      {}, 1, "test")
+
+
+def test_run_names_hash_the_whole_config(tmp_path, tiny_model_path):
+    exp = _experiment(tmp_path, tiny_model_path)
+    a, b = exp.config("rl", 0), exp.config("rl", 0)
+    assert a.name == b.name and a.name.startswith("ShortAnswerTask-rl-s0-")
+    assert exp.config("rl", 1).name != a.name
+    assert exp.config("rl", 0, **{"loop.steps": 5}).name != a.name
+    assert a.run_dir.parent == tmp_path / "runs"
+    assert config_hash(a) == a.name.rsplit("-", 1)[1]
+
+
+def test_an_interrupted_run_is_resumed_and_a_finished_one_kept(tmp_path, tiny_model_path):
+    exp = _experiment(tmp_path, tiny_model_path, **{"loop": {"steps": 2, "steps_per_cycle": 1, "problems_per_step": 2,
+                                                             "rollouts_per_problem": 2, "population_size": 1},
+                                                    "task": {"name": SHORT, "train_size": 8, "val_size": 4},
+                                                    "eval": {"every": 1, "samples": 1, "kl_prompts": 2}})
+    config = exp.config("rl", 0)
+    assert not is_complete(config)
+    exp.train([config])
+    assert is_complete(config)
+    finished = (config.run_dir / "metrics.jsonl").read_text()
+    # simulate a kill after step 1's checkpoint: drop the last row and the newest checkpoint
+    lines = finished.splitlines(keepends=True)
+    (config.run_dir / "metrics.jsonl").write_text("".join(lines[:-1]))
+    (config.run_dir / "checkpoints" / "LATEST").write_text("step-000001")
+    assert not is_complete(config)
+    exp.train([config])
+    assert (config.run_dir / "metrics.jsonl").read_text().splitlines()[-1].startswith('{"step": 2')
+    mtime = (config.run_dir / "metrics.jsonl").stat().st_mtime_ns
+    exp.train([config])  # complete: not touched
+    assert (config.run_dir / "metrics.jsonl").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_runs_in_spawned_processes_match_runs_in_this_process(tmp_path, tiny_model_path):
+    data = {"model": {"path": tiny_model_path, "max_new_tokens": 8}, "task": {"name": SHORT, "train_size": 8, "val_size": 4},
+            "loop": {"steps": 2, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 2, "population_size": 2},
+            "eval": {"every": 1, "samples": 2, "kl_prompts": 2}, "rl": {"learning_rate": 1e-3, "warmup_steps": 0}}
+    jobs, labels = [], []
+    for where in ("here", "spawned-a", "spawned-b"):
+        config = parse_config({**data, "mode": "fst", "name": where, "output_dir": str(tmp_path)})
+        jobs.append((config.model_dump(mode="json"), False, ScriptedReflectionLM()))
+        labels.append(where)
+    parallel(train_job, jobs[:1], 1, print, labels[:1])
+    parallel(train_job, jobs[1:], 2, print, labels[1:])
+
+    def measured(name):
+        return [{k: r[k] for k in ("step", "val_accuracy", "reward_mean", "kl_base")} for r in rows(tmp_path / name)]
+
+    assert measured("here") == measured("spawned-a") == measured("spawned-b")
+
+
+# ---------------------------------------------------------------- the continual-learning task
+
+
+def sequence(**kwargs):
+    stages = [{"name": "strings", "args": {"program": "reverse"}}, {"name": "counting", "args": {"rule": "vowels"}}]
+    return SequenceTask(stages, steps_per_stage=3, problems_per_step=2, **kwargs)
+
+
+def test_sequence_lays_out_train_problems_stage_after_stage():
+    task = sequence()
+    train = task.problems("train", task.train_size, seed=0)
+    assert task.train_size == 12 and task.stage_boundaries == [3]
+    plan = DataPlan(train, problems_per_step=2, steps_per_cycle=2, seed=5, ordered=task.ordered)
+    groups = [{p.info["group"] for p in plan.batch(step)} for step in range(1, 7)]
+    assert groups == [{"strings"}] * 3 + [{"counting"}] * 3
+    assert all(p.id.startswith(p.info["group"] + "/") for p in train)
+    assert len({p.id for p in train}) == len(train)
+
+
+def test_sequence_val_covers_every_stage_and_scoring_goes_to_the_stage_task():
+    task = sequence()
+    val = task.problems("val", 5, seed=1)
+    assert [p.info["group"] for p in val] == ["strings"] * 3 + ["counting"] * 2
+    word = next(p for p in val if p.info["group"] == "strings")
+    assert task.score(word, word.prompt[::-1]).reward == 1.0
+    assert task.score(word, word.prompt + "x").reward == 0.0
+    count = next(p for p in val if p.info["group"] == "counting")
+    inner = load_task("counting", rule="vowels")
+    assert task.score(count, count.answer) == inner.score(count, count.answer)
+    assert task.seed_prompt == "Solve the task." and sequence(seed_prompt="Go.").seed_prompt == "Go."
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stages": [{"name": "strings"}]}, "at least two stages"),
+    ({"stages": [{"name": "strings"}, {"name": "strings"}]}, "label 'strings' is used twice"),
+    ({"stages": [{"name": "strings"}, {"task": "counting"}]}, r"stages\[1\]"),
+    ({"stages": [{"name": "strings"}, {"name": "nope"}]}, "unknown task 'nope'"),
+])
+def test_sequence_rejects_bad_stages(kwargs, message):
+    with pytest.raises(FastSlowError, match=message):
+        SequenceTask(steps_per_stage=2, problems_per_step=2, **kwargs)
+
+
+def test_sequence_needs_exactly_the_training_problems_its_stages_fill():
+    with pytest.raises(FastSlowError, match="exactly 12 training problems"):
+        sequence().problems("train", 10, seed=0)
