@@ -1,7 +1,8 @@
 """Held-out evaluation: the numbers the paper plots.
 
-- val accuracy: mean reward over `samples` completions per validation problem (mean@4 by default), with
-  the population's best prompt and with the seed prompt;
+- val accuracy: the fraction of `samples` completions per validation problem that solve it (reward 1),
+  averaged over problems (mean@4 by default), with the population's best prompt and with the seed prompt.
+  For binary rewards this is the mean reward; tasks with partial credit still count only full solutions;
 - KL(π_train ‖ π_base): on held-out prompts (the first `kl_prompts` validation problems under the best
   prompt), contexts are sampled from π_train; at every completion position we take the exact KL between
   the two next-token distributions, Σ_v p_train(v) (log p_train(v) − log p_base(v)), and average over
@@ -22,6 +23,7 @@ from fastslow.policy import Sampling, chat_messages, completion_token_stats, gen
 from fastslow.tasks import Problem, Task
 
 
+SOLVED = 1.0 - 1e-9  # a reward this high counts as a solution
 BaseWeights = Callable[[], AbstractContextManager]  # yields a module computing π_base
 
 
@@ -36,11 +38,12 @@ class EvalResult:
 
 def accuracy(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: str, samples: int,
              sampling: Sampling) -> tuple[float, list[list[str]], list[float]]:
-    """Mean reward over `samples` completions per problem; the completions and mean reward per problem."""
+    """Fraction of `samples` completions per problem that solve it (reward 1), averaged over problems;
+    the completions and the solved fraction per problem."""
     conversations = [chat_messages(prompt, p.prompt) for p in problems for _ in range(samples)]
     completions = generate(model, tokenizer, conversations, sampling)
     grouped = [completions[i * samples : (i + 1) * samples] for i in range(len(problems))]
-    per_problem = [sum(task.score(p, c).reward for c in cs) / samples for p, cs in zip(problems, grouped)]
+    per_problem = [sum(task.score(p, c).reward >= SOLVED for c in cs) / samples for p, cs in zip(problems, grouped)]
     return sum(per_problem) / max(len(per_problem), 1), grouped, per_problem
 
 

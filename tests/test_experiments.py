@@ -13,7 +13,7 @@ from fastslow import stats
 from fastslow.config import parse_config
 from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
-from fastslow.experiments import REGISTRY, run_experiment
+from fastslow.experiments import REGISTRY, read_config_file, run_experiment
 from fastslow.experiments.common import Experiment, config_hash, is_complete, parallel, train_job
 from fastslow.experiments.presets import PRESETS, experiment_settings
 from fastslow.report import load_run
@@ -36,7 +36,7 @@ def setup(tmp_path_factory, tiny_model_path):
     root = tmp_path_factory.mktemp("experiments")
     config = {
         "model": {"path": tiny_model_path, "max_new_tokens": 8},
-        "task": {"name": SHORT},
+        "task": {"name": SHORT, "seed_prompt": "Answer briefly."},
         "rl": {"learning_rate": 1e-3, "warmup_steps": 0},
         "experiment": {
             "overrides": TINY_SIZES,
@@ -97,11 +97,14 @@ def test_decomposition_reproduces_the_runs_final_evaluation(setup):
     folder = run("decomposition", setup)
     summary = json.loads((folder / "summary.json").read_text())
     fst_runs = [run_dirs(folder)[f"fst seed {s}"] for s in (0, 1)]
-    # trained weights + evolved prompt, measured with the run's final evaluation seed = the run's last val accuracy
-    final = [rows(path)[-1]["val_accuracy"] for path in fst_runs]
-    both = summary["trained weights + evolved prompt"]
-    assert both["mean"] == pytest.approx(np.mean(final)) and both["n"] == 2
-    assert summary["evolved_prompts"][0] != "Answer."  # the scripted reflection's prompt won the cycle
+    # measured like the run's own evaluations: base weights + the config's seed prompt reproduce step 0,
+    # trained weights + evolved prompt reproduce the last step
+    for cell, row in (("base weights + seed prompt", 0), ("trained weights + evolved prompt", -1)):
+        logged = [rows(path)[row]["val_accuracy"] for path in fst_runs]
+        assert summary[cell]["mean"] == pytest.approx(np.mean(logged)) and summary[cell]["n"] == 2
+    for prompt, path in zip(summary["evolved_prompts"], fst_runs):  # the best member of the last cycle's population
+        last = json.loads((path / "population" / "cycle-1.json").read_text())
+        assert prompt == next(m["text"] for m in last["members"] if m["id"] == last["best"])
     assert (fst_runs[0] / "export" / "config.json").is_file()
 
 
@@ -168,9 +171,21 @@ def test_bad_input_is_one_clear_error(kwargs, message):
 
 def test_settings_layer_defaults_preset_and_config_file():
     settings = experiment_settings("plasticity", "small", {"steps_b": 7, "overrides": {"loop.steps": 3}})
-    assert settings["steps_b"] == 7 and settings["task_b"]["name"] == "counting"
+    assert settings["steps_b"] == 7 and settings["task_b"]["name"] == "strings"
     assert settings["overrides"]["loop.steps"] == 3
     assert settings["overrides"]["eval.every"] == PRESETS["small"]["overrides"]["eval.every"]
+
+
+def test_unknown_experiment_settings_are_named():
+    with pytest.raises(FastSlowError, match="unknown setting.*ood_task"):
+        experiment_settings("ood", "small", {"ood_task": []})
+
+
+def test_the_example_config_is_a_valid_run_config_with_known_settings():
+    base, section = read_config_file(Path(__file__).parent.parent / "configs" / "experiments" / "qwen-math.yaml")
+    assert parse_config(base).model.lora.r == 16
+    settings = experiment_settings("plasticity", "full", section)
+    assert settings["task_b"]["name"] == "hover" and settings["overrides"]["loop.steps"] == 200
 
 
 def _experiment(tmp_path, model_path, **base):

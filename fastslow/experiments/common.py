@@ -132,12 +132,17 @@ def is_complete(config: Config) -> bool:
 # ---------------------------------------------------------------- parallel processes
 
 
+def available_cpus() -> int:
+    """Cores this process may run on (its affinity mask: a caller can hand an experiment a share of the machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """CPU: one process per two cores (each gets two torch threads). GPU: one per core, all sharing the GPU —
     a small model leaves it mostly idle, and the processes' Python overhead is the bottleneck."""
     import torch
 
-    cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     return cpus if torch.cuda.is_available() else max(1, cpus // 2)
 
 
@@ -163,7 +168,7 @@ def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Calla
             results.append(function(*job))
             say(f"{i + 1}/{len(jobs)} done: {label} ({time.perf_counter() - start:.0f}s)")
         return results
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, available_cpus() // workers)  # no oversubscription: it slows torch down many times
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
         futures = {pool.submit(function, *job): label for job, label in zip(jobs, labels)}
@@ -193,9 +198,12 @@ def exported_model(run_dir: Path) -> Path:
 
 def final_prompt(run_dir: Path) -> str:
     """The best prompt of the run's last checkpoint."""
-    from fastslow.export import latest_checkpoint
+    from fastslow.checkpoint import latest_checkpoint
 
-    return json.loads((latest_checkpoint(run_dir) / "state.json").read_text())["best_prompt"]
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise FastSlowError(f"{run_dir}: no checkpoint (the run did not finish a cycle)")
+    return json.loads((checkpoint / "state.json").read_text())["best_prompt"]
 
 
 SEED_PROMPT, INSTRUCTION = "task.seed_prompt", "task.instruction"  # prompts named by what the task says
@@ -218,19 +226,21 @@ class EvalJob:
     dtype: str = "auto"
 
 
-def eval_job(config: Config, label: str, model_path: str | Path, prompts: list[str], task: dict | None = None) -> EvalJob:
-    """An EvalJob that measures like the run's own evaluations (same val split, samples and sampling)."""
+def eval_job(config: Config, label: str, model_path: str | Path, prompts: list[str], task: dict | None = None,
+             step: int | None = None) -> EvalJob:
+    """An EvalJob that measures like the run's own evaluation at `step` (default: the last): same val split,
+    samples, sampling and sampling seed — so the run's weights and best prompt reproduce its logged accuracy."""
+    step = config.loop.steps if step is None else step
     return EvalJob(label, str(model_path), config.model.path, task or {"name": config.task.name, "args": config.task.args},
                    prompts, config.task.val_size, config.seed, config.eval.samples,
                    {"max_new_tokens": config.model.max_new_tokens, "temperature": config.model.temperature,
                     "top_p": config.model.top_p, "chat_template_kwargs": config.model.chat_template_kwargs},
-                   seed=final_eval_seed(config), dtype=config.model.dtype)
+                   seed=config.seed * 1_000_003 + step, dtype=config.model.dtype)  # fastslow.loop's evaluation seed
 
 
-def final_eval_seed(config: Config) -> int:
-    """The sampling seed of the run's last evaluation (fastslow.loop): the trained weights under the run's best
-    prompt then reproduce the run's final val accuracy exactly."""
-    return config.seed * 1_000_003 + config.loop.steps
+def seed_prompt(config: Config) -> str:
+    """The prompt a run starts from: the config's, else its task's."""
+    return config.task.seed_prompt or SEED_PROMPT
 
 
 def resolve_prompt(task, prompt: str) -> str:
@@ -363,6 +373,11 @@ def hardware() -> str:
     return f"{platform.machine()}, {cpus} CPU cores{gpu}, torch {torch.__version__}"
 
 
+def _load() -> str:
+    """Other work on the machine slows every timing: say how busy it was."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, stats.Spread):
         return {k: _jsonable(v) for k, v in value.__dict__.items()}
@@ -396,7 +411,7 @@ def write_results(exp: Experiment, title: str, claim: str, paper: str, body: Seq
              f"- command: `{exp.command}`",
              f"- preset `{exp.preset}`, {exp.seeds} seed(s), {exp.workers} worker process(es)",
              f"- hardware: {hardware()}; date {date.today().isoformat()}; {elapsed:.1f} min wall clock "
-             "(runs reused from the cache not included)",
+             f"(runs reused from the cache not included; load average at the end {_load()})",
              f"- runs: `{exp.runs_root}` (listed in runs.json)", ""]
     (exp.dir / "results.md").write_text("\n".join(text))
     (exp.dir / "summary.json").write_text(json.dumps(_jsonable({"experiment": exp.name, "preset": exp.preset,

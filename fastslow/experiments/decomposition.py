@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastslow import stats
-from fastslow.experiments.common import (SEED_PROMPT, Experiment, eval_job, exported_model, final_prompt,
-                                         fmt, labelled, markdown_table, plot_bars, save, train_modes, write_results)
+from fastslow.experiments.common import (Experiment, eval_job, exported_model, final_prompt,
+                                         fmt, labelled, markdown_table, plot_bars, save, seed_prompt, train_modes, write_results)
 
 PAPER = ("pass@1 base / prompt only / weights only / both: HoVer-hard 2.0 / 10.6 / 11.6 / 21.2, "
          "CodeIO 19.4 / 34.5 / 25.1 / 43.3.")
@@ -21,8 +21,11 @@ def run(exp: Experiment) -> Path:
     prompts = [final_prompt(d) for d in runs]
     jobs = []
     for seed, (config, run_dir, evolved) in enumerate(zip(configs, runs, prompts)):
-        jobs += [eval_job(config, f"base weights, seed {seed}", config.model.path, [SEED_PROMPT, evolved]),
-                 eval_job(config, f"trained weights, seed {seed}", exported_model(run_dir), [SEED_PROMPT, evolved])]
+        # sampled like the run's step-0 (base) and last (trained) evaluations: the seed-prompt/base cell and the
+        # evolved/trained cell reproduce the accuracies the run logged
+        start = seed_prompt(config)
+        jobs += [eval_job(config, f"base weights, seed {seed}", config.model.path, [start, evolved], step=0),
+                 eval_job(config, f"trained weights, seed {seed}", exported_model(run_dir), [start, evolved])]
     results = exp.evaluate(jobs)
     # results[2 * seed] = base weights [seed prompt, evolved], results[2 * seed + 1] = trained weights [...]
     cells = {cell: [] for cell in CELLS}

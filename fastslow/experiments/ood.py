@@ -7,8 +7,8 @@ from pathlib import Path
 
 from fastslow import stats
 from fastslow.errors import FastSlowError
-from fastslow.experiments.common import (SEED_PROMPT, Experiment, eval_job, exported_model, fmt, labelled,
-                                         markdown_table, plot_bars, save, train_modes, write_results)
+from fastslow.experiments.common import (INSTRUCTION, SEED_PROMPT, Experiment, eval_job, exported_model, fmt, labelled,
+                                         markdown_table, plot_bars, save, seed_prompt, train_modes, write_results)
 
 PAPER = "FST ≈ RL on other benchmarks without the GEPA prompt (e.g. 49.7 vs 51.1, 36.5 vs 36.2)."
 WEIGHTS = ("base", "rl", "fst")
@@ -32,9 +32,9 @@ def run(exp: Experiment) -> Path:
     runs = train_modes(exp, ["rl", "fst"])
     configs = [exp.config("rl", seed) for seed in range(exp.seeds)]
     prompts_by_task = [task.get("prompt", SEED_PROMPT) for task in tasks]
-    in_distribution = {"name": configs[0].task.name, "args": configs[0].task.args, "prompt": SEED_PROMPT}
+    in_distribution = {"name": configs[0].task.name, "args": configs[0].task.args}
     tasks = [in_distribution, *tasks]
-    prompts_by_task.insert(0, SEED_PROMPT)
+    prompts_by_task.insert(0, seed_prompt(configs[0]))
 
     jobs, keys = [], []
     for seed, config in enumerate(configs):
@@ -72,4 +72,4 @@ def run(exp: Experiment) -> Path:
 
 
 def _prompt_name(prompt: str) -> str:
-    return {SEED_PROMPT: "its seed prompt", "task.instruction": "its instruction"}.get(prompt, f"`{prompt}`")
+    return {SEED_PROMPT: "its seed prompt", INSTRUCTION: "its instruction"}.get(prompt, f"`{prompt}`")

@@ -22,27 +22,42 @@ MICRO_BASE: dict[str, Any] = {
     "rl": {"learning_rate": 1e-4, "warmup_steps": 2},
 }
 
-STRINGS = {"name": "strings", "args": {"program_seed": 0}}  # a held-out composition of string ops
+# Default tasks, chosen from what the micro model does BEFORE training (measured with mean@4, temperature 1; see
+# docs/RESULTS.md), never from how FST and RL compare:
+# - the paper's tasks start from a valid seed prompt with low accuracy (2-34%) and RL has a reward signal from
+#   the first step. For the micro model, star-graph path finding (3 arms of 2 nodes) under its instruction is
+#   such a task: ~29%, and ~70% of problems get both right and wrong answers among 4 samples (RL needs that).
+#   Rejected: arms of 3 nodes (~5%, too little signal for a small budget); a held-out string program started
+#   from half its instruction (~25%, but answered deterministically: RL groups never have reward variance).
+# - under the task-agnostic prompt every micro family scores ~0: that start is the zero-reward experiment's.
+FIND_PATH = "Find the path from the start to the goal."
+STARGRAPH = {"name": "stargraph", "args": {"degree": 3, "arm_length": 2}, "seed_prompt": FIND_PATH}
+AGNOSTIC = "Solve the task."
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "efficiency": {"task": STRINGS, "modes": ["fst", "rl", "gepa"]},
-    "asymptote": {"task": STRINGS},
-    "kl": {"task": STRINGS},
-    "decomposition": {"task": STRINGS},
+    "efficiency": {"task": STARGRAPH, "modes": ["fst", "rl", "gepa"]},
+    "asymptote": {"task": STARGRAPH},
+    "kl": {"task": STARGRAPH},
+    "decomposition": {"task": STARGRAPH},
     # OOD families are measured with the prompt that states their task (micro problems say nothing by
     # themselves), the analogue of a benchmark's own instruction: never a GEPA prompt.
-    "ood": {"task": STRINGS, "ood_tasks": [
+    "ood": {"task": STARGRAPH, "ood_tasks": [
         {"name": "counting", "args": {"rule": "vowels"}, "prompt": "task.instruction"},
         {"name": "strings", "args": {"program": "sort,upper"}, "prompt": "task.instruction"},
-        {"name": "stargraph", "args": {}, "prompt": "task.instruction"},
+        {"name": "strings", "args": {"program_seed": 0}, "prompt": "task.instruction"},  # held out, ~50%
     ]},
-    "plasticity": {"task": STRINGS, "task_b": {"name": "counting", "args": {"rule": "vowels"}}},
+    # B: a held-out string program under its instruction (~50% for the base), so fresh RL has a signal
+    "plasticity": {"task": STARGRAPH, "task_b": {"name": "strings", "args": {"program_seed": 0},
+                                                  "seed_prompt": "Shift each letter forward by 3, then swap each pair "
+                                                                 "of letters, then remove the vowels."}},
     "continual": {"stages": [
-        {"name": "strings", "args": {"program_seed": 0}, "label": "strings"},
+        {"name": "strings", "args": {"program_seed": 2}, "label": "strings"},
         {"name": "counting", "args": {"rule": "vowels"}, "label": "counting"},
-        {"name": "cipher", "args": {"program": "reverse"}, "label": "cipher"},
-    ], "seed_prompt": "Solve the task."},
-    "zero-reward": {"task": {"name": "stargraph", "args": {"degree": 3, "arm_length": 3}}, "modes": ["fst", "rl"]},
+        {"name": "stargraph", "args": {"degree": 2, "arm_length": 2}, "label": "stargraph"},
+    ], "seed_prompt": AGNOSTIC},
+    # the task's own task-agnostic seed prompt scores 0 on star graphs; the instruction would score ~5%
+    "zero-reward": {"task": {"name": "stargraph", "args": {"degree": 3, "arm_length": 3}},
+                    "modes": ["fst", "rl"]},
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -81,9 +96,18 @@ def preset(name: str) -> dict[str, Any]:
     return PRESETS[name]
 
 
+# what a config file's `experiment:` section may set (one file can serve every experiment)
+SETTING_KEYS = {"overrides", "modes", "ood_tasks", "task_b", "steps_b", "stages", "steps_per_stage", "seed_prompt"}
+
+
 def experiment_settings(experiment: str, preset_name: str, from_config: dict[str, Any] | None) -> dict[str, Any]:
     """The experiment's settings: defaults, then the preset's, then the config file's `experiment:` section.
     `overrides` (dotted run-config keys) merge instead of replacing."""
+    unknown = sorted(set(from_config or {}) - SETTING_KEYS)
+    if unknown:
+        raise FastSlowError(f"experiment: unknown setting(s) {', '.join(unknown)}; expected some of {sorted(SETTING_KEYS)}")
+    if not isinstance((from_config or {}).get("overrides", {}), dict):
+        raise FastSlowError("experiment.overrides: expected a mapping of dotted config keys, e.g. {loop.steps: 12}")
     settings = {**SETTINGS[experiment]}
     layers = [preset(preset_name)["per_experiment"].get(experiment, {}), from_config or {}]
     overrides = dict(preset(preset_name)["overrides"])

@@ -13,6 +13,7 @@ Problems are deterministic from (split, seed); splits never share an input (chos
 
 from __future__ import annotations
 
+import difflib
 import random
 import string
 import zlib
@@ -85,8 +86,9 @@ class StringProgramTask:
     name = "strings"
     seed_prompt = GENERIC_PROMPT
 
-    def __init__(self, program: str | None = None, program_seed: int = 0):
+    def __init__(self, program: str | None = None, program_seed: int = 0, partial_credit: bool = False):
         self.program = parse_program(program) if program else held_out_program(program_seed)
+        self.partial_credit = partial_credit
         self.instruction = describe(self.program)  # the prompt that solves the task (not shown to the loop)
 
     def answer(self, text: str) -> str:
@@ -101,7 +103,16 @@ class StringProgramTask:
         return _make_problems(f"{self.name}/{program_spec(self.program)}", split, n, seed, self.sample)
 
     def score(self, problem: Problem, completion: str) -> Verdict:
-        reward = 1.0 if completion.strip() == problem.answer else 0.0
+        """1 for the exact answer. Otherwise 0, or with `partial_credit` half the character similarity
+        (difflib's ratio), so that near misses rank above far ones: RL then gets a signal on tasks whose
+        exact answer the base model never hits, and GEPA sees a prompt that gets one op of three right."""
+        got = completion.strip()
+        if got == problem.answer:
+            reward = 1.0
+        elif self.partial_credit:
+            reward = 0.5 * difflib.SequenceMatcher(None, problem.answer, got).ratio()
+        else:
+            reward = 0.0
         return Verdict(reward, text_feedback(problem.answer, completion))
 
 
@@ -120,10 +131,11 @@ class CipherTask(StringProgramTask):
 
     name = "cipher"
 
-    def __init__(self, program: str = "reverse", substitution_seed: int = 0, pairs: int = 3):
+    def __init__(self, program: str = "reverse", substitution_seed: int = 0, pairs: int = 3,
+                 partial_credit: bool = False):
         if not 1 <= pairs <= 13:
             raise FastSlowError(f"task.args.pairs: expected 1 to 13 swapped letter pairs, got {pairs}")
-        super().__init__(program=program)
+        super().__init__(program=program, partial_credit=partial_credit)
         self.substitution_seed, self.pairs = substitution_seed, pairs
         self.table = str.maketrans(substitution(substitution_seed, pairs))
 

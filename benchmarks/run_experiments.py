@@ -1,0 +1,93 @@
+"""Run the paper's eight experiments and collect their results under one folder.
+
+    python benchmarks/run_experiments.py --preset full --out /tmp/experiments --collect $OUT/experiments
+
+With 8 or more cores, the experiments that train on different tasks (efficiency, continual, zero-reward) run at
+the same time, each pinned to its share of the cores; the others then reuse efficiency's runs from the cache
+(out/runs) and train or evaluate only what they add. With fewer cores everything runs one after the other. `--collect DIR` copies the results (results.md, summary.json, PNGs, report.html — not the
+runs and checkpoints) to DIR and writes DIR/ALL.md, all results.md files in one page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FIRST_WAVE = {"efficiency": 0.5, "continual": 0.25, "zero-reward": 0.25}  # share of the workers each gets
+SECOND_WAVE = ["asymptote", "kl", "decomposition", "ood", "plasticity"]
+ORDER = ["efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"]
+
+
+def command(name: str, args, workers: int | None) -> list[str]:
+    return [sys.executable, "-c", "import sys; from fastslow.experiments import run_experiment as r; "
+            "r(sys.argv[1], sys.argv[2] or None, seeds=int(sys.argv[3]), preset=sys.argv[4], out=sys.argv[5], "
+            "workers=int(sys.argv[6]) if sys.argv[6] else None)", name, args.config or "", str(args.seeds),
+            args.preset, str(args.out), str(workers or "")]
+
+
+def start(name: str, args, cores: list[int], workers: int | None) -> subprocess.Popen:
+    """The experiment in its own process, pinned to `cores` (its worker processes inherit the pinning)."""
+    return subprocess.Popen(command(name, args, workers), preexec_fn=lambda: os.sched_setaffinity(0, cores))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--config", default=None, help="base run config (default: the micro model)")
+    parser.add_argument("--out", type=Path, default=Path("experiments/full"))
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the experiments' own)")
+    parser.add_argument("--collect", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="run only these experiments")
+    args = parser.parse_args()
+    wanted = set(args.only or ORDER)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started, failed = time.perf_counter(), []
+
+    def wait_all(procs: dict[str, subprocess.Popen]) -> None:
+        for name, proc in procs.items():
+            if proc.wait() != 0:
+                failed.append(name)
+            print(f"== {name}: exit {proc.returncode} after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+
+    cores = sorted(os.sched_getaffinity(0))
+    first = {n: share for n, share in FIRST_WAVE.items() if n in wanted}
+    if len(cores) >= 8 and len(first) > 1:  # disjoint core sets: no oversubscription
+        procs, at = {}, 0
+        for i, (name, share) in enumerate(first.items()):
+            count = len(cores) - at if i == len(first) - 1 else max(1, round(len(cores) * share / sum(first.values())))
+            mine = cores[at:at + count]
+            at += count
+            workers = args.workers and max(1, round(args.workers * len(mine) / len(cores)))  # None: its default
+            procs[name] = start(name, args, mine, workers)
+        wait_all(procs)
+    else:
+        for name in first:
+            wait_all({name: start(name, args, cores, args.workers)})
+    for name in [n for n in SECOND_WAVE if n in wanted]:
+        wait_all({name: start(name, args, cores, args.workers)})
+
+    if args.collect:
+        pages = []
+        for name in [n for n in ORDER if n in wanted]:
+            source, target = args.out / name, args.collect / name
+            if not (source / "results.md").is_file():
+                pages.append(f"# {name}\n\nfailed: no results.md\n")
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            for file in source.iterdir():
+                if file.suffix in (".md", ".json", ".png", ".html"):
+                    shutil.copy2(file, target / file.name)
+            pages.append((source / "results.md").read_text().replace("](", f"]({name}/"))
+        (args.collect / "ALL.md").write_text("\n\n---\n\n".join(pages))
+    print(f"== done in {(time.perf_counter() - started) / 60:.1f} min; failed: {failed or 'none'}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
