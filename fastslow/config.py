@@ -161,8 +161,8 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise FastSlowError(f"{source}: {where}{msg}{more}") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config file; `overrides` are dotted keys (e.g. {"loop.steps": 12}) applied on top."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file is {}); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FastSlowError(f"{path}: config file not found")
@@ -172,6 +172,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise FastSlowError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise FastSlowError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config file; `overrides` are dotted keys (e.g. {"loop.steps": 12}) applied on top."""
+    data = read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return parse_config(data, source=str(path))

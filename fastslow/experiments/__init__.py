@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from fastslow.config import read_yaml_mapping, set_dotted
 from fastslow.errors import FastSlowError
 from fastslow.experiments.common import Experiment, default_workers
-from fastslow.config import set_dotted
 from fastslow.experiments import presets as preset_table
 
 # name -> module whose `run(exp: Experiment) -> Path` measures it
@@ -36,14 +36,7 @@ REGISTRY: dict[str, str] = {
 
 def read_config_file(path: Path) -> tuple[dict, dict]:
     """(run config, `experiment:` section) of a YAML file; the run config is validated later, per run."""
-    if not path.is_file():
-        raise FastSlowError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise FastSlowError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise FastSlowError(f"{path}: expected a mapping of config sections at the top level")
+    data = read_yaml_mapping(path)
     section = data.pop("experiment", None) or {}
     if not isinstance(section, dict):
         raise FastSlowError(f"{path}: experiment: expected a mapping of experiment settings")
