@@ -208,7 +208,7 @@ def summary_table(run_dirs: Sequence[str | Path]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
+def figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
     fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
@@ -227,7 +227,7 @@ def _smooth(y: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def plot_accuracy(runs: Sequence[Run], key: str = "val_accuracy", title: str = "Validation accuracy") -> Figure | None:
-    fig, ax = _figure(title, "training samples", "accuracy (mean@samples)")
+    fig, ax = figure(title, "training samples", "accuracy (mean@samples)")
     drawn = False
     for i, run in enumerate(runs):
         x, y = run.series("samples", key)
@@ -243,7 +243,7 @@ def plot_accuracy(runs: Sequence[Run], key: str = "val_accuracy", title: str = "
 
 
 def plot_reward(runs: Sequence[Run]) -> Figure | None:
-    fig, ax = _figure("Training reward vs rollouts", "rollouts (RL + fast)", "mean reward of the step")
+    fig, ax = figure("Training reward vs rollouts", "rollouts (RL + fast)", "mean reward of the step")
     drawn = False
     for i, run in enumerate(runs):
         # every rollout spent counts, GEPA's scoring included; a counter a mode does not keep (null) adds nothing
@@ -267,7 +267,7 @@ def plot_reward(runs: Sequence[Run]) -> Figure | None:
 
 
 def plot_kl(runs: Sequence[Run]) -> Figure | None:
-    fig, ax = _figure("KL to the base model vs validation accuracy", "validation accuracy",
+    fig, ax = figure("KL to the base model vs validation accuracy", "validation accuracy",
                       "KL(π_train ‖ π_base), nats/token")
     drawn = False
     for i, run in enumerate(runs):
@@ -283,7 +283,7 @@ def plot_kl(runs: Sequence[Run]) -> Figure | None:
 
 
 def plot_entropy(runs: Sequence[Run]) -> Figure | None:
-    fig, ax = _figure("Policy entropy", "RL step", "entropy, nats/token")
+    fig, ax = figure("Policy entropy", "RL step", "entropy, nats/token")
     drawn = False
     for i, run in enumerate(runs):
         x, y = run.series("step", "entropy")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from fastslow import stats
+from fastslow import report, stats
 from fastslow.config import Config, parse_config, set_dotted
 from fastslow.errors import FastSlowError
 
@@ -313,12 +313,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    return fig, ax
+figure = report.figure  # the report's figure style, shared by the experiments' own plots
 
 
 def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
