@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
 from fastslow.checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint, set_rng_state
@@ -66,7 +67,10 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
 
         reflection_lm = make_reflection_lm(config.reflection, config.model.path)
         reflection_lm.check()
-    run_dir = RunDir(config, resume=resume)
+    processes = PartialState()  # one process per GPU under `accelerate launch`; rank 0 owns the run directory
+    is_main = processes.is_main_process
+    run_dir = RunDir(config, resume=resume, writer=is_main)
+    processes.wait_for_everyone()
 
     # --- the two learners ---
     learner = None
@@ -75,9 +79,8 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
 
         learner = SlowLearner(config, model, tokenizer, task, run_dir.path / "trl")
         policy, base = learner.policy, learner.base_weights
-        is_main = learner.trainer.accelerator.is_main_process
     else:
-        policy, base, is_main = model.requires_grad_(False), None, True  # frozen weights: KL is 0 by construction
+        policy, base = model.requires_grad_(False), None  # frozen weights: KL is 0 by construction
         if torch.cuda.is_available():
             policy.cuda()
     sampling = Sampling(config.model.max_new_tokens, config.model.temperature, config.model.top_p,
@@ -138,7 +141,7 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                                       minibatch_size=config.gepa.reflection_minibatch_size,
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population)
-            if learner is not None and learner.trainer.accelerator.num_processes > 1:
+            if processes.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
             population = fast.population
             counters["fast_rollouts"] += fast.rollouts

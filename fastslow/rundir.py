@@ -26,10 +26,14 @@ METRIC_KEYS = (
 
 
 class RunDir:
-    def __init__(self, config: Config, resume: bool = False):
+    def __init__(self, config: Config, resume: bool = False, writer: bool = True):
+        """`writer` False: another process (rank 0 under accelerate) owns the directory; only paths are set."""
         self.config, self.path = config, config.run_dir
         self.metrics_path = self.path / "metrics.jsonl"
         self.checkpoints = self.path / "checkpoints"
+        self.trackers = []
+        if not writer:
+            return
         stored = self.path / "config.yaml"
         if resume:
             if not stored.is_file():

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Smoke test of `accelerate launch` with 2 processes (one per GPU) on a tiny random model, rl and fst modes.
+# Device tool: kind nvidia-h100-x2, carry [".whl"], command: bash benchmarks/gpu_ddp.sh
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD:$PWD/tests PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name --format=csv,noheader
+python3 -c "from tiny_model import build_tiny_model; build_tiny_model('/tmp/tiny')"
+for mode in rl fst; do
+  cat > /tmp/ddp_$mode.yaml <<YAML
+name: ddp-$mode
+mode: $mode
+output_dir: /tmp/runs
+model: {path: /tmp/tiny, max_new_tokens: 8}
+task: {name: "doubles:ShortAnswerTask", train_size: 64, val_size: 8}
+loop: {steps: 4, steps_per_cycle: 2, problems_per_step: 4, rollouts_per_problem: 4, population_size: 2}
+rl: {learning_rate: 1.0e-3, warmup_steps: 0}
+gepa: {budget_passes: 2}
+reflection: {kind: self, max_new_tokens: 16}
+eval: {every: 2, samples: 2, kl_prompts: 4}
+YAML
+  (cd tests && python3 -m accelerate.commands.launch --num_processes 2 --multi_gpu -m fastslow run /tmp/ddp_$mode.yaml) 2>&1 | grep -v Warning | tail -8
+  echo "== $mode exit ${PIPESTATUS[0]}"; wc -l /tmp/runs/ddp-$mode/metrics.jsonl; tail -1 /tmp/runs/ddp-$mode/metrics.jsonl | cut -c1-400
+done
