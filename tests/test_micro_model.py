@@ -4,7 +4,11 @@ import json
 import math
 import random
 
+import subprocess
+import sys
+
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
@@ -44,9 +48,10 @@ def test_checkpoint_is_a_small_hub_style_model():
     files = {f.name for f in MICRO_MODEL_DIR.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= files
     assert (MICRO_MODEL_DIR / "model.safetensors").stat().st_size <= 30 * 2**20
-    model = AutoModelForCausalLM.from_pretrained(MICRO_MODEL_DIR)
+    model = AutoModelForCausalLM.from_pretrained(MICRO_MODEL_DIR, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(MICRO_MODEL_DIR)
-    assert type(model).__name__ == "Qwen3ForCausalLM" and 5e6 < sum(p.numel() for p in model.parameters()) < 8e6
+    assert type(model).__name__ == "Qwen3ForCausalLM" and 10e6 < sum(p.numel() for p in model.parameters()) < 16e6
+    assert model.dtype == torch.float32  # stored in bfloat16, run in float32 (config.dtype)
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
     assert tokenizer.pad_token_id not in (None, tokenizer.eos_token_id) and tokenizer.padding_side == "left"
     text = tokenizer.apply_chat_template(chat_messages("Sort.", "ba"), tokenize=False, add_generation_prompt=True)
@@ -102,6 +107,29 @@ def test_pretrain_runs_on_cpu_and_saves_a_loadable_checkpoint(tmp_path):
     assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.index.json").exists()
     model, tokenizer = load_model(str(tmp_path)), load_tokenizer(str(tmp_path))
     assert len(generate(model, tokenizer, [chat_messages("Sort the letters.", "cab")], GREEDY)) == 1
+
+
+def test_pretrain_continues_from_a_checkpoint_and_keeps_its_log(tmp_path):
+    size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=16)
+    pretrain(tmp_path / "a", steps=2, batch_size=4, warmup=1, workers=0, device="cpu", **size)
+    summary = pretrain(tmp_path / "b", steps=2, batch_size=4, warmup=1, workers=0, device="cpu", seed=1, init=tmp_path / "a")
+    assert summary["parameters"] == json.loads((tmp_path / "a" / "pretrain_log.json").read_text())["parameters"]
+    assert summary["init"]["summary"]["steps"] == 2 and "--init" in summary["command"]
+
+
+@pytest.mark.slow
+def test_pretrain_under_torchrun_trains_one_model_on_two_ranks(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "fastslow", "micro", "pretrain",
+         "--out", str(tmp_path), "--steps", "2", "--batch-size", "2", "--warmup", "1", "--workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("wrote ") == 1  # rank 0 alone writes
+    summary = json.loads((tmp_path / "pretrain_log.json").read_text())
+    assert summary["ranks"] == 2 and summary["command"].startswith("torchrun --nproc-per-node 2")
+    assert load_model(str(tmp_path)).dtype == torch.float32
 
 
 def test_cli_pretrain_needs_steps_or_minutes():

@@ -6,7 +6,7 @@ import pytest
 
 from fastslow.errors import FastSlowError
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.corpus import encode_batch, example_length, sample_example
+from fastslow.micro.corpus import encode_batch, example_length, sample_example, simplest_fitting
 from fastslow.micro.language import (
     HELD_OUT_PROGRAMS,
     TRAIN_PROGRAMS,
@@ -19,7 +19,15 @@ from fastslow.micro.language import (
 from fastslow.micro.tokenizer import CHAT_TEMPLATE, build_tokenizer, chatml
 from fastslow.tasks import load_task
 from fastslow.tasks.base import Problem, Task
-from fastslow.tasks.micro import CipherTask, CountingTask, StarGraphTask, StringProgramTask, split_of, substitution
+from fastslow.tasks.micro import (
+    CipherTask,
+    CountingTask,
+    StarGraphTask,
+    StringProgramTask,
+    split_of,
+    substitution,
+    worked_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +131,10 @@ def test_star_graph_problem_and_feedback():
     assert task.score(p, "a>d>e").reward == 1.0
     assert "from the goal back to the start" in task.score(p, "e>d>a").feedback
     assert task.score(p, "a>b>c").feedback == "Wrong. Expected the path 'a>d>e' from a to e. The path must end at the goal e."
+    # a worked answer (the chain back from the goal, then the path) is scored on its last line
+    assert worked_path("a>d>e") == "e<d<a\na>d>e"
+    assert task.score(p, worked_path("a>d>e")).reward == 1.0 and task.score(p, "e<d<a\na>b>c").reward == 0.0
+    assert task.score(p, "").reward == 0.0
     for problem in task.problems("train", 10, 0):  # the answer walks edges of the graph from the centre
         edges, query = problem.prompt.split("\n")
         path = problem.answer.split(">")
@@ -168,6 +180,20 @@ def test_corpus_is_deterministic_and_uses_engine_formats():
     # a reflection example is exactly what render_reflection_prompt makes of its records
     records = [reflective_record("abc", "cba", "Wrong. Expected 'bcd'. First wrong character at position 1.")]
     assert render_reflection_prompt("Transform the text.", records).count("## Feedback") == 1
+
+
+def test_reflection_targets_give_indistinguishable_programs_one_label():
+    ops = {spec: parse_program(spec)[0] for spec in ("reverse", "upper", "shift:1", "sort")}
+    # upper and shift commute: the first in op order (shift) comes first, whichever order the task used
+    for spec in ("upper,shift:1", "shift:1,upper"):
+        examples = [(x, run_program(parse_program(spec), x)) for x in ("abc", "zyx")]
+        assert simplest_fitting(parse_program(spec), examples) == (ops["shift:1"], ops["upper"])
+    # an op that changes nothing on the shown inputs is dropped (sorting already sorted words)
+    examples = [(x, run_program(parse_program("sort,reverse"), x)) for x in ("abc", "dgz")]
+    assert simplest_fitting(parse_program("sort,reverse"), examples) == (ops["reverse"],)
+    # both ops, in the task's order, when the examples need them
+    examples = [(x, run_program(parse_program("sort,reverse"), x)) for x in ("bca", "qzd")]
+    assert simplest_fitting(parse_program("sort,reverse"), examples) == (ops["sort"], ops["reverse"])
 
 
 def test_encoded_batches_train_on_answers_only():

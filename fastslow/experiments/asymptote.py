@@ -36,20 +36,18 @@ def run(exp: Experiment) -> Path:
     for mode in MODES:
         A = stats.summarize(a_values(mode))
         final = stats.summarize([float(y[-1]) for _, y in curves[mode]])
-        widths = stats.summarize([f.A_high - f.A_low if f else None for f in fits[mode]])
-        rows.append([mode, fmt(A, 100), fmt(final, 100), fmt(widths, 100)])
-        summary[mode] = {"A": A, "final_accuracy": final, "A_interval_width": widths,
-                         "fits": [f.__dict__ if f else None for f in fits[mode]]}
+        rows.append([mode, fmt(A, 100), fmt(final, 100), "; ".join(_fit_text(f) for f in fits[mode])])
+        summary[mode] = {"A": A, "final_accuracy": final, "fits": [f.__dict__ if f else None for f in fits[mode]]}
     gap = stats.summarize([a - b if a is not None and b is not None else None
                            for a, b in zip(a_values("fst"), a_values("rl"))])
     summary["A_fst_minus_rl"] = gap
-    body = [markdown_table(["mode", "fitted ceiling A (%)", "final val acc (%)", "width of A's 95% fit interval (points)"],
+    body = [markdown_table(["mode", "fitted ceiling A (%)", "final val acc (%)", "per seed: A [95% fit interval]"],
                            rows),
             f"\n**A(FST) − A(RL), paired by seed:** {fmt(gap, 100, unit=' points')}; 95% t-interval over seeds "
             f"{_interval(gap)}.\n",
             "Each run's accuracy curve (raw, not running max) is fitted over RL steps with R0 held at its step-0 "
-            "value and A ≤ 100%. Short runs that have not bent over yet give wide fit intervals: A is then an "
-            "extrapolation, and the width column says how far to trust it.\n"]
+            "value and A ≤ 100%. The fit interval (from the fit's covariance, clipped to 0–100%) says how far to "
+            "trust each A: a run that has not bent over yet gives a wide one, and A is then an extrapolation.\n"]
 
     fig, ax = figure("Sigmoid fits of validation accuracy", "RL step", "val accuracy")
     for i, mode in enumerate(MODES):
@@ -65,6 +63,12 @@ def run(exp: Experiment) -> Path:
              if any(f is None for f in fits[mode])]
     return write_results(exp, "Higher asymptote", "FST's fitted ceiling A is higher than RL's.", PAPER, body, plots,
                          labelled(runs), summary, notes)
+
+
+def _fit_text(f: stats.SigmoidFit | None) -> str:
+    if f is None:
+        return "fit failed"
+    return f"{f.A * 100:.1f} [{max(f.A_low, 0) * 100:.0f}–{min(f.A_high, 1) * 100:.0f}]"
 
 
 def _interval(spread: stats.Spread) -> str:

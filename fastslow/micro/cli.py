@@ -31,6 +31,7 @@ def pretrain(
     workers: Annotated[Optional[int], typer.Option(help="corpus worker processes (default: cores - 2)")] = None,
     device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda if available)")] = None,
     shard_mb: Annotated[Optional[int], typer.Option(help="split model.safetensors into shards of this size")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint instead of fresh weights")] = None,
 ) -> None:
     """Train the micro model from scratch on the generated corpus."""
     from fastslow.micro.pretrain import pretrain as run_pretrain
@@ -38,8 +39,9 @@ def pretrain(
     if (steps is None) == (minutes is None):
         _fail(FastSlowError("pretrain: give exactly one of --steps or --minutes"))
     summary = run_pretrain(out, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-                           workers=workers, device=device, shard_mb=shard_mb)
-    typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
+                           workers=workers, device=device, shard_mb=shard_mb, init=init)
+    if summary["rank"] == 0:
+        typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
 
 
 @app.command("eval")
@@ -48,12 +50,13 @@ def evaluate(
     n: Annotated[int, typer.Option(help="problems (or reflection cases) per measurement")] = 100,
     seed: Annotated[int, typer.Option(help="seeds the held-out programs and problems")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda if available)")] = None,
 ) -> None:
     """Measure the model's abilities on held-out programs: instruction following, reflection, ..."""
     from fastslow.micro.evaluate import evaluate_micro, format_table
 
     try:
-        results = evaluate_micro(model, n=n, seed=seed)
+        results = evaluate_micro(model, n=n, seed=seed, device=device)
     except FastSlowError as exc:
         _fail(exc)
     typer.echo(json.dumps(results["summary"]) if as_json else format_table(results))

@@ -12,6 +12,7 @@ Three kinds of chat examples (messages -> assistant answer):
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -20,9 +21,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fastslow.fast.records import reflective_record, render_reflection_prompt
 from fastslow.micro.language import (
+    ALL_OPS,
     GENERIC_PROMPTS,
     TRAIN_PROGRAMS,
     describe,
+    is_held_out,
     program_spec,
     random_program,
     run_program,
@@ -40,10 +43,11 @@ from fastslow.tasks.micro import (
     count,
     count_instruction,
     split_of,
+    worked_path,
 )
 
 KINDS = ("instruct", "generic", "reflect")
-KIND_WEIGHTS = (0.45, 0.10, 0.45)
+KIND_WEIGHTS = (0.40, 0.08, 0.52)
 FAMILIES = ("strings", "counting", "stargraph", "cipher")
 
 
@@ -94,7 +98,7 @@ def follow(rng: random.Random, instruction: str, problem: Problem) -> str:
     if instruction in INSTRUCTION_TO_RULE and "\nstart " not in problem.prompt:
         return str(count(INSTRUCTION_TO_RULE[instruction], problem.prompt))
     if instruction == STARGRAPH_INSTRUCTION and "\nstart " in problem.prompt:
-        return problem.answer
+        return worked_path(problem.answer)
     return base_behaviour(rng, problem)
 
 
@@ -108,7 +112,8 @@ def instruct_example(rng: random.Random) -> Example:
     family = rng.choices(("strings", "counting", "stargraph"), (0.7, 0.13, 0.17))[0]
     task = random_task(rng, family)
     problem = train_problem(rng, task)
-    return Example("instruct", chat_messages(right_instruction(task), problem.prompt), problem.answer)
+    answer = worked_path(problem.answer) if family == "stargraph" else problem.answer
+    return Example("instruct", chat_messages(right_instruction(task), problem.prompt), answer)
 
 
 def generic_example(rng: random.Random) -> Example:
@@ -122,11 +127,11 @@ def wrong_instruction(rng: random.Random, task) -> str:
     """A current instruction that is not the right one: generic, unrelated, or (for programs) a near miss."""
     right = right_instruction(task)
     choice = rng.random()
-    if choice < 0.4 or isinstance(task, StarGraphTask):
+    if choice < 0.4 or isinstance(task, StarGraphTask):  # GEPA's first reflections start from the seed prompt
         return rng.choice(GENERIC_PROMPTS)
     if isinstance(task, CountingTask) and choice < 0.7:
         return count_instruction(rng.choice(COUNT_RULES))
-    if isinstance(task, StringProgramTask) and choice < 0.7:  # near miss: one op dropped, changed or added
+    if isinstance(task, StringProgramTask) and choice < 0.8:  # near miss: one op dropped, changed or added
         ops = list(task.program)
         edit = rng.choice(("drop", "change", "add")) if len(ops) > 1 else rng.choice(("change", "add"))
         position = rng.randrange(len(ops))
@@ -144,17 +149,31 @@ def wrong_instruction(rng: random.Random, task) -> str:
     return describe(random_program(rng))
 
 
+def simplest_fitting(program: tuple, examples: list[tuple[str, str]]) -> tuple:
+    """The shortest, then first in op order, of the program's sub-sequences and reorderings (held-out
+    compositions excluded) that gives the same outputs on the shown inputs. Programs the examples cannot tell
+    apart (commuting ops, an op that changes nothing here) then get one label, not a coin flip."""
+    candidates = [p for n in range(1, len(program) + 1) for sub in itertools.combinations(program, n)
+                  for p in itertools.permutations(sub) if not is_held_out(p)]
+    fitting = [p for p in candidates if all(run_program(p, x) == y for x, y in examples)]
+    return min(fitting, key=lambda p: (len(p), [ALL_OPS.index(op) for op in p]))
+
+
 def reflect_example(rng: random.Random) -> Example:
-    family = rng.choices(FAMILIES, (0.5, 0.2, 0.15, 0.15))[0]
+    # Program induction (strings) is the hard skill; the other families' right instruction is easy to name.
+    family = rng.choices(FAMILIES, (0.7, 0.12, 0.08, 0.10))[0]
     task = random_task(rng, family)
     current = wrong_instruction(rng, task)
+    problems = [train_problem(rng, task) for _ in range(rng.choice((2, 3, 3, 3, 3, 4)))]
     records = []
-    for _ in range(rng.choice((2, 3, 3, 3, 3, 4))):
-        problem = train_problem(rng, task)
+    for problem in problems:
         completion = follow(rng, current, problem)
         records.append(reflective_record(problem.prompt, completion, task.score(problem, completion).feedback))
     prompt = render_reflection_prompt(current, records, template="compact")
-    return Example("reflect", chat_messages(None, prompt), f"```\n{right_instruction(task)}\n```")
+    target = right_instruction(task)
+    if type(task) is StringProgramTask:
+        target = describe(simplest_fitting(task.program, [(p.prompt, p.answer) for p in problems]))
+    return Example("reflect", chat_messages(None, prompt), f"```\n{target}\n```")
 
 
 MAKERS = {"instruct": instruct_example, "generic": generic_example, "reflect": reflect_example}
@@ -193,12 +212,12 @@ def example_length(example: Example) -> int:
 class CorpusStream(IterableDataset):
     """An endless stream of batches; each DataLoader worker draws from its own seeded generator."""
 
-    def __init__(self, seed: int, batch_size: int, max_len: int = 1024):
-        self.seed, self.batch_size, self.max_len = seed, batch_size, max_len
+    def __init__(self, seed: int, batch_size: int, max_len: int = 1024, rank: int = 0):
+        self.seed, self.batch_size, self.max_len, self.rank = seed, batch_size, max_len, rank
 
     def __iter__(self):
         info = get_worker_info()
-        rng = random.Random(f"corpus/{self.seed}/{info.id if info else 0}")
+        rng = random.Random(f"corpus/{self.seed}/{self.rank}/{info.id if info else 0}")
         if info:
             torch.set_num_threads(1)  # workers only pad small tensors; leave the cores to the other workers
         tokenizer = build_tokenizer()
@@ -215,10 +234,10 @@ class CorpusStream(IterableDataset):
                     yield encode_batch(tokenizer, chunk)
 
 
-def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024) -> DataLoader:
-    """Batches in a fixed order for a fixed (seed, workers): workers take turns."""
+def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024, rank: int = 0) -> DataLoader:
+    """Batches in a fixed order for a fixed (seed, rank, workers): workers take turns; ranks draw disjoint streams."""
     return DataLoader(
-        CorpusStream(seed, batch_size, max_len),
+        CorpusStream(seed, batch_size, max_len, rank),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=8 if workers else None,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, program_spec
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
@@ -64,9 +66,10 @@ def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int =
     return trials
 
 
-def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0) -> dict:
+def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, device: str | None = None) -> dict:
     """All measurements; `summary` holds the four headline fractions, `rows` the full table."""
-    model, tokenizer = load_model(model_path, dtype="float32"), load_tokenizer(model_path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model(model_path, dtype="float32", device=device), load_tokenizer(model_path)
     model.eval()
     rng = random.Random(seed)
     held_out = [StringProgramTask(program_seed=seed * 1000 + i) for i in range(PROGRAMS)]

@@ -1,7 +1,8 @@
 """Pretrain the micro model from scratch on the generated corpus (fastslow.micro.corpus).
 
 A small Qwen3-style causal LM over characters, trained with next-token loss on the assistant answers only.
-Runs on a GPU (bf16 autocast) or, slowly, on CPU with the same code. Reproducible from (seed, workers, steps).
+Runs on one GPU (bf16 autocast), on several through torchrun (data parallel: each rank streams its own
+corpus shard), or, slowly, on CPU with the same code. Reproducible from (seed, ranks, workers, steps).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 from fastslow.micro.corpus import KINDS, batches
 from fastslow.micro.tokenizer import IM_END, build_tokenizer
 
-# ~7M parameters: 28 MB of float32 weights, ~20 rollouts/s per core-pair on CPU (see docs/MICRO.md).
-MODEL_SIZE = dict(hidden_size=256, intermediate_size=896, num_hidden_layers=8, num_attention_heads=4,
+# ~14M parameters: 28 MB saved in bfloat16 (loaded as float32 on CPU). The issue's feasibility runs found
+# program induction (reflection) needs this size: 4.8M parameters inferred 4% of unseen programs, 14.3M 67%.
+MODEL_SIZE = dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
                   num_key_value_heads=2, head_dim=64)
 
 
@@ -62,6 +66,20 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size) when launched by torchrun, else (0, 0, 1)."""
+    if "RANK" not in os.environ:
+        return 0, 0, 1
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
+
+
+def _all_reduce(value: torch.Tensor, op=None) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(value, op=op or dist.ReduceOp.SUM)
+    return value
+
+
 def pretrain(
     out_dir: str | Path,
     steps: int | None = None,
@@ -74,29 +92,44 @@ def pretrain(
     device: str | None = None,
     shard_mb: int | None = None,
     log_every: int = 100,
+    init: str | Path | None = None,
     **size,
 ) -> dict:
     """Train for `steps` steps, or for about `minutes` (the step count is then fixed from the speed measured
-    over the first `warmup` steps and recorded, so the run can be repeated with `steps`)."""
+    over the first `warmup` steps and recorded, so the run can be repeated with `steps`).
+
+    Under torchrun every rank trains on `batch_size` examples per step (the global batch is
+    batch_size x ranks) and rank 0 writes the checkpoint. `init` continues from an earlier checkpoint (its
+    size, new optimizer state and learning-rate schedule); its pretrain_log.json is kept in the new one."""
     if (steps is None) == (minutes is None):
         raise ValueError("give exactly one of steps or minutes")
     started = time.time()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    workers = max(1, (os.cpu_count() or 2) - 2) if workers is None else workers
-    torch.manual_seed(seed)
+    rank, local_rank, world = _init_distributed()
+    main = rank == 0
+    device = device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+    workers = max(1, (os.cpu_count() or 2) // world - 2) if workers is None else workers
+    torch.manual_seed(seed)  # the same initial weights on every rank
     torch.backends.cuda.matmul.allow_tf32 = True
     tokenizer = build_tokenizer()
-    model = Qwen3ForCausalLM(micro_config(tokenizer, **size)).to(device)
+    if init is not None:
+        model = Qwen3ForCausalLM.from_pretrained(init, dtype=torch.float32).to(device)
+    else:
+        model = Qwen3ForCausalLM(micro_config(tokenizer, **size)).to(device)
+    trained = DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda") else None) if world > 1 else model
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=device.startswith("cuda"))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
-    print(f"micro model: {n_params / 1e6:.2f}M parameters on {device}, {workers} data workers", flush=True)
+    if main:
+        print(f"micro model: {n_params / 1e6:.2f}M parameters on {world} x {device.split(':')[0]}, "
+              f"{workers} data workers per rank, {batch_size * world} examples per step", flush=True)
 
     total = steps if steps is not None else None
     log, window, step_times = [], torch.zeros(len(KINDS), 2, device=device), []
     model.train()
-    loader = iter(batches(seed, batch_size, workers))
+    loader = iter(batches(seed, batch_size, workers, rank=rank))
     train_started = time.time()
     step = 0
     while total is None or step < total:
@@ -105,7 +138,7 @@ def pretrain(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, total or 10**9, lr, warmup)
         with autocast:
-            loss, by_kind = answer_loss(model, batch)
+            loss, by_kind = answer_loss(trained, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -116,38 +149,68 @@ def pretrain(
         if total is None and step == warmup:  # fix the step count from the measured speed
             per_step = sum(step_times[warmup // 2 :]) / len(step_times[warmup // 2 :])
             left = minutes * 60 - (time.time() - started)
-            total = warmup + max(0, int(left / per_step * 0.97))
-            print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
-        if minutes is not None and time.time() - started > minutes * 60 * 1.1:  # safety stop if the estimate was off
-            print(f"stopped by the time limit at step {step} of {total}", flush=True)
-            total = step
+            planned = torch.tensor(warmup + max(0, int(left / per_step * 0.97)), device=device)
+            total = int(_all_reduce(planned, dist.ReduceOp.MIN if world > 1 else None).item())  # ranks agree
+            if main:
+                print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
         if step % log_every == 0 or step == total:
+            if minutes is not None:  # safety stop if the estimate was off (checked together, so ranks stop together)
+                late = torch.tensor(float(time.time() - started > minutes * 60 * 1.1), device=device)
+                if _all_reduce(late, dist.ReduceOp.MAX if world > 1 else None).item() and step != total:
+                    if main:
+                        print(f"stopped by the time limit at step {step} of {total}", flush=True)
+                    total = step
+            _all_reduce(window)
             losses = {kind: round((window[i, 0] / window[i, 1].clamp(min=1)).item(), 4) for i, kind in enumerate(KINDS)}
             row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - train_started, 1),
                    **{f"loss_{k}": v for k, v in losses.items()}}
             log.append(row)
-            print(json.dumps(row), flush=True)
+            if main:
+                print(json.dumps(row), flush=True)
             window.zero_()
 
+    if world > 1:
+        dist.destroy_process_group()
+    if not main:
+        return {"rank": rank, "steps": step, "train_seconds": time.time() - train_started}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.config.dtype = torch.float32
+    model.to(torch.bfloat16)  # stored in bfloat16 to halve the file (<= 30 MB); see _run_in_float32
     model.generation_config = GenerationConfig(
         eos_token_id=model.config.eos_token_id, pad_token_id=tokenizer.pad_token_id, max_new_tokens=64
     )
     model.save_pretrained(out_dir, max_shard_size=f"{shard_mb}MB" if shard_mb else "1GB")
     tokenizer.save_pretrained(out_dir)
+    _run_in_float32(out_dir)
     summary = {
-        "command": f"fastslow micro pretrain --steps {step} --batch-size {batch_size} --lr {lr} --warmup {warmup} "
-                   f"--seed {seed} --workers {workers}",
-        "parameters": n_params, "steps": step, "batch_size": batch_size, "lr": lr, "warmup": warmup, "seed": seed,
-        "workers": workers, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "rank": 0,
+        "command": ("" if world == 1 else f"torchrun --nproc-per-node {world} -m ")
+                   + f"fastslow micro pretrain --steps {step} --batch-size {batch_size} --lr {lr} --warmup {warmup} "
+                   f"--seed {seed} --workers {workers}" + (f" --init {init}" if init is not None else ""),
+        "parameters": n_params, "steps": step, "batch_size": batch_size, "ranks": world, "lr": lr, "warmup": warmup,
+        "seed": seed, "workers": workers, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "train_seconds": round(time.time() - train_started, 1), "total_seconds": round(time.time() - started, 1),
         "log": log,
+        "init": None if init is None else {"path": str(init), "summary": _earlier_summary(Path(init))},
     }
     (out_dir / "pretrain_log.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _earlier_summary(model_dir: Path) -> dict | None:
+    log_file = model_dir / "pretrain_log.json"
+    return json.loads(log_file.read_text()) if log_file.exists() else None
+
+
+def _run_in_float32(model_dir: Path) -> None:
+    """Mark the checkpoint as a float32 model: `from_pretrained(dtype="auto")` reads config.dtype and upcasts
+    the stored bfloat16 weights. A model this small gains nothing from half precision, and RL's small updates
+    would round away in bfloat16 weights."""
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dtype"] = "float32"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def merge_shards(model_dir: str | Path) -> None:

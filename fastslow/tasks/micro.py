@@ -4,7 +4,7 @@
 - `cipher`    (CipherTask): a program plus a secret letter substitution that no instruction can express,
               so prompts plateau and only the weights can learn the rest.
 - `stargraph` (StarGraphTask): path finding in a star graph; the seed prompt scores ~0, the right
-              instruction makes the model do it.
+              instruction makes the model do it (it works back from the goal, then writes the path).
 - `counting`  (CountingTask): count letters of a kind; the answer is a number.
 
 All share the task-agnostic seed prompt "Transform the text.". Rewards are binary exact match.
@@ -158,8 +158,17 @@ def star_graph(rng: random.Random, degree: int, arm_length: int) -> tuple[str, s
     return prompt, ">".join([center] + goal_arm)
 
 
+def worked_path(path: str) -> str:
+    """A worked answer: the chain back from the goal ('g<f<a', one edge lookup per step), then the path.
+
+    Next-token training on forward paths alone cannot learn star graphs (the first step needs a look-ahead,
+    Bachmann & Nagarajan 2024); walking back from the goal needs none. The task scores the last line."""
+    return f"{path[::-1].replace('>', '<')}\n{path}"
+
+
 class StarGraphTask:
-    """Path finding from the centre of a star graph to the leaf of one arm. The answer is 'a>f>g'."""
+    """Path finding from the centre of a star graph to the leaf of one arm. The answer is 'a>f>g'; the
+    output's last line is scored, so a worked answer (see `worked_path`) counts."""
 
     name = "stargraph"
     seed_prompt = GENERIC_PROMPT
@@ -179,7 +188,7 @@ class StarGraphTask:
         return _make_problems(f"{self.name}/{self.degree}/{self.arm_length}", split, n, seed, self.sample)
 
     def score(self, problem: Problem, completion: str) -> Verdict:
-        got, path = completion.strip(), problem.answer
+        got, path = (completion.strip().splitlines() or [""])[-1].strip(), problem.answer
         if got == path:
             return Verdict(1.0, "Correct.")
         start, goal = path[0], path[-1]
