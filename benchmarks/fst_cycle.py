@@ -2,7 +2,10 @@
 GEPA with the default budget (5 passes over the 96-problem anchor set), reflection by the micro model itself.
 Prints a table of seconds per phase (target from issue #3: the whole cycle <= 60 s on 2 CPU cores).
 
-    python benchmarks/fst_cycle.py [--task strings] [--threads 2]
+    python benchmarks/fst_cycle.py [--task strings] [--threads 2] [--proposals 1 8]
+
+`--proposals` compares GEPA proposals per iteration (gepa.proposals_per_iteration): with more than one, an
+iteration's rollouts and reflection calls go out as one batched generation each.
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ def main() -> None:
     parser.add_argument("--task", default="strings")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-passes", type=float, default=5.0)
+    parser.add_argument("--proposals", type=int, nargs="+", default=[1])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+    rows = [cycle(args, proposals) for proposals in args.proposals]
+    print("| what | " + " | ".join(f"{p} proposal(s) per iteration" for p in args.proposals) + " |")
+    print("|---|" + "---|" * len(rows))
+    for key in rows[0]:
+        print(f"| {key} | " + " | ".join(str(r[key]) for r in rows) + " |")
+
+
+def cycle(args, proposals: int) -> dict:
     from fastslow.config import parse_config
     from fastslow.loop import run
 
@@ -35,7 +47,8 @@ def main() -> None:
             "task": {"name": args.task, "train_size": 96, "val_size": 8},
             "loop": {"steps": 6, "steps_per_cycle": 6, "population_size": 4, "rollouts_per_problem": 8,
                      "problems_per_step": 16},
-            "rl": {"learning_rate": 1e-4}, "gepa": {"budget_passes": args.budget_passes},
+            "rl": {"learning_rate": 1e-4},
+            "gepa": {"budget_passes": args.budget_passes, "proposals_per_iteration": proposals},
             "reflection": {"kind": "self", "max_new_tokens": 96},
             "eval": {"every": 1000, "samples": 1, "kl_prompts": 0},
         })
@@ -46,14 +59,15 @@ def main() -> None:
         population = json.loads((Path(path) / "population" / "cycle-0.json").read_text())
     sums = {k: sum(r.get(k) or 0.0 for r in rows) for k in ("seconds_generate", "seconds_score", "seconds_reflect",
                                                             "seconds_update")}
-    print(f"| what | value |\n|---|---|")
-    print(f"| threads | {args.threads} |")
-    print(f"| RL rollouts | {rows[-1]['rl_rollouts']} |")
-    print(f"| GEPA rollouts (incl. re-scoring) | {rows[-1]['fast_rollouts']} |")
-    print(f"| reflection calls | {population['reflection_calls']} |")
-    for key, seconds in sums.items():
-        print(f"| {key} | {seconds:.1f} |")
-    print(f"| whole cycle incl. evaluation at step 0 and 6 (s) | {total:.1f} |")
+    return {
+        "torch threads": args.threads,
+        "RL rollouts": rows[-1]["rl_rollouts"],
+        "GEPA rollouts (incl. re-scoring)": rows[-1]["fast_rollouts"],
+        "reflection calls": population["reflection_calls"],
+        "GEPA children among the K kept prompts": sum(m["parent"] is not None for m in population["members"]),
+        **{key: f"{seconds:.1f}" for key, seconds in sums.items()},
+        "**whole cycle incl. evaluation at steps 0 and 6 (s)**": f"**{total:.1f}**",
+    }
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class GEPAConfig(Section):
     budget_passes: float = Field(5.0, gt=0, description="metric calls per cycle = passes x anchor-set size")
     max_metric_calls: int | None = Field(None, gt=0, description="override the per-cycle budget directly")
     reflection_minibatch_size: int = Field(3, gt=0, description="problems shown to the reflection LM per proposal")
+    proposals_per_iteration: int = Field(1, gt=0, description="parents GEPA mutates per iteration (gepa's "
+                                         "IndependentSampling); >1 batches their rollouts and reflection calls")
     rescore_population: bool = Field(True, description="re-score the carried population under the current weights")
 
 

@@ -139,6 +139,7 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                 fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
                                       population_size=config.loop.population_size,
                                       minibatch_size=config.gepa.reflection_minibatch_size,
+                                      proposals_per_iteration=config.gepa.proposals_per_iteration,
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population)
             if processes.num_processes > 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from fastslow.config import ReflectionConfig
@@ -54,6 +55,12 @@ class ReflectionLM:
             if attempt + 1 < attempts:
                 time.sleep(self.config.backoff_s * 2**attempt)
         raise ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
+
+    def batch_complete(self, prompts: list[str]) -> list[str]:
+        """Several reflections at once (GEPA's batched proposals): remote kinds send them concurrently; local
+        kinds override this with one batched generation. Raises ReflectionError if any of them fails."""
+        with ThreadPoolExecutor(max(1, min(8, len(prompts)))) as pool:
+            return list(pool.map(self, prompts))
 
     def _complete(self, prompt: str) -> str:
         raise NotImplementedError
@@ -174,6 +181,9 @@ class LocalReflection(ReflectionLM):
         self.model = load_model(self.path, self.dtype, device).eval().requires_grad_(False)
 
     def _complete(self, prompt: str) -> str:
+        return self._generate([prompt])[0]
+
+    def _generate(self, prompts: list[str]) -> list[str]:
         from fastslow.policy import Sampling, chat_messages, generate
 
         if self.model is None:
@@ -183,7 +193,15 @@ class LocalReflection(ReflectionLM):
             temperature=self.config.temperature,  # 0: greedy
             chat_template_kwargs=self.chat_template_kwargs,
         )
-        return generate(self.model, self.tokenizer, [chat_messages(None, prompt)], sampling)[0]
+        return generate(self.model, self.tokenizer, [chat_messages(None, p) for p in prompts], sampling)
+
+    def batch_complete(self, prompts: list[str]) -> list[str]:
+        """One batched generation; an empty answer (or a failed batch) falls back to one call, with retries, each."""
+        try:
+            answers = [strip_thinking(a or "").strip() for a in self._generate(prompts)]
+        except Exception:
+            answers = [""] * len(prompts)
+        return [answer or self(prompt) for prompt, answer in zip(prompts, answers)]
 
     def describe(self) -> str:
         return f"{self.config.kind}:{self.path}"

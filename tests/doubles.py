@@ -23,6 +23,21 @@ class ScriptedReflectionLM:
         return f"```\n{self.instructions[zlib.crc32(prompt.encode()) % len(self.instructions)]}\n```"
 
 
+class BatchingScriptedReflectionLM(ScriptedReflectionLM):
+    """The scripted LM with GEPA's batched entry point; records each batch's size. `fail_batches`: every
+    batched call raises (GEPA then asks once per prompt)."""
+
+    def __init__(self, fail_batches: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_batches, self.batch_sizes = fail_batches, []
+
+    def batch_complete(self, prompts: list[str]) -> list[str]:
+        self.batch_sizes.append(len(prompts))
+        if self.fail_batches:
+            raise RuntimeError("scripted batch failure")
+        return [self(prompt) for prompt in prompts]
+
+
 class ShortAnswerTask:
     """Reward = how short the completion is (1 for empty, 0 at >= 8 characters): a random tiny model's
     rewards vary, so groups have variance and RL moves the weights."""

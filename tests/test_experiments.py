@@ -290,3 +290,23 @@ def test_sequence_rejects_bad_stages(kwargs, message):
 def test_sequence_needs_exactly_the_training_problems_its_stages_fill():
     with pytest.raises(FastSlowError, match="exactly 12 training problems"):
         sequence().problems("train", 10, seed=0)
+
+
+def test_experiment_workers_take_one_gpu_each_round_robin(monkeypatch):
+    """On a multi-GPU host each worker process sees one GPU (TRL refuses nn.DataParallel over several)."""
+    import os
+    from multiprocessing import get_context
+
+    import torch
+
+    from fastslow.experiments.common import _init_worker
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    counter, seen = get_context("spawn").Value("i", 0), []
+    for _ in range(3):
+        _init_worker(threads, ["2", "5"], counter)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["2", "5", "2"]
+    _init_worker(threads, [], counter)  # no GPU: the environment is left alone
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"

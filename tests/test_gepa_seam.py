@@ -2,7 +2,7 @@
 population, resumed by `gepa.optimize` without re-scoring the seed, within a budget."""
 
 import pytest
-from doubles import ScriptedReflectionLM, ShortAnswerTask
+from doubles import BatchingScriptedReflectionLM, ScriptedReflectionLM, ShortAnswerTask
 
 from fastslow.fast.adapter import PolicyAdapter
 from fastslow.fast.gepa_driver import run_fast_phase, seeded_state
@@ -63,3 +63,21 @@ def test_fast_phase_is_seeded_with_the_population_and_keeps_the_budget(adapter, 
     with pytest.raises(FileExistsError):  # a cycle's GEPA directory is never reused (ids are positions)
         run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=30, population_size=2,
                        work_dir=tmp_path / "c1")
+
+
+@pytest.mark.parametrize("fail_batches", [False, True])
+def test_batched_proposals_reflect_once_per_iteration_and_keep_the_budget(adapter, tmp_path, fail_batches):
+    anchors = ShortAnswerTask().problems("train", 12, 1)
+    population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
+    reflection = BatchingScriptedReflectionLM(fail_batches=fail_batches)
+    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=60, population_size=2,
+                            minibatch_size=3, proposals_per_iteration=4, template="compact", seed=0,
+                            work_dir=tmp_path / "c1")
+    assert reflection.batch_sizes and max(reflection.batch_sizes) > 1  # several proposals in one call
+    # an iteration costs 2 x 3 x 4 = 24 minibatch rollouts plus an anchor-set evaluation per accepted child (at
+    # most 4); one starts only while 24 more fit in the budget of 60, so at most two run
+    assert 1 <= len(reflection.batch_sizes) <= 2
+    assert 24 * len(reflection.batch_sizes) <= result.metric_calls <= 60 + 4 * len(anchors)
+    # every prompt counted once; after a failed batch GEPA asks once per prompt and nothing counts as failed
+    assert result.reflection_calls == len(reflection.prompts) == sum(reflection.batch_sizes)
+    assert result.reflection_failures == 0

@@ -127,6 +127,22 @@ def test_local_and_self_kinds_sample_in_process(model_dir, greedy_answer):
     assert frozen_policy.describe() == f"self:{model_dir}"
 
 
+def test_batch_complete_answers_every_prompt_like_single_calls(server, model_dir, greedy_answer):
+    """GEPA's batched proposals: the local kinds generate once for all prompts, the remote ones in parallel."""
+    local = make_reflection_lm(config(kind="local", model=model_dir), policy_path="micro", device="cpu")
+    remote = make_reflection_lm(config(kind="openai", model="tiny-chat", base_url=server.base_url), model_dir)
+    for lm in (local, remote):
+        answers = lm.batch_complete([PROMPT, PROMPT, "Write a better instruction."])
+        assert len(answers) == 3 and answers[0] == answers[1] == greedy_answer and all(answers)
+
+
+def test_batch_complete_fails_as_a_whole_when_one_prompt_fails(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "", 0))  # always empty: every attempt fails
+    lm = make_reflection_lm(config(kind="openai", model="m", base_url=endpoint.base_url), model_dir)
+    with pytest.raises(ReflectionError):
+        lm.batch_complete([PROMPT, PROMPT])
+
+
 # --- answers: thinking stripped, empty answers retried ----------------------------------------------
 
 @pytest.mark.parametrize("raw, clean", [

@@ -146,7 +146,23 @@ def default_workers() -> int:
     return cpus if torch.cuda.is_available() else max(1, cpus // 2)
 
 
-def _init_worker(threads: int) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    import torch
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()][: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _init_worker(threads: int, gpus: list[str], counter) -> None:
+    # One GPU per worker, round robin, set before torch touches CUDA: a run that sees several GPUs in one
+    # process would be wrapped in nn.DataParallel, which TRL refuses.
+    if gpus:
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     import torch
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -156,12 +172,14 @@ def _init_worker(threads: int) -> None:
 
 def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Callable[[str], None],
              labels: Sequence[str]) -> list:
-    """`function(*job)` for every job, in up to `workers` spawned processes (in this process when one suffices);
-    results in job order. A job's error is raised here after the other jobs have finished."""
+    """`function(*job)` for every job, in up to `workers` spawned processes (in this process when one suffices
+    and at most one GPU is visible), each worker on one GPU; results in job order. A job's error is raised here
+    after the other jobs have finished."""
     if not jobs:
         return []
     workers = max(1, min(workers, len(jobs)))
-    if workers == 1:
+    gpus = visible_gpus()
+    if workers == 1 and len(gpus) <= 1:
         results = []
         for i, (job, label) in enumerate(zip(jobs, labels)):
             start = time.perf_counter()
@@ -169,8 +187,9 @@ def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Calla
             say(f"{i + 1}/{len(jobs)} done: {label} ({time.perf_counter() - start:.0f}s)")
         return results
     threads = max(1, available_cpus() // workers)  # no oversubscription: it slows torch down many times
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    context = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(threads, gpus, context.Value("i", 0))) as pool:
         futures = {pool.submit(function, *job): label for job, label in zip(jobs, labels)}
         for done, future in enumerate(as_completed(futures), start=1):
             say(f"{done}/{len(jobs)} done: {futures[future]}" + (" (failed)" if future.exception() else ""))

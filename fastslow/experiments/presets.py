@@ -20,6 +20,7 @@ MICRO_BASE: dict[str, Any] = {
     "model": {"path": "micro", "max_new_tokens": 24},
     "reflection": {"kind": "self", "template": "compact", "max_new_tokens": 96, "temperature": 0.7},
     "rl": {"learning_rate": 1e-4, "warmup_steps": 2},
+    "gepa": {"proposals_per_iteration": 4},  # batched rollouts and reflection: the micro model reflects on itself
 }
 
 # Default tasks, chosen from what the micro model does BEFORE training (measured with mean@4, temperature 1; see

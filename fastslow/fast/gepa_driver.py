@@ -16,6 +16,7 @@ from pathlib import Path
 import gepa
 from gepa.core.state import GEPAState, ValsetEvaluation
 from gepa.strategies.eval_policy import FullEvaluationPolicy
+from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutationSampling
 
 from fastslow.fast.adapter import COMPONENT, PolicyAdapter
 from fastslow.fast.population import Member, top_k_from_front
@@ -46,22 +47,28 @@ class _NoSeedEvaluation(FullEvaluationPolicy):
 
 
 class _BudgetStopper:
-    """Stop before an iteration could overrun the budget on its two minibatch evaluations.
+    """Stop before an iteration could overrun the budget on its minibatch evaluations (parent and child for
+    each of its proposals).
 
     An accepted child also costs a full anchor-set evaluation, which may run past the budget; the
     loop carries the difference (positive or negative) into the next cycle's budget.
     """
 
-    def __init__(self, budget: int, minibatch_size: int):
-        self.budget, self.minibatch_size = budget, minibatch_size
+    def __init__(self, budget: int, minibatch_size: int, proposals: int = 1):
+        self.budget, self.per_iteration = budget, 2 * minibatch_size * proposals
 
     def __call__(self, state: GEPAState) -> bool:
-        return state.total_num_evals + 2 * self.minibatch_size > self.budget
+        return state.total_num_evals + self.per_iteration > self.budget
 
 
 class _CountingReflection:
+    """The reflection LM as GEPA calls it, counting calls, failures and seconds. `batch_complete` (one call for
+    an iteration's proposals) is offered when the LM has it; GEPA retries a failed batch one prompt at a time."""
+
     def __init__(self, reflection_lm: Callable[[str], str]):
         self.reflection_lm, self.calls, self.failures, self.seconds = reflection_lm, 0, 0, 0.0
+        if hasattr(reflection_lm, "batch_complete"):
+            self.batch_complete = self._batch_complete
 
     def __call__(self, prompt: str) -> str:
         self.calls += 1
@@ -73,6 +80,15 @@ class _CountingReflection:
             raise
         finally:
             self.seconds += time.perf_counter() - start
+
+    def _batch_complete(self, messages_list: list[list[dict]]) -> list[str]:
+        start = time.perf_counter()
+        try:
+            answers = self.reflection_lm.batch_complete([m[-1]["content"] for m in messages_list])
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.calls += len(answers)  # counted on success only: after a failure GEPA calls us once per prompt
+        return answers
 
 
 class _QuietLogger:
@@ -123,6 +139,7 @@ def run_fast_phase(
     budget: int,
     population_size: int,
     minibatch_size: int = 3,
+    proposals_per_iteration: int = 1,
     template: str = "gepa",
     seed: int = 0,
     work_dir: Path,
@@ -147,7 +164,9 @@ def run_fast_phase(
         frontier_type="instance",
         reflection_minibatch_size=minibatch_size,
         reflection_prompt_template=resolve_template(template),
-        stop_callbacks=[_BudgetStopper(budget, minibatch_size)],
+        sampling_strategy=(IndependentSampling(proposals_per_iteration) if proposals_per_iteration > 1
+                           else SingleMutationSampling()),
+        stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals_per_iteration)],
         val_evaluation_policy=_NoSeedEvaluation(),
         run_dir=str(work_dir),
         logger=_QuietLogger(),

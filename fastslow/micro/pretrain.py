@@ -23,7 +23,7 @@ from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 from fastslow.micro.corpus import KINDS, batches
 from fastslow.micro.tokenizer import IM_END, build_tokenizer
 
-# ~14M parameters: 28 MB saved in bfloat16 (loaded as float32 on CPU). The feasibility runs found
+# ~14M parameters: 28 MB saved in bfloat16, run in float32 (see _run_in_float32). The feasibility runs found
 # program induction (reflection) needs this size: 4.8M parameters inferred 4% of unseen programs, 14.3M 67%.
 MODEL_SIZE = dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
                   num_key_value_heads=2, head_dim=64)
