@@ -112,8 +112,8 @@ def instruct_example(rng: random.Random) -> Example:
     family = rng.choices(("strings", "counting", "stargraph"), (0.7, 0.13, 0.17))[0]
     task = random_task(rng, family)
     problem = train_problem(rng, task)
-    answer = worked_path(problem.answer) if family == "stargraph" else problem.answer
-    return Example("instruct", chat_messages(right_instruction(task), problem.prompt), answer)
+    instruction = right_instruction(task)
+    return Example("instruct", chat_messages(instruction, problem.prompt), follow(rng, instruction, problem))
 
 
 def generic_example(rng: random.Random) -> Example:

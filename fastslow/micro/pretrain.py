@@ -74,9 +74,10 @@ def _init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
 
 
-def _all_reduce(value: torch.Tensor, op=None) -> torch.Tensor:
+def _all_reduce(value: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """In place over all ranks under torchrun; unchanged in a single process."""
     if dist.is_initialized():
-        dist.all_reduce(value, op=op or dist.ReduceOp.SUM)
+        dist.all_reduce(value, op=op)
     return value
 
 
@@ -150,13 +151,13 @@ def pretrain(
             per_step = sum(step_times[warmup // 2 :]) / len(step_times[warmup // 2 :])
             left = minutes * 60 - (time.time() - started)
             planned = torch.tensor(warmup + max(0, int(left / per_step * 0.97)), device=device)
-            total = int(_all_reduce(planned, dist.ReduceOp.MIN if world > 1 else None).item())  # ranks agree
+            total = int(_all_reduce(planned, dist.ReduceOp.MIN).item())  # ranks agree
             if main:
                 print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
         if step % log_every == 0 or step == total:
             if minutes is not None:  # safety stop if the estimate was off (checked together, so ranks stop together)
                 late = torch.tensor(float(time.time() - started > minutes * 60 * 1.1), device=device)
-                if _all_reduce(late, dist.ReduceOp.MAX if world > 1 else None).item() and step != total:
+                if _all_reduce(late, dist.ReduceOp.MAX).item() and step != total:
                     if main:
                         print(f"stopped by the time limit at step {step} of {total}", flush=True)
                     total = step
