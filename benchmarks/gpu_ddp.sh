@@ -2,8 +2,8 @@
 # Smoke test of `accelerate launch` with 2 processes (one per GPU) on a tiny random model, rl and fst modes.
 # Device tool: kind nvidia-h100-x2, carry [".whl"], command: bash benchmarks/gpu_ddp.sh
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD:$PWD/tests PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error NCCL_NVLS_ENABLE=0
+source benchmarks/device_setup.sh
+export PYTHONPATH=$PYTHONPATH:$PWD/tests NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name --format=csv,noheader
 python3 -c "from tiny_model import build_tiny_model; build_tiny_model('/tmp/tiny')"
 for mode in rl fst; do

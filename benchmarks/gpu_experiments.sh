@@ -4,9 +4,7 @@
 # Usage: kind nvidia-h100-x2 (or x1), carry [".whl"], command: bash benchmarks/gpu_experiments.sh [PRESET] [LIMIT_S]
 # Needs >= 24 cores: the 2-core runs take the last 16, the GPU run the rest. Results come back as results.tgz.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source benchmarks/device_setup.sh
 PRESET=${1:-small}; LIMIT=${2:-540}; NCPU=$(nproc)
 pin() { python3 -c 'import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")}); os.execvp(sys.argv[2], sys.argv[2:])' "$@"; }
 { nvidia-smi --query-gpu=name --format=csv,noheader; echo "cores $NCPU"; python3 -c "import platform; print(platform.processor())"; } | tee "$OUT/hardware.txt"

@@ -4,9 +4,7 @@
 # One torchrun rank per GPU, each with (cores / GPUs - 2) corpus workers. The checkpoint comes back as a
 # tar split into 15 MB parts ($OUT files are at most 16 MiB): cat micro.tar.part-* | tar -x -C DIR.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source benchmarks/device_setup.sh
 GPUS=$(nvidia-smi -L | wc -l)
 WORKERS=$(( $(nproc) / GPUS - 2 ))
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/hardware.txt"

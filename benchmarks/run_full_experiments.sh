@@ -6,9 +6,8 @@
 # Every run process holds ~7 GiB of GPU memory at its peak (full preset, micro model): 16 processes on one 80 GB
 # H100 ran out of memory, so the default is one worker per 7.5 GiB of GPU memory, at most one per core.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+source benchmarks/device_setup.sh
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | awk '{s += $1} END {print s}')
 FIT=$(( GPU_MIB / 7680 )); WORKERS=${WORKERS:-$(( FIT < $(nproc) ? FIT : $(nproc) ))}
 { nvidia-smi --query-gpu=name --format=csv,noheader; echo "cores $(nproc), workers $WORKERS"; } | tee "$OUT/hardware.txt"

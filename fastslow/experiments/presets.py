@@ -4,9 +4,9 @@
   template it was trained on). A --config file replaces it.
 - `SETTINGS`: per experiment, the task and the experiment's own choices (other task families, stages, ...).
   A config file's `experiment:` section overrides them, e.g. `experiment: {ood_tasks: [...]}`.
-- `PRESETS`: dotted config overrides of loop, eval and GEPA sizes, applied on top of either base (`small`: each
-  experiment in <= 15 minutes on 2 CPU cores with the micro model; `full`: all eight in one call of <= 10 minutes on a 16-core machine with one GPU),
-  and per experiment further overrides (`per_experiment`).
+- `PRESETS`: dotted config overrides of loop, eval and GEPA sizes, applied on top of either base, and per experiment
+  further overrides (`per_experiment`). Sized by time: `small` runs one experiment in <= 15 minutes on 2 CPU cores
+  with the micro model, `full` all eight in one call of <= 10 minutes on a 16-core machine with one GPU.
 """
 
 from __future__ import annotations
