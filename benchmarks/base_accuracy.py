@@ -47,15 +47,18 @@ def measure(model, tokenizer, spec: dict, prompt: str | None, n: int, samples: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="micro")
-    parser.add_argument("--task", action="append", help="a task config as JSON (repeatable); default: the micro candidates")
-    parser.add_argument("--prompt", default=None, help="with --task: the system prompt (default: the task's instruction)")
+    parser.add_argument("--task", action="append",
+                        help="a task config as JSON (repeatable); default: the micro candidates")
+    parser.add_argument("--prompt", default=None,
+                        help="with --task: the system prompt (default: the task's instruction)")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     candidates = [(json.loads(t), args.prompt) for t in args.task] if args.task else CANDIDATES
-    print(f"| task | prompt | accuracy (mean@{args.samples}, T=1, {args.problems} problems) | problems with reward variance |")
+    print(f"| task | prompt | accuracy (mean@{args.samples}, T=1, {args.problems} problems) "
+          "| problems with reward variance |")
     print("|---|---|---|---|")
     started = time.perf_counter()
     for spec, prompt in candidates:

@@ -176,6 +176,13 @@ def test_settings_layer_defaults_preset_and_config_file():
     assert settings["overrides"]["eval.every"] == PRESETS["small"]["overrides"]["eval.every"]
 
 
+@pytest.mark.parametrize("task", [experiment_settings("efficiency", "small", None)["task"],
+                                  experiment_settings("plasticity", "small", None)["task_b"]])
+def test_default_string_tasks_start_from_their_own_instruction(task):
+    # docs/RESULTS.md measures these tasks under their instruction: a changed held-out list must not swap the program
+    assert task["seed_prompt"] == load_task(task["name"], **task["args"]).instruction
+
+
 def test_unknown_experiment_settings_are_named():
     with pytest.raises(FastSlowError, match="unknown setting.*ood_task"):
         experiment_settings("ood", "small", {"ood_task": []})

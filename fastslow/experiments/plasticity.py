@@ -49,9 +49,9 @@ def run(exp: Experiment) -> Path:
         summary[start] = {"start": first_acc, "final": final, "peak": peak, "gain": gain}
     body = [markdown_table([f"RL on {name_b} from", "val acc at step 0 (%)", f"final val acc after {steps_b} steps (%)",
                             "peak val acc (%)", "gain (final − step 0)"], rows),
-            f"\nPhase A: RL and FST on `{first.task.name}` ({first.loop.steps} steps each; a run is trained once and shared "
-            f"with the other experiments whose runs have the same config). Phase B: RL with `{name_b}`'s seed prompt, {steps_b} steps, same recipe. "
-            "Mean ± std over seeds.\n"]
+            f"\nPhase A: RL and FST on `{first.task.name}` ({first.loop.steps} steps each; a run is trained once and "
+            f"shared with the other experiments whose runs have the same config). Phase B: RL with `{name_b}`'s seed "
+            f"prompt, {steps_b} steps, same recipe. Mean ± std over seeds.\n"]
     fig, ax = figure(f"Fresh RL on {name_b}", "training samples on the new task", "val accuracy")
     plot_mean_curves(ax, {f"from {start}": c for start, c in curves.items()})
     plots = [save(fig, exp.dir / "plasticity.png")]

@@ -73,7 +73,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "per_experiment": {
             "continual": {"steps_per_stage": 6},
             "zero-reward": {"overrides": {"loop.steps": 24, "task.train_size": 192}},
-            # phase A (6 runs) and phase B (9 fresh RL runs) in <= 15 minutes on 2 cores (18 + 12 steps took 19.7 min, 12 + 8: 15.1)
+            # phase A (6 runs) and B (9 fresh RL runs) in <= 15 min on 2 cores: 18 + 12 steps took 19.7 min,
+            # 12 + 8 took 15.1, 12 + 6 took 13.0
             "plasticity": {"overrides": {"loop.steps": 12}, "steps_b": 6},
         },
     },
