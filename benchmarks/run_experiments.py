@@ -49,11 +49,22 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started, failed = time.perf_counter(), []
 
+    def collect(name: str) -> None:
+        # as soon as the experiment ends, so a time limit that stops this runner keeps what finished
+        source, target = args.out / name, args.collect / name
+        if (source / "results.md").is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            for file in source.iterdir():
+                if file.suffix in (".md", ".json", ".png", ".html"):
+                    shutil.copy2(file, target / file.name)
+
     def wait_all(procs: dict[str, subprocess.Popen]) -> None:
         for name, proc in procs.items():
             if proc.wait() != 0:
                 failed.append(name)
             print(f"== {name}: exit {proc.returncode} after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+            if args.collect:
+                collect(name)
 
     cores = sorted(os.sched_getaffinity(0))
     first = {n: share for n, share in FIRST_WAVE.items() if n in wanted}
@@ -75,15 +86,10 @@ def main() -> int:
     if args.collect:
         pages = []
         for name in [n for n in ORDER if n in wanted]:
-            source, target = args.out / name, args.collect / name
-            if not (source / "results.md").is_file():
-                pages.append(f"# {name}\n\nfailed: no results.md\n")
-                continue
-            target.mkdir(parents=True, exist_ok=True)
-            for file in source.iterdir():
-                if file.suffix in (".md", ".json", ".png", ".html"):
-                    shutil.copy2(file, target / file.name)
-            pages.append((source / "results.md").read_text().replace("](", f"]({name}/"))
+            results = args.collect / name / "results.md"
+            pages.append(results.read_text().replace("](", f"]({name}/") if results.is_file()
+                         else f"# {name}\n\nfailed: no results.md\n")
+        args.collect.mkdir(parents=True, exist_ok=True)
         (args.collect / "ALL.md").write_text("\n\n---\n\n".join(pages))
     print(f"== done in {(time.perf_counter() - started) / 60:.1f} min; failed: {failed or 'none'}", flush=True)
     return 1 if failed else 0

@@ -14,6 +14,5 @@ FIT=$(( GPU_MIB / 7680 )); WORKERS=${WORKERS:-$(( FIT < $(nproc) ? FIT : $(nproc
 timeout "${1:-540}" python3 benchmarks/run_experiments.py --preset full --seeds "${SEEDS:-3}" --out /tmp/experiments \
   --workers "$WORKERS" --collect /tmp/collect 2>&1 | grep -v -i warn > "$OUT/run_full_experiments.log"
 grep -E "^== " "$OUT/run_full_experiments.log"
-# what finished, also when the time limit stopped the runner before it collected (runs and checkpoints stay)
-[ -d /tmp/collect ] || { mkdir -p /tmp/collect; for d in /tmp/experiments/*/; do [ "$(basename "$d")" = runs ] || cp -r "$d" /tmp/collect/; done; }
+mkdir -p /tmp/collect  # experiments are collected as they finish, so a time limit keeps what finished
 tar czf "$OUT/results.tgz" -C /tmp collect

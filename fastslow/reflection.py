@@ -36,6 +36,11 @@ def one_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def usable(answer: str | None) -> str:
+    """The answer without thinking blocks and surrounding space; empty means no usable answer."""
+    return strip_thinking(answer or "").strip()
+
+
 class ReflectionLM:
     """Callable prompt -> answer with retries; subclasses implement `_complete` (one attempt) and `describe`."""
 
@@ -46,7 +51,7 @@ class ReflectionLM:
         attempts = self.config.retries + 1
         for attempt in range(attempts):
             try:
-                answer = strip_thinking(self._complete(prompt) or "").strip()
+                answer = usable(self._complete(prompt))
                 if answer:
                     return answer
                 failure = "empty answer"
@@ -198,7 +203,7 @@ class LocalReflection(ReflectionLM):
     def batch_complete(self, prompts: list[str]) -> list[str]:
         """One batched generation; an empty answer (or a failed batch) falls back to one call, with retries, each."""
         try:
-            answers = [strip_thinking(a or "").strip() for a in self._generate(prompts)]
+            answers = [usable(a) for a in self._generate(prompts)]
         except Exception:
             answers = [""] * len(prompts)
         return [answer or self(prompt) for prompt, answer in zip(prompts, answers)]
