@@ -2,7 +2,7 @@
 GEPA with the default budget (5 passes over the 96-problem anchor set), reflection by the micro model itself.
 Prints a table of seconds per phase (target from issue #3: the whole cycle <= 60 s on 2 CPU cores).
 
-    python benchmarks/fst_cycle.py [--task strings] [--threads 2] [--proposals 1 8]
+    python benchmarks/fst_cycle.py [--task strings] [--threads 2] [--proposals 1 8] [--bf16]
 
 `--proposals` compares GEPA proposals per iteration (gepa.proposals_per_iteration): with more than one, an
 iteration's rollouts and reflection calls go out as one batched generation each.
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-passes", type=float, default=5.0)
     parser.add_argument("--proposals", type=int, nargs="+", default=[1])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (rl.bf16), for CPUs with bf16 instructions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -47,7 +48,7 @@ def cycle(args, proposals: int) -> dict:
             "task": {"name": args.task, "train_size": 96, "val_size": 8},
             "loop": {"steps": 6, "steps_per_cycle": 6, "population_size": 4, "rollouts_per_problem": 8,
                      "problems_per_step": 16},
-            "rl": {"learning_rate": 1e-4},
+            "rl": {"learning_rate": 1e-4, "bf16": args.bf16},
             "gepa": {"budget_passes": args.budget_passes, "proposals_per_iteration": proposals},
             "reflection": {"kind": "self", "max_new_tokens": 96},
             "eval": {"every": 1000, "samples": 1, "kl_prompts": 0},
@@ -61,10 +62,12 @@ def cycle(args, proposals: int) -> dict:
                                                             "seconds_update")}
     return {
         "torch threads": args.threads,
+        "bf16 autocast": args.bf16,
         "RL rollouts": rows[-1]["rl_rollouts"],
         "GEPA rollouts (incl. re-scoring)": rows[-1]["fast_rollouts"],
         "reflection calls": population["reflection_calls"],
         "GEPA children among the K kept prompts": sum(m["parent"] is not None for m in population["members"]),
+        "problems with reward variance (trained on), of 96": sum(r.get("kept_problems") or 0 for r in rows),
         **{key: f"{seconds:.1f}" for key, seconds in sums.items()},
         "**whole cycle incl. evaluation at steps 0 and 6 (s)**": f"**{total:.1f}**",
     }

@@ -64,7 +64,7 @@ class RLConfig(Section):
     drop_zero_variance: bool = Field(True, description="drop groups whose G rewards are all equal")
     advantage_eps: float = Field(1e-4, gt=0, description="A = (r - mean_G) / (std_G + eps)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on large models")
-    bf16: bool = Field(False, description="mixed precision (GPU)")
+    bf16: bool = Field(False, description="bf16 autocast (GPU, or a CPU with bf16 instructions)")
 
 
 class GEPAConfig(Section):

@@ -10,6 +10,7 @@ from fastslow.config import parse_config
 from fastslow.fast.population import Member
 from fastslow.policy import load_model, load_tokenizer
 from fastslow.slow.objective import group_advantages
+from fastslow.slow import trainer as slow_trainer
 from fastslow.slow.trainer import FSTGRPOTrainer, SlowLearner
 
 
@@ -49,11 +50,12 @@ def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path
     assert seen_prompts == ["Prompt A.", "Prompt B."] * 6
     assert captured["member_ids"] == ["a", "b"] * 6
 
-    # advantages: normalised once over each group of G (the rows are shuffled by TRL, so compare as multisets)
+    # advantages: normalised once over each group of G, only kept groups train (TRL shuffles rows: multisets)
     rewards = torch.tensor(learner.trainer.step_rewards).view(3, 4)
     expected_adv, kept = group_advantages(rewards)
     inputs = captured["inputs"]
-    assert sorted(inputs["advantages"].tolist()) == sorted(expected_adv.flatten().tolist())
+    if kept.any():
+        assert sorted(inputs["advantages"].tolist()) == sorted(expected_adv[kept].flatten().tolist())
 
     # row weights: sum over rows of weight * tokens = 1 (mean over kept problems of per-problem token means)
     tokens = inputs["completion_mask"].sum(1)
@@ -72,3 +74,78 @@ def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path
     real = inputs["completion_mask"].bool()  # (padding after an early end-of-sequence is masked out of the loss)
     assert torch.allclose(seam_logps[real], logps_now[real], atol=1e-4)  # TRL's log-prob seam = a plain forward
     assert "ref_per_token_logps" in inputs  # KL to the starting weights is computed by TRL's reference model
+
+
+def test_problems_without_reward_variance_leave_the_batch_without_changing_the_update(tiny_model_path, tmp_path,
+                                                                                       monkeypatch):
+    config = parse_config({
+        "model": {"path": tiny_model_path, "max_new_tokens": 6},
+        "loop": {"steps": 2, "problems_per_step": 3, "rollouts_per_problem": 4, "population_size": 2},
+        "rl": {"learning_rate": 1e-3, "warmup_steps": 0, "kl_coef": 0.05},
+    })
+    task = ShortAnswerTask()
+    original_reward = SlowLearner.reward
+
+    def first_problem_flat(self, prompts, completions, problem_id, **kwargs):
+        original_reward(self, prompts, completions, problem_id, **kwargs)
+        # problem 0: every rollout scores the same, so it carries no signal; the others vary
+        rewards = [0.5] * 4 + [float(i % 2) for i in range(len(completions) - 4)]
+        self.trainer.step_rewards[-len(rewards):] = rewards
+        return rewards
+
+    captured = {}
+    original_select = slow_trainer.select_rows
+
+    def spy_select(batch, rows):
+        captured["full"], captured["rows"] = batch, rows
+        captured["selected"] = original_select(batch, rows)
+        return captured["selected"]
+
+    monkeypatch.setattr(SlowLearner, "reward", first_problem_flat)
+    monkeypatch.setattr(slow_trainer, "select_rows", spy_select)
+    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    learner.step(task.problems("train", 3, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
+
+    full, selected, rows = captured["full"], captured["selected"], captured["rows"]
+    assert rows.tolist() == [False] * 4 + [True] * 8 and learner.trainer.kept_groups == 2
+    assert selected["completion_ids"].shape[0] == 8
+    assert selected["prompt_mask"][:, 0].any() and selected["completion_mask"][:, -1].any()  # no all-padding column
+
+    # the loss and its gradient are those of the whole batch, where the dropped rows weigh 0
+    trainer, model = learner.trainer, learner.model
+    full["ref_per_token_logps"] = trainer._reference_logps(full)
+    gradients = []
+    for batch in (full, selected):
+        model.zero_grad()
+        loss = trainer._compute_loss(model, batch)
+        loss.backward()
+        gradients.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (full_loss, full_grads), (selected_loss, selected_grads) = gradients
+    assert abs(float(full_loss)) > 0 and torch.allclose(full_loss, selected_loss, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, selected_grads))
+
+
+def test_bf16_on_cpu_autocasts_the_step_and_keeps_float32_weights(tiny_model_path, tmp_path, monkeypatch):
+    config = parse_config({
+        "model": {"path": tiny_model_path, "max_new_tokens": 6},
+        "loop": {"steps": 2, "problems_per_step": 2, "rollouts_per_problem": 4, "population_size": 1},
+        "rl": {"learning_rate": 1e-2, "warmup_steps": 0, "bf16": True},
+    })
+    task = ShortAnswerTask()
+    original_reward = SlowLearner.reward
+
+    def alternating(self, prompts, completions, problem_id, **kwargs):  # every group varies, so the step trains
+        original_reward(self, prompts, completions, problem_id, **kwargs)
+        self.trainer.step_rewards[-len(completions):] = rewards = [float(i % 2) for i in range(len(completions))]
+        return rewards
+
+    monkeypatch.setattr(SlowLearner, "reward", alternating)
+    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    autocast_seen = []
+    learner.policy.model.layers[0].register_forward_pre_hook(
+        lambda module, args: autocast_seen.append(torch.is_autocast_enabled("cpu")))
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    learner.step(task.problems("train", 2, 0), [Member("a", "Answer.")])
+    assert autocast_seen and all(autocast_seen)  # generation, and the policy pass of the update
+    assert all(p.dtype == torch.float32 for p in learner.policy.parameters())  # master weights stay float32
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))

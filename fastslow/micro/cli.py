@@ -32,6 +32,7 @@ def pretrain(
     device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda if available)")] = None,
     shard_mb: Annotated[Optional[int], typer.Option(help="split model.safetensors into shards of this size")] = None,
     init: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint instead of fresh weights")] = None,
+    torch_compile: Annotated[bool, typer.Option("--compile", help="compile the decoder layers (torch.compile)")] = False,
 ) -> None:
     """Train the micro model from scratch on the generated corpus."""
     from fastslow.micro.pretrain import pretrain as run_pretrain
@@ -39,7 +40,7 @@ def pretrain(
     if (steps is None) == (minutes is None):
         _fail(FastSlowError("pretrain: give exactly one of --steps or --minutes"))
     summary = run_pretrain(out, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-                           workers=workers, device=device, shard_mb=shard_mb, init=init)
+                           workers=workers, device=device, shard_mb=shard_mb, init=init, torch_compile=torch_compile)
     if summary["rank"] == 0:
         typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
 

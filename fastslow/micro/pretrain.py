@@ -48,7 +48,7 @@ def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
 
     No attention mask: batches are right-padded, so causal attention never lets a real token see padding.
     """
-    logits = model(input_ids=batch["input_ids"]).logits[:, :-1].float()
+    logits = model(input_ids=batch["input_ids"], use_cache=False).logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
     token_loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
     token_loss = token_loss.view_as(targets)
@@ -94,6 +94,7 @@ def pretrain(
     shard_mb: int | None = None,
     log_every: int = 100,
     init: str | Path | None = None,
+    torch_compile: bool = False,
     **size,
 ) -> dict:
     """Train for `steps` steps, or for about `minutes` (the step count is then fixed from the speed measured
@@ -101,7 +102,8 @@ def pretrain(
 
     Under torchrun every rank trains on `batch_size` examples per step (the global batch is
     batch_size x ranks) and rank 0 writes the checkpoint. `init` continues from an earlier checkpoint (its
-    size, new optimizer state and learning-rate schedule); its pretrain_log.json is kept in the new one."""
+    size, new optimizer state and learning-rate schedule); its pretrain_log.json is kept in the new one.
+    `torch_compile` runs each decoder layer through torch.compile (dynamic shapes: batch widths vary)."""
     if (steps is None) == (minutes is None):
         raise ValueError("give exactly one of steps or minutes")
     started = time.time()
@@ -119,6 +121,9 @@ def pretrain(
     else:
         model = Qwen3ForCausalLM(micro_config(tokenizer, **size)).to(device)
     trained = DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda") else None) if world > 1 else model
+    if torch_compile:  # regional: the 8 decoder layers share one compiled graph, so it compiles in seconds
+        for layer in model.model.layers:
+            layer.compile(dynamic=True)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=device.startswith("cuda"))
@@ -187,9 +192,10 @@ def pretrain(
         "rank": 0,
         "command": ("" if world == 1 else f"torchrun --nproc-per-node {world} -m ")
                    + f"fastslow micro pretrain --steps {step} --batch-size {batch_size} --lr {lr} --warmup {warmup} "
-                   f"--seed {seed} --workers {workers}" + (f" --init {init}" if init is not None else ""),
+                   f"--seed {seed} --workers {workers}" + (f" --init {init}" if init is not None else "")
+                   + (" --compile" if torch_compile else ""),
         "parameters": n_params, "steps": step, "batch_size": batch_size, "ranks": world, "lr": lr, "warmup": warmup,
-        "seed": seed, "workers": workers, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "seed": seed, "workers": workers, "compile": torch_compile, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "train_seconds": round(time.time() - train_started, 1), "total_seconds": round(time.time() - started, 1),
         "log": log,

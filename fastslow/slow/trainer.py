@@ -8,6 +8,8 @@ through peft, the optimizer and the scheduler. We keep three things in our hands
    (fastslow.slow.objective), instead of TRL's keep-everything;
 3. the loss aggregation: token mean per problem, then mean over problems (TRL's CISPO averages over
    all tokens of the batch).
+Problems whose G rewards are all equal carry no gradient, so their rows leave the batch before the reference
+and policy passes (TRL would run both over every row): on the micro task that is most of an update's cost.
 Private TRL seams used (trl pinned, tests/test_trl_seam.py): `_generate_and_score_completions`,
 `_compute_loss`, `_get_per_token_logps_and_entropies`.
 """
@@ -45,8 +47,11 @@ class FSTGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self.step_rewards = []
         start = time.perf_counter()
-        out = super()._generate_and_score_completions(inputs)
-        self.seconds_rollouts = time.perf_counter() - start  # generation + reward calls + reference log-probs
+        kl_coef, self.beta = self.beta, 0.0  # TRL would take reference log-probs of every row; we do, below, of kept rows
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            self.beta = kl_coef
         G = self.num_generations
         rewards = torch.tensor(self.step_rewards, dtype=torch.float32, device=out["advantages"].device).view(-1, G)
         advantages, kept = group_advantages(rewards, self.advantage_eps, self.drop_zero_variance)
@@ -55,7 +60,29 @@ class FSTGRPOTrainer(GRPOTrainer):
         # DDP averages gradients over processes; scale back up so the loss is the mean over ALL kept problems.
         out["row_weight"] = row_weights(kept, tokens, self.kept_groups) * self.accelerator.num_processes
         out["advantages"] = advantages.flatten()
+        rows = kept.repeat_interleave(G)
+        if not rows.any():  # one row of weight 0 still takes part in DDP/FSDP's gradient exchange
+            rows[0] = True
+        out = select_rows(out, rows)
+        if self.beta:
+            out["ref_per_token_logps"] = self._reference_logps(out)
+        self.seconds_rollouts = time.perf_counter() - start  # generation + reward calls + reference log-probs
         return out
+
+    @torch.no_grad()
+    def _reference_logps(self, batch) -> torch.Tensor:
+        """Log-probs of the completions under the starting weights, as TRL takes them: its reference model, or
+        for LoRA the policy with its adapters off (through the wrapped model, so ZeRO-3 gathers the weights)."""
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        if self.ref_model is not None:
+            model, base = self.ref_model, nullcontext()
+        else:
+            model, base = self.model, self.accelerator.unwrap_model(self.model).disable_adapter()
+        with base:
+            logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
+                                                                  batch["completion_ids"].size(1))
+        return logps
 
     def _compute_loss(self, model, inputs):
         prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
@@ -73,6 +100,26 @@ class FSTGRPOTrainer(GRPOTrainer):
             ref_logps=inputs.get("ref_per_token_logps"),
             kl_coef=self.beta,
         )
+
+
+def select_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The batch restricted to `rows` (a bool mask over its rows), without the padding columns only the dropped
+    rows needed: prompts are left-padded, completions and the per-token tensors aligned with them right-padded."""
+    n, prompt_width, completion_width = rows.shape[0], batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
+    prompt_used = batch["prompt_mask"][rows].any(dim=0).nonzero()
+    completion_used = batch["completion_mask"][rows].any(dim=0).nonzero()
+    first = int(prompt_used.min()) if len(prompt_used) else prompt_width - 1
+    last = int(completion_used.max()) + 1 if len(completion_used) else 1
+    selected = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            value = value[rows]
+            if key.startswith("prompt_"):
+                value = value[:, first:]
+            elif value.dim() == 2 and value.shape[1] == completion_width:
+                value = value[:, :last]
+        selected[key] = value
+    return selected
 
 
 @dataclass
@@ -113,6 +160,7 @@ def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
         max_grad_norm=rl.max_grad_norm,
         max_steps=loop.steps,
         bf16=rl.bf16,
+        use_cpu=rl.bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU unless told so
         gradient_checkpointing=rl.gradient_checkpointing,
         disable_dropout=True,
         shuffle_dataset=False,
