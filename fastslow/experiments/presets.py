@@ -27,13 +27,14 @@ MICRO_BASE: dict[str, Any] = {
 # mean@4 at temperature 1 on 64 validation problems, and the share of problems whose 4 samples disagree, the
 # only ones RL learns from; see docs/RESULTS.md), never from how FST and RL compare:
 # - the paper's tasks start from a valid but weak seed prompt (2-34%) and RL has a reward signal from the first
-#   step. For the final micro model v2 the weakest such micro task is a held-out string program under its own
-#   instruction: program_seed 24, 46% with 22% of problems varied (the lowest of 40 held-out programs; the
-#   model follows most of them at >= 90%). Star graphs no longer qualify: under their instruction they are
+#   step. For micro model v3 the weakest such micro task is a held-out string program under its own
+#   instruction: program_seed 20, 33% with 11% of problems varied (the lowest of 40 held-out programs; the
+#   model follows 33 of them at >= 90%). Star graphs do not qualify: under their instruction they are
 #   solved (3 arms x 2 nodes: 100%), and arms longer than pretraining's score 0.
 # - under the task-agnostic prompt every micro family scores ~0: that start is the zero-reward experiment's.
-WEAK = {"name": "strings", "args": {"program_seed": 24},
-        "seed_prompt": "Keep every other letter, then sort the letters, then move the first 3 letters to the end."}
+WEAK = {"name": "strings", "args": {"program_seed": 20},
+        "seed_prompt": "Keep every other letter, then move the first 3 letters to the end, then swap each pair of "
+                       "letters."}
 AGNOSTIC = "Solve the task."
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -46,9 +47,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ood": {"task": WEAK, "ood_tasks": [
         {"name": "counting", "args": {"rule": "vowels"}, "prompt": "task.instruction"},
         {"name": "strings", "args": {"program": "sort,upper"}, "prompt": "task.instruction"},
-        {"name": "strings", "args": {"program_seed": 0}, "prompt": "task.instruction"},  # held out, 96%
+        {"name": "strings", "args": {"program_seed": 0}, "prompt": "task.instruction"},  # held out, 99%
     ]},
-    # B: another held-out string program under its instruction (46% for the base), so fresh RL has a signal
+    # B: another held-out string program under its instruction (58% for the base), so fresh RL has a signal
     "plasticity": {"task": WEAK, "task_b": {"name": "strings", "args": {"program_seed": 15},
                                              "seed_prompt": "Move the first 2 letters to the end, then reverse the "
                                                             "letters, then swap each pair of letters."}},
