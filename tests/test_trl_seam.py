@@ -101,10 +101,19 @@ def test_problems_without_reward_variance_leave_the_batch_without_changing_the_u
         captured["selected"] = original_select(batch, rows)
         return captured["selected"]
 
+    pass_rows = []  # rows of every reference and policy pass
+    original_pass = FSTGRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy_pass(self, model, input_ids, *args, **kwargs):
+        pass_rows.append(input_ids.shape[0])
+        return original_pass(self, model, input_ids, *args, **kwargs)
+
     monkeypatch.setattr(SlowLearner, "reward", first_problem_flat)
     monkeypatch.setattr(slow_trainer, "select_rows", spy_select)
+    monkeypatch.setattr(FSTGRPOTrainer, "_get_per_token_logps_and_entropies", spy_pass)
     learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
     learner.step(task.problems("train", 3, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
+    assert pass_rows == [8, 8]  # the reference pass and the policy pass see only the kept problems' rows
 
     full, selected, rows = captured["full"], captured["selected"], captured["rows"]
     assert rows.tolist() == [False] * 4 + [True] * 8 and learner.trainer.kept_groups == 2
