@@ -51,3 +51,12 @@ class ShortAnswerTask:
     def score(self, problem: Problem, completion: str) -> Verdict:
         reward = max(0.0, 1 - len(completion) / 8)
         return Verdict(reward, f"Expected a short answer; got {len(completion)} characters.")
+
+
+class ConstantRewardTask(ShortAnswerTask):
+    """Every completion scores 0.5: no group has reward variance, so RL has nothing to learn from."""
+
+    name = "constant-reward"
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        return Verdict(0.5, "Every answer scores the same.")

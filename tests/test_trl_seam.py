@@ -3,7 +3,7 @@
 import math
 
 import torch
-from doubles import ShortAnswerTask
+from doubles import ConstantRewardTask, ShortAnswerTask
 
 import trl
 from fastslow.config import parse_config
@@ -158,3 +158,17 @@ def test_bf16_on_cpu_autocasts_the_step_and_keeps_float32_weights(tiny_model_pat
     assert autocast_seen and all(autocast_seen)  # generation, and the policy pass of the update
     assert all(p.dtype == torch.float32 for p in learner.policy.parameters())  # master weights stay float32
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
+
+
+def test_a_step_where_no_problem_has_reward_variance_changes_nothing(tiny_model_path, tmp_path):
+    config = parse_config({
+        "model": {"path": tiny_model_path, "max_new_tokens": 6},
+        "loop": {"steps": 2, "problems_per_step": 2, "rollouts_per_problem": 4, "population_size": 1},
+        "rl": {"learning_rate": 1e-2, "warmup_steps": 0, "kl_coef": 0.05},
+    })
+    task = ConstantRewardTask()
+    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    stats = learner.step(task.problems("train", 2, 0), [Member("a", "Answer.")])
+    assert stats.kept_problems == 0 and stats.loss == 0.0 and stats.rollouts == 8
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))  # one zero-weight row ran
