@@ -18,12 +18,30 @@ def test_trl_version_is_the_pinned_one():
     assert trl.__version__ == "1.16.0"
 
 
-def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path, tmp_path, monkeypatch):
+def make_learner(model_path, work_dir, task, problems: int, members: int, **rl) -> SlowLearner:
+    """A slow learner on the tiny model: G = 4 rollouts per problem, a constant learning rate."""
     config = parse_config({
-        "model": {"path": tiny_model_path, "max_new_tokens": 6},
-        "loop": {"steps": 2, "problems_per_step": 3, "rollouts_per_problem": 4, "population_size": 2},
-        "rl": {"learning_rate": 1e-3, "warmup_steps": 0, "kl_coef": 0.05},
+        "model": {"path": model_path, "max_new_tokens": 6},
+        "loop": {"steps": 2, "problems_per_step": problems, "rollouts_per_problem": 4, "population_size": members},
+        "rl": {"warmup_steps": 0, **rl},
     })
+    return SlowLearner(config, load_model(model_path), load_tokenizer(model_path), task, work_dir)
+
+
+def script_rewards(monkeypatch, rewards_for) -> None:
+    """The step's rewards become rewards_for(number of rows); SlowLearner.reward's bookkeeping still runs."""
+    original_reward = SlowLearner.reward
+
+    def scripted(self, prompts, completions, problem_id, **kwargs):
+        original_reward(self, prompts, completions, problem_id, **kwargs)
+        rewards = rewards_for(len(completions))
+        self.trainer.step_rewards[-len(rewards):] = rewards
+        return rewards
+
+    monkeypatch.setattr(SlowLearner, "reward", scripted)
+
+
+def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path, tmp_path, monkeypatch):
     task = ShortAnswerTask()
     seen_prompts, captured = [], {}
     original_reward = SlowLearner.reward
@@ -42,7 +60,7 @@ def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path
 
     monkeypatch.setattr(SlowLearner, "reward", spy_reward)
     monkeypatch.setattr(FSTGRPOTrainer, "_compute_loss", spy_loss)
-    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, learning_rate=1e-3, kl_coef=0.05)
     population = [Member("a", "Prompt A."), Member("b", "Prompt B.")]
     learner.step(task.problems("train", 3, 0), population)
 
@@ -78,21 +96,9 @@ def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path
 
 def test_problems_without_reward_variance_leave_the_batch_without_changing_the_update(tiny_model_path, tmp_path,
                                                                                        monkeypatch):
-    config = parse_config({
-        "model": {"path": tiny_model_path, "max_new_tokens": 6},
-        "loop": {"steps": 2, "problems_per_step": 3, "rollouts_per_problem": 4, "population_size": 2},
-        "rl": {"learning_rate": 1e-3, "warmup_steps": 0, "kl_coef": 0.05},
-    })
     task = ShortAnswerTask()
-    original_reward = SlowLearner.reward
-
-    def first_problem_flat(self, prompts, completions, problem_id, **kwargs):
-        original_reward(self, prompts, completions, problem_id, **kwargs)
-        # problem 0: every rollout scores the same, so it carries no signal; the others vary
-        rewards = [0.5] * 4 + [float(i % 2) for i in range(len(completions) - 4)]
-        self.trainer.step_rewards[-len(rewards):] = rewards
-        return rewards
-
+    # problem 0: every rollout scores the same, so it carries no signal; the others vary
+    script_rewards(monkeypatch, lambda rows: [0.5] * 4 + [float(i % 2) for i in range(rows - 4)])
     captured = {}
     original_select = slow_trainer.select_rows
 
@@ -108,10 +114,9 @@ def test_problems_without_reward_variance_leave_the_batch_without_changing_the_u
         pass_rows.append(input_ids.shape[0])
         return original_pass(self, model, input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(SlowLearner, "reward", first_problem_flat)
     monkeypatch.setattr(slow_trainer, "select_rows", spy_select)
     monkeypatch.setattr(FSTGRPOTrainer, "_get_per_token_logps_and_entropies", spy_pass)
-    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, learning_rate=1e-3, kl_coef=0.05)
     learner.step(task.problems("train", 3, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
     assert pass_rows == [8, 8]  # the reference pass and the policy pass see only the kept problems' rows
 
@@ -135,21 +140,9 @@ def test_problems_without_reward_variance_leave_the_batch_without_changing_the_u
 
 
 def test_bf16_on_cpu_autocasts_the_step_and_keeps_float32_weights(tiny_model_path, tmp_path, monkeypatch):
-    config = parse_config({
-        "model": {"path": tiny_model_path, "max_new_tokens": 6},
-        "loop": {"steps": 2, "problems_per_step": 2, "rollouts_per_problem": 4, "population_size": 1},
-        "rl": {"learning_rate": 1e-2, "warmup_steps": 0, "bf16": True},
-    })
     task = ShortAnswerTask()
-    original_reward = SlowLearner.reward
-
-    def alternating(self, prompts, completions, problem_id, **kwargs):  # every group varies, so the step trains
-        original_reward(self, prompts, completions, problem_id, **kwargs)
-        self.trainer.step_rewards[-len(completions):] = rewards = [float(i % 2) for i in range(len(completions))]
-        return rewards
-
-    monkeypatch.setattr(SlowLearner, "reward", alternating)
-    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    script_rewards(monkeypatch, lambda rows: [float(i % 2) for i in range(rows)])  # every group varies: it trains
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=2, members=1, learning_rate=1e-2, bf16=True)
     autocast_seen = []
     learner.policy.model.layers[0].register_forward_pre_hook(
         lambda module, args: autocast_seen.append(torch.is_autocast_enabled("cpu")))
@@ -161,13 +154,8 @@ def test_bf16_on_cpu_autocasts_the_step_and_keeps_float32_weights(tiny_model_pat
 
 
 def test_a_step_where_no_problem_has_reward_variance_changes_nothing(tiny_model_path, tmp_path):
-    config = parse_config({
-        "model": {"path": tiny_model_path, "max_new_tokens": 6},
-        "loop": {"steps": 2, "problems_per_step": 2, "rollouts_per_problem": 4, "population_size": 1},
-        "rl": {"learning_rate": 1e-2, "warmup_steps": 0, "kl_coef": 0.05},
-    })
     task = ConstantRewardTask()
-    learner = SlowLearner(config, load_model(tiny_model_path), load_tokenizer(tiny_model_path), task, tmp_path)
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=2, members=1, learning_rate=1e-2, kl_coef=0.05)
     before = [p.detach().clone() for p in learner.policy.parameters()]
     stats = learner.step(task.problems("train", 2, 0), [Member("a", "Answer.")])
     assert stats.kept_problems == 0 and stats.loss == 0.0 and stats.rollouts == 8
