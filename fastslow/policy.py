@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastslow import shared_prefix
 from fastslow.errors import FastSlowError
 
 MICRO_MODEL_DIR = Path(__file__).parent / "micro" / "model"
@@ -84,23 +85,26 @@ def generate(
     sampling: Sampling,
     batch_size: int = 64,
 ) -> list[str]:
-    """Sample one completion per conversation (batched, left-padded). temperature 0 means greedy."""
+    """Sample one completion per conversation, batched; rows that share a prefix (a system prompt) are batched
+    together and the prefix is computed once (fastslow.sampling). temperature 0 means greedy."""
     was_training = model.training
     model.eval()
-    texts = [
+    prompts = [
         tokenizer.apply_chat_template(
             conv, tokenize=False, add_generation_prompt=True, **(sampling.chat_template_kwargs or {})
         )
         for conv in conversations
     ]
-    device = next(model.parameters()).device
-    outputs: list[str] = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        greedy = sampling.temperature == 0
-        out = model.generate(
-            **enc,
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompt_ids)), key=lambda i: prompt_ids[i])  # neighbours share prefixes
+    greedy = sampling.temperature == 0
+    outputs: list[str] = [""] * len(prompt_ids)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        new_tokens = shared_prefix.generate(
+            model,
+            [prompt_ids[i] for i in rows],
+            tokenizer.pad_token_id,
             max_new_tokens=sampling.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
@@ -108,8 +112,8 @@ def generate(
             top_k=None,
             pad_token_id=tokenizer.pad_token_id,
         )
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        for i, text in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            outputs[i] = text
     model.train(was_training)
     return outputs
 

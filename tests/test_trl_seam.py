@@ -6,9 +6,10 @@ import torch
 from doubles import ConstantRewardTask, ShortAnswerTask
 
 import trl
+from fastslow import shared_prefix
 from fastslow.config import parse_config
 from fastslow.fast.population import Member
-from fastslow.policy import load_model, load_tokenizer
+from fastslow.policy import chat_messages, load_model, load_tokenizer
 from fastslow.slow.objective import group_advantages
 from fastslow.slow import trainer as slow_trainer
 from fastslow.slow.trainer import FSTGRPOTrainer, SlowLearner
@@ -91,6 +92,8 @@ def test_one_step_uses_each_rows_prompt_and_the_papers_objective(tiny_model_path
     seam_logps, _, _ = learner.trainer._get_per_token_logps_and_entropies(model, ids, mask, L)
     real = inputs["completion_mask"].bool()  # (padding after an early end-of-sequence is masked out of the loss)
     assert torch.allclose(seam_logps[real], logps_now[real], atol=1e-4)  # TRL's log-prob seam = a plain forward
+    with torch.no_grad():  # and so are ours, which compute each shared prompt prefix once
+        assert torch.allclose(learner.trainer._completion_logps(model, inputs)[real], logps_now[real], atol=1e-4)
     assert "ref_per_token_logps" in inputs  # KL to the starting weights is computed by TRL's reference model
 
 
@@ -108,14 +111,14 @@ def test_problems_without_reward_variance_leave_the_batch_without_changing_the_u
         return captured["selected"]
 
     pass_rows = []  # rows of every reference and policy pass
-    original_pass = FSTGRPOTrainer._get_per_token_logps_and_entropies
+    original_pass = FSTGRPOTrainer._completion_logps
 
-    def spy_pass(self, model, input_ids, *args, **kwargs):
-        pass_rows.append(input_ids.shape[0])
-        return original_pass(self, model, input_ids, *args, **kwargs)
+    def spy_pass(self, model, batch):
+        pass_rows.append(batch["completion_ids"].shape[0])
+        return original_pass(self, model, batch)
 
     monkeypatch.setattr(slow_trainer, "select_rows", spy_select)
-    monkeypatch.setattr(FSTGRPOTrainer, "_get_per_token_logps_and_entropies", spy_pass)
+    monkeypatch.setattr(FSTGRPOTrainer, "_completion_logps", spy_pass)
     learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, learning_rate=1e-3, kl_coef=0.05)
     learner.step(task.problems("train", 3, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
     assert pass_rows == [8, 8]  # the reference pass and the policy pass see only the kept problems' rows
@@ -160,3 +163,43 @@ def test_a_step_where_no_problem_has_reward_variance_changes_nothing(tiny_model_
     stats = learner.step(task.problems("train", 2, 0), [Member("a", "Answer.")])
     assert stats.kept_problems == 0 and stats.loss == 0.0 and stats.rollouts == 8
     assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))  # one zero-weight row ran
+
+
+def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_model_path, tmp_path):
+    """The update's log-probs run each shared system prompt once; values and gradients match TRL's pass."""
+    task = ShortAnswerTask()
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2)
+    trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
+    systems = ["Answer with the single word that the question asks for, in lower case.",
+               "Think about the question, then give only the final short answer."]
+    prompts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False, add_generation_prompt=True)
+               for p in task.problems("train", 3, 0) for system in systems for _ in range(2)]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    plan = shared_prefix.plan_prefixes(prompt_ids)
+    assert len(plan.groups) == 2 and plan.shared_rows == 12  # one group per system prompt
+    generator = torch.Generator().manual_seed(0)
+    completions = [torch.randint(5, 40, (n,), generator=generator).tolist() for n in (3, 5, 1, 4, 5, 2) * 2]
+    batch = {"prompt_ids": shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)[0],
+             "prompt_mask": shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)[1]}
+    right = [c[::-1] for c in completions]  # completions are right-padded: pad the reversed rows on the left, flip
+    batch["completion_ids"] = shared_prefix.left_pad(right, tokenizer.pad_token_id)[0].flip(1)
+    batch["completion_mask"] = shared_prefix.left_pad(right, tokenizer.pad_token_id)[1].flip(1)
+    real = batch["completion_mask"].bool()
+
+    results = []
+    for compute in (
+        lambda: trainer._completion_logps(model, batch),
+        lambda: trainer._get_per_token_logps_and_entropies(
+            model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].shape[1])[0],
+    ):
+        model.zero_grad()
+        logps = compute()
+        (logps * real * torch.linspace(0.5, 1.5, logps.shape[1])).sum().backward()
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    (shared_logps, shared_grads), (whole_logps, whole_grads) = results
+    # TRL's pass counts left pads in the positions and ours does not; RoPE is relative, but its angles are float32,
+    # so the two differ by rounding (~1e-6 of the scale here, also in float64)
+    assert torch.allclose(shared_logps[real], whole_logps[real], atol=1e-4)
+    assert all((a - b).abs().max() <= 1e-4 * b.abs().max() for a, b in zip(shared_grads, whole_grads))
+    assert any(g.abs().sum() > 0 for g in shared_grads)

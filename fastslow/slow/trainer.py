@@ -24,8 +24,11 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from accelerate.utils import DistributedType
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 
+from fastslow import shared_prefix
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
 from fastslow.fast.population import Member, assign_prompts
@@ -73,22 +76,64 @@ class FSTGRPOTrainer(GRPOTrainer):
     def _reference_logps(self, batch) -> torch.Tensor:
         """Log-probs of the completions under the starting weights, as TRL takes them: its reference model, or
         for LoRA the policy with its adapters off (through the wrapped model, so ZeRO-3 gathers the weights)."""
-        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         if self.ref_model is not None:
             model, base = self.ref_model, nullcontext()
         else:
             model, base = self.model, self.accelerator.unwrap_model(self.model).disable_adapter()
         with base:
-            logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
-                                                                  batch["completion_ids"].size(1))
-        return logps
+            return self._completion_logps(model, batch)
+
+    def _completion_logps(self, model, batch) -> torch.Tensor:
+        """Per-token log-probs of the batch's completions [rows, completion width], by TRL's fused log-prob forward.
+        Each prompt prefix that rows share (a member's system prompt) goes through the model once, gradient
+        included (fastslow.shared_prefix). Gradient checkpointing and DeepSpeed/FSDP, whose hooks expect one
+        forward per backward, keep TRL's whole-row pass."""
+        prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+        completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+        width = completion_ids.size(1)
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
+        plan = shared_prefix.plan_prefixes(prompts)
+        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        if not plan.shared_rows or sharded or self.args.gradient_checkpointing:
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+            return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width)[0]
+        with self.accelerator.autocast():
+            rows = shared_prefix.prefill(model, prompts, self._tokenizer.pad_token_id, plan)
+            input_ids = torch.cat([rows.uncached_ids, completion_ids], dim=1)
+            attention_mask = torch.cat([rows.attention_mask, completion_mask], dim=1)
+            labels = input_ids.masked_fill(attention_mask[:, rows.cached :] == 0, -100)
+            labels[:, :-width] = -100  # only the completion tokens are scored
+            out = model(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=shared_prefix.positions(attention_mask)[:, rows.cached :], labels=labels,
+                        fused_lm_head=True, **{shared_prefix.cache_kwarg(model): rows.cache})
+        return out.log_probs[:, -width:]
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix).
+        vLLM, continuous batching and images stay with TRL."""
+        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as model,
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id,
+                                                generation_config=self.generation_config)
+        eos = set(self.eos_token_ids)
+        completions = []
+        for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
+            end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+            completions.append(row[:end])
+        return completions, None
 
     def _compute_loss(self, model, inputs):
-        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, completion_ids.size(1))
+        logps = self._completion_logps(model, inputs)
         old_logps = inputs.get("old_per_token_logps")
         return cispo_loss(
             logps,
