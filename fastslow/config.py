@@ -32,6 +32,8 @@ class ModelConfig(Section):
     max_new_tokens: int = Field(64, gt=0, description="completion length limit (tokens)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
+    share_prefixes: bool = Field(True, description="run a prompt prefix that rows share (a system prompt) once, in "
+                                 "sampling and the RL update; false: each row's whole prompt")
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="passed to apply_chat_template, e.g. {enable_thinking: false}"
     )

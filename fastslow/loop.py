@@ -84,7 +84,7 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
         if torch.cuda.is_available():
             policy.cuda()
     sampling = Sampling(config.model.max_new_tokens, config.model.temperature, config.model.top_p,
-                        config.model.chat_template_kwargs)
+                        config.model.chat_template_kwargs, config.model.share_prefixes)
     fast_counter = RolloutCounter()
     adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter)
 

@@ -75,6 +75,7 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     chat_template_kwargs: dict[str, Any] | None = None
+    share_prefixes: bool = True  # fastslow.shared_prefix
 
 
 @torch.no_grad()
@@ -105,6 +106,7 @@ def generate(
             model,
             [prompt_ids[i] for i in rows],
             tokenizer.pad_token_id,
+            share=sampling.share_prefixes,
             max_new_tokens=sampling.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,

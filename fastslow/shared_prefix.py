@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastslow.errors import FastSlowError
+
 
 @dataclass(frozen=True)
 class PrefixPlan:
@@ -143,12 +145,26 @@ def prefill(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, pla
     )
 
 
+def forward_rest(model: nn.Module, rows: Prefilled, ids: torch.Tensor, mask: torch.Tensor, **kwargs):
+    """Run each row's uncomputed prompt tokens, then `ids` [rows, n] (right-padded, e.g. completions), on top of the
+    prefilled cache; returns the model's output over those columns. `kwargs` go to the model (labels, ...)."""
+    input_ids = torch.cat([rows.uncached_ids, ids], dim=1)
+    attention_mask = torch.cat([rows.attention_mask, mask], dim=1)
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=positions(attention_mask)[:, rows.cached :], **{cache_kwarg(model): rows.cache}, **kwargs)
+    if rows.cached and rows.cache.get_seq_length() != attention_mask.shape[1]:  # it ran without the prefixes
+        raise FastSlowError(f"{type(model).__name__} ignores a KV cache passed to its forward, so prompt prefixes "
+                            "cannot be shared; set model.share_prefixes: false")
+    return out
+
+
 @torch.no_grad()
-def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, **generate_kwargs) -> torch.Tensor:
+def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, share: bool = True,
+             **generate_kwargs) -> torch.Tensor:
     """Sample a continuation of each prompt (token ids); returns the new tokens [rows, new], as `model.generate`
     returns them after the prompt columns. `generate_kwargs` go to `model.generate` (generation_config, ...)."""
-    plan = plan_prefixes(prompts)
-    if plan.shared_rows:
+    plan = plan_prefixes(prompts) if share else None
+    if plan and plan.shared_rows:
         rows = prefill(model, prompts, pad_id, plan)
         input_ids, attention_mask, extra = rows.input_ids, rows.attention_mask, {cache_kwarg(model): rows.cache}
     else:  # nothing to share: plain left-padded generation

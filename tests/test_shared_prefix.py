@@ -1,11 +1,18 @@
 """Computing each shared prompt prefix once: the plan, and sampling that matches plain `generate`."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 from doubles import ShortAnswerTask
 from test_trl_seam import make_learner
 from trl import GRPOTrainer
 
 from fastslow import shared_prefix
+from fastslow.errors import FastSlowError
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
 from fastslow.shared_prefix import plan_prefixes
 from fastslow.tasks.micro import StringProgramTask
@@ -100,3 +107,38 @@ def test_rl_rollouts_with_shared_prefixes_equal_trls_generation(tiny_model_path,
     ours, _ = trainer._generate_single_turn(prompt_ids, None, {}, 4)
     theirs, _ = GRPOTrainer._generate_single_turn(trainer, prompt_ids, None, {}, 4)
     assert ours == theirs
+
+
+class CacheIgnoringModel(torch.nn.Module):
+    """Test double: a causal LM whose forward drops a KV cache passed to it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config = model, model.config
+
+    def forward(self, cache=None, **kwargs):
+        return self.inner(**kwargs)
+
+
+def test_a_model_that_ignores_the_cache_is_an_error_not_a_wrong_result():
+    model, tokenizer = load_model("micro").eval(), load_tokenizer("micro")
+    prompts = [tokenizer(SYSTEMS[0] + tail, add_special_tokens=False)["input_ids"] for tail in ("abc", "de")]
+    rows = shared_prefix.prefill(model, prompts, tokenizer.pad_token_id)
+    completions, mask = torch.tensor([[5, 6], [7, 8]]), torch.ones(2, 2, dtype=torch.long)
+    shared_prefix.forward_rest(model, rows, completions, mask)  # the real model extends the cache
+    rows = shared_prefix.prefill(model, prompts, tokenizer.pad_token_id)
+    with pytest.raises(FastSlowError, match="model.share_prefixes"):
+        shared_prefix.forward_rest(CacheIgnoringModel(model), rows, completions, mask)
+
+
+@pytest.mark.slow
+def test_under_ddp_the_shared_pass_gives_the_whole_row_gradient(tmp_path):
+    """Two CPU processes (gloo): DDP sees two forwards (prefixes, then rests) before one backward."""
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(root / "tests" / "ddp_shared_prefix_worker.py")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("of 2 (DistributedDataParallel)") == 2  # both processes compared (lines may interleave)

@@ -165,7 +165,7 @@ def test_a_step_where_no_problem_has_reward_variance_changes_nothing(tiny_model_
     assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))  # one zero-weight row ran
 
 
-def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_model_path, tmp_path):
+def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_model_path, tmp_path, monkeypatch):
     """The update's log-probs run each shared system prompt once; values and gradients match TRL's pass."""
     task = ShortAnswerTask()
     learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2)
@@ -186,17 +186,17 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
     batch["completion_mask"] = shared_prefix.left_pad(right, tokenizer.pad_token_id)[1].flip(1)
     real = batch["completion_mask"].bool()
 
+    prefills = []
+    original_prefill = shared_prefix.prefill
+    monkeypatch.setattr(shared_prefix, "prefill", lambda *a, **k: prefills.append(1) or original_prefill(*a, **k))
     results = []
-    for compute in (
-        lambda: trainer._completion_logps(model, batch),
-        lambda: trainer._get_per_token_logps_and_entropies(
-            model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
-            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].shape[1])[0],
-    ):
+    for share in (True, False):  # False: TRL's whole-row pass
+        trainer.share_prefixes = share
         model.zero_grad()
-        logps = compute()
+        logps = trainer._completion_logps(model, batch)
         (logps * real * torch.linspace(0.5, 1.5, logps.shape[1])).sum().backward()
         results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert len(prefills) == 1  # the shared pass ran once, the whole-row pass never
     (shared_logps, shared_grads), (whole_logps, whole_grads) = results
     # TRL's pass counts left pads in the positions and ours does not; RoPE is relative, but its angles are float32,
     # so the two differ by rounding (~1e-6 of the scale here, also in float64)

@@ -253,7 +253,8 @@ def eval_job(config: Config, label: str, model_path: str | Path, prompts: list[s
     return EvalJob(label, str(model_path), config.model.path, task or {"name": config.task.name, "args": config.task.args},
                    prompts, config.task.val_size, config.seed, config.eval.samples,
                    {"max_new_tokens": config.model.max_new_tokens, "temperature": config.model.temperature,
-                    "top_p": config.model.top_p, "chat_template_kwargs": config.model.chat_template_kwargs},
+                    "top_p": config.model.top_p, "chat_template_kwargs": config.model.chat_template_kwargs,
+                    "share_prefixes": config.model.share_prefixes},
                    seed=config.seed * 1_000_003 + step, dtype=config.model.dtype)  # fastslow.loop's evaluation seed
 
 

@@ -40,9 +40,11 @@ from fastslow.tasks import Problem, Task
 class FSTGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with the paper's advantages and CISPO aggregation."""
 
-    def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True, **kwargs):
+    def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
+                 share_prefixes: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
+        self.share_prefixes = share_prefixes
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
@@ -94,19 +96,16 @@ class FSTGRPOTrainer(GRPOTrainer):
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
         plan = shared_prefix.plan_prefixes(prompts)
         sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-        if not plan.shared_rows or sharded or self.args.gradient_checkpointing:
+        if not (self.share_prefixes and plan.shared_rows) or sharded or self.args.gradient_checkpointing:
             input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
             attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
             return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width)[0]
         with self.accelerator.autocast():
             rows = shared_prefix.prefill(model, prompts, self._tokenizer.pad_token_id, plan)
-            input_ids = torch.cat([rows.uncached_ids, completion_ids], dim=1)
-            attention_mask = torch.cat([rows.attention_mask, completion_mask], dim=1)
-            labels = input_ids.masked_fill(attention_mask[:, rows.cached :] == 0, -100)
-            labels[:, :-width] = -100  # only the completion tokens are scored
-            out = model(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=shared_prefix.positions(attention_mask)[:, rows.cached :], labels=labels,
-                        fused_lm_head=True, **{shared_prefix.cache_kwarg(model): rows.cache})
+            labels = torch.cat([torch.full_like(rows.uncached_ids, -100),  # only the completion tokens are scored
+                                completion_ids.masked_fill(completion_mask == 0, -100)], dim=1)
+            out = shared_prefix.forward_rest(model, rows, completion_ids, completion_mask, labels=labels,
+                                             fused_lm_head=True)
         return out.log_probs[:, -width:]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -124,7 +123,7 @@ class FSTGRPOTrainer(GRPOTrainer):
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
             new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id,
-                                                generation_config=self.generation_config)
+                                                share=self.share_prefixes, generation_config=self.generation_config)
         eos = set(self.eos_token_ids)
         completions = []
         for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
@@ -244,6 +243,7 @@ class SlowLearner:
             peft_config=peft_config,
             advantage_eps=config.rl.advantage_eps,
             drop_zero_variance=config.rl.drop_zero_variance,
+            share_prefixes=config.model.share_prefixes,
         )
         world = self.trainer.accelerator.num_processes
         if config.loop.problems_per_step % world:
