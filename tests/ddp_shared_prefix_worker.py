@@ -1,6 +1,6 @@
 """Test helper: under DDP, the update's gradient with shared prompt prefixes (two forwards per backward: prefixes,
-then rests) equals the gradient of TRL's whole-row pass. Each process builds its own batch; DDP averages the
-gradients. From the repository root, on CPU (tests/test_shared_prefix.py) or GPUs (benchmarks/gpu_ddp.sh):
+then rests) equals the gradient of TRL's whole-row pass, and a process holding a single row does not hang the
+others. Each process builds its own batch; DDP averages the gradients. From the repository root, on CPU (tests/test_shared_prefix.py) or GPUs (benchmarks/gpu_ddp.sh):
 
     PYTHONPATH=tests ACCELERATE_USE_CPU=1 python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_shared_prefix_worker.py
 """
@@ -45,6 +45,15 @@ def main() -> None:
     print(f"process {rank} of {trainer.accelerator.num_processes} ({type(model).__name__}): largest gradient "
           f"difference shared vs whole rows, relative to the tensor's scale: {worst:.2e}", flush=True)
     assert worst < 1e-3, worst
+
+    # a process left with one row (all its problems dropped) must make the same forward calls as the others
+    trainer.share_prefixes = True
+    mine = {k: v[:1] for k, v in batch.items()} if rank == 1 else batch
+    model.zero_grad()
+    trainer.accelerator.backward((trainer._completion_logps(model, mine) * mine["completion_mask"]).sum())
+    print(f"process {rank}: the step where process 1 holds one row completed", flush=True)
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()  # else gloo's threads may abort the interpreter's exit
 
 
 if __name__ == "__main__":

@@ -85,23 +85,29 @@ class FSTGRPOTrainer(GRPOTrainer):
         with base:
             return self._completion_logps(model, batch)
 
+    @property
+    def _sharing(self) -> bool:
+        """Whether shared prompt prefixes run once. Not under DeepSpeed or FSDP: their hooks gather weights in each
+        forward and expect every process to make the same calls, and the calls here depend on the batch."""
+        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        return self.share_prefixes and not sharded
+
     def _completion_logps(self, model, batch) -> torch.Tensor:
         """Per-token log-probs of the batch's completions [rows, completion width], by TRL's fused log-prob forward.
         Each prompt prefix that rows share (a member's system prompt) goes through the model once, gradient
-        included (fastslow.shared_prefix). Gradient checkpointing and DeepSpeed/FSDP, whose hooks expect one
-        forward per backward, keep TRL's whole-row pass."""
+        included (fastslow.shared_prefix); gradient checkpointing keeps TRL's whole-row pass. The choice depends on
+        settings, never on the batch: DDP broadcasts buffers in every forward, so all processes must make the same
+        calls, also one whose batch is a single row."""
         prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
         completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
         width = completion_ids.size(1)
-        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
-        plan = shared_prefix.plan_prefixes(prompts)
-        sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
-        if not (self.share_prefixes and plan.shared_rows) or sharded or self.args.gradient_checkpointing:
+        if not self._sharing or self.args.gradient_checkpointing:
             input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
             attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
             return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width)[0]
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
         with self.accelerator.autocast():
-            rows = shared_prefix.prefill(model, prompts, self._tokenizer.pad_token_id, plan)
+            rows = shared_prefix.prefill(model, prompts, self._tokenizer.pad_token_id)
             labels = torch.cat([torch.full_like(rows.uncached_ids, -100),  # only the completion tokens are scored
                                 completion_ids.masked_fill(completion_mask == 0, -100)], dim=1)
             out = shared_prefix.forward_rest(model, rows, completion_ids, completion_mask, labels=labels,
@@ -111,7 +117,8 @@ class FSTGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix).
         vLLM, continuous batching and images stay with TRL."""
-        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
+        if (not self._sharing or self.use_vllm or self.use_transformers_continuous_batching or images is not None
+                or multimodal_fields):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
         with (
@@ -123,7 +130,7 @@ class FSTGRPOTrainer(GRPOTrainer):
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
             new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id,
-                                                share=self.share_prefixes, generation_config=self.generation_config)
+                                                generation_config=self.generation_config)
         eos = set(self.eos_token_ids)
         completions = []
         for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
