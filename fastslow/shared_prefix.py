@@ -6,7 +6,7 @@ reference) over all those rows again. `plan_prefixes` groups rows by shared toke
 group's prefix once and copies its KV cache to the group's rows; the rest of each row (its problem, then its
 completion) runs on top of that cache, in `generate` for sampling or in the trainer's log-prob pass. Each row's
 tokens, positions and attention are those it has alone, so results are unchanged up to float rounding, gradients
-included (the copy is an index, whose backward sums the rows' gradients into the prefix). On the micro model, whose
+included (the copy is an index_select, whose backward sums the rows' gradients into the prefix). On the micro model, whose
 character-level prompts are mostly system prompt, prefill was ~60% of sampling time on 2 CPU cores.
 """
 
@@ -57,8 +57,8 @@ def plan_prefixes(prompts: Sequence[Sequence[int]], min_share: float = 0.5) -> P
     neighbours = [common_prefix(prompts[order[k - 1]], prompts[order[k]]) for k in range(1, n)]
     best, start_of, shared_of = [0] + [None] * n, [0] * (n + 1), [0] * (n + 1)
     for end in range(1, n + 1):  # the cheapest split of the first `end` rows, whose last group is [start, end)
-        shared = longest = total = lengths[end - 1]
-        shared -= 1
+        longest = total = lengths[end - 1]
+        shared = longest - 1
         for start in range(end - 1, -1, -1):
             if start < end - 1:
                 shared = min(shared, neighbours[start], lengths[start] - 1)
@@ -94,8 +94,8 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 def cache_kwarg(model: nn.Module) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); the name this version's forward takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft's forward takes **kwargs
-    base = getattr(base, "module", base)  # DDP
+    base = getattr(model, "module", model)  # DDP
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft's forward takes **kwargs
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

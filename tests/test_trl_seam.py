@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from doubles import ConstantRewardTask, ShortAnswerTask
 
@@ -19,10 +20,11 @@ def test_trl_version_is_the_pinned_one():
     assert trl.__version__ == "1.16.0"
 
 
-def make_learner(model_path, work_dir, task, problems: int, members: int, **rl) -> SlowLearner:
+def make_learner(model_path, work_dir, task, problems: int, members: int, lora: dict | None = None,
+                 **rl) -> SlowLearner:
     """A slow learner on the tiny model: G = 4 rollouts per problem, a constant learning rate."""
     config = parse_config({
-        "model": {"path": model_path, "max_new_tokens": 6},
+        "model": {"path": model_path, "max_new_tokens": 6, **({"lora": lora} if lora else {})},
         "loop": {"steps": 2, "problems_per_step": problems, "rollouts_per_problem": 4, "population_size": members},
         "rl": {"warmup_steps": 0, **rl},
     })
@@ -165,10 +167,11 @@ def test_a_step_where_no_problem_has_reward_variance_changes_nothing(tiny_model_
     assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))  # one zero-weight row ran
 
 
-def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_model_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lora", [None, {"r": 4}], ids=["full", "lora"])
+def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_model_path, tmp_path, monkeypatch, lora):
     """The update's log-probs run each shared system prompt once; values and gradients match TRL's pass."""
     task = ShortAnswerTask()
-    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2)
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, lora=lora)
     trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
     systems = ["Answer with the single word that the question asks for, in lower case.",
                "Think about the question, then give only the final short answer."]
@@ -195,7 +198,7 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
         model.zero_grad()
         logps = trainer._completion_logps(model, batch)
         (logps * real * torch.linspace(0.5, 1.5, logps.shape[1])).sum().backward()
-        results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
     assert len(prefills) == 1  # the shared pass ran once, the whole-row pass never
     (shared_logps, shared_grads), (whole_logps, whole_grads) = results
     # TRL's pass counts left pads in the positions and ours does not; RoPE is relative, but its angles are float32,

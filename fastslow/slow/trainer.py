@@ -10,8 +10,12 @@ through peft, the optimizer and the scheduler. We keep three things in our hands
    all tokens of the batch).
 Problems whose G rewards are all equal carry no gradient, so their rows leave the batch before the reference
 and policy passes (TRL would run both over every row): on the micro task that is most of an update's cost.
-Private TRL seams used (trl pinned, tests/test_trl_seam.py): `_generate_and_score_completions` (and that it
-reads `self.beta` to decide on reference log-probs), `_compute_loss`, `_get_per_token_logps_and_entropies`.
+Every row's prompt starts with a member's system prompt, so sampling and both passes run each shared prefix once
+(fastslow.shared_prefix).
+Private TRL seams used (trl pinned, tests/test_trl_seam.py, tests/test_shared_prefix.py):
+`_generate_and_score_completions` (and that it reads `self.beta` to decide on reference log-probs),
+`_generate_single_turn`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the `fused_lm_head` forward
+TRL patches into the model.
 """
 
 from __future__ import annotations
