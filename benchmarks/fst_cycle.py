@@ -2,10 +2,11 @@
 GEPA with the default budget (5 passes over the 96-problem anchor set), reflection by the micro model itself.
 Prints a table of seconds per phase (target from issue #3: the whole cycle <= 60 s on 2 CPU cores).
 
-    python benchmarks/fst_cycle.py [--task strings] [--threads 2] [--proposals 1 8] [--bf16]
+    python benchmarks/fst_cycle.py [--task strings] [--threads 2] [--proposals 1 4 8] [--bf16]
 
-`--proposals` compares GEPA proposals per iteration (gepa.proposals_per_iteration): with more than one, an
-iteration's rollouts and reflection calls go out as one batched generation each.
+`--proposals` compares GEPA proposals per iteration (gepa.proposals_per_iteration; default 4, as in the micro
+presets and the demo; the library's default is GEPA's 1): with more than one, an iteration's rollouts and
+reflection calls go out as one batched generation each.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main() -> None:
     parser.add_argument("--task", default="strings")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-passes", type=float, default=5.0)
-    parser.add_argument("--proposals", type=int, nargs="+", default=[1])
+    parser.add_argument("--proposals", type=int, nargs="+", default=[4])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (rl.bf16), for CPUs with bf16 instructions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
