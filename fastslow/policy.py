@@ -87,7 +87,7 @@ def generate(
     batch_size: int = 64,
 ) -> list[str]:
     """Sample one completion per conversation, batched; rows that share a prefix (a system prompt) are batched
-    together and the prefix is computed once (fastslow.sampling). temperature 0 means greedy."""
+    together and the prefix is computed once (fastslow.shared_prefix). temperature 0 means greedy."""
     was_training = model.training
     model.eval()
     prompts = [

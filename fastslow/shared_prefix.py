@@ -6,8 +6,8 @@ reference) over all those rows again. `plan_prefixes` groups rows by shared toke
 group's prefix once and copies its KV cache to the group's rows; the rest of each row (its problem, then its
 completion) runs on top of that cache, in `generate` for sampling or in the trainer's log-prob pass. Each row's
 tokens, positions and attention are those it has alone, so results are unchanged up to float rounding, gradients
-included (the copy is an index_select, whose backward sums the rows' gradients into the prefix). On the micro model, whose
-character-level prompts are mostly system prompt, prefill was ~60% of sampling time on 2 CPU cores.
+included (the copy is an index_select, whose backward sums the rows' gradients into the prefix). On the micro
+model, whose character-level prompts are mostly system prompt, prefill was ~60% of sampling time on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class Prefilled:
         return self.input_ids[:, self.cached :]
 
 
-def prefill(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, plan: PrefixPlan | None = None) -> Prefilled:
+def prefill(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int,
+            plan: PrefixPlan | None = None) -> Prefilled:
     """Run each group's shared prefix through `model` once (with gradient if enabled) and copy its cache to the
     group's rows."""
     from transformers import DynamicCache

@@ -1,8 +1,10 @@
 """Test helper: under DDP, the update's gradient with shared prompt prefixes (two forwards per backward: prefixes,
 then rests) equals the gradient of TRL's whole-row pass, and a process holding a single row does not hang the
-others. Each process builds its own batch; DDP averages the gradients. From the repository root, on CPU (tests/test_shared_prefix.py) or GPUs (benchmarks/gpu_ddp.sh):
+others. Each process builds its own batch; DDP averages the gradients. From the repository root, on CPU
+(tests/test_shared_prefix.py) or GPUs (benchmarks/gpu_ddp.sh):
 
-    PYTHONPATH=tests ACCELERATE_USE_CPU=1 python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_shared_prefix_worker.py
+    PYTHONPATH=tests ACCELERATE_USE_CPU=1 python -m torch.distributed.run --standalone --nproc_per_node 2 \
+        tests/ddp_shared_prefix_worker.py
 """
 
 import tempfile

@@ -175,7 +175,8 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
     trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
     systems = ["Answer with the single word that the question asks for, in lower case.",
                "Think about the question, then give only the final short answer."]
-    prompts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False, add_generation_prompt=True)
+    prompts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False,
+                                             add_generation_prompt=True)
                for p in task.problems("train", 3, 0) for system in systems for _ in range(2)]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     plan = shared_prefix.plan_prefixes(prompt_ids)

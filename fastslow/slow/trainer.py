@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 from accelerate.utils import DistributedType
+from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
@@ -92,7 +92,8 @@ class FSTGRPOTrainer(GRPOTrainer):
     @property
     def _sharing(self) -> bool:
         """Whether shared prompt prefixes run once. Not under DeepSpeed or FSDP: their hooks gather weights in each
-        forward and expect every process to make the same calls, and the calls here depend on the batch."""
+        forward and expect every process to make the same calls, and sampling makes one call more when its batch
+        shares a prefix."""
         sharded = self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
         return self.share_prefixes and not sharded
 
