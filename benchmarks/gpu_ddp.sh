@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of `accelerate launch` with 2 processes (one per GPU) on a tiny random model, rl and fst modes, and rl
 # on a task where no problem has reward variance (every process trains on one zero-weight row and must not hang);
-# then, under DDP on the GPUs, the update's gradient with shared prompt prefixes against TRL's whole-row pass.
+# then, under DDP on the GPUs, the update's gradient with shared prompt prefixes against TRL's whole-row pass
+# (full fine-tuning and LoRA).
 # Device tool: kind nvidia-h100-x2, carry [".whl"], command: bash benchmarks/gpu_ddp.sh
 set -uo pipefail
 source benchmarks/device_setup.sh
@@ -25,6 +26,8 @@ YAML
   (cd tests && timeout 240 python3 -m accelerate.commands.launch --num_processes 2 --multi_gpu -m fastslow run /tmp/ddp_$name.yaml) 2>&1 | grep -v Warning | tail -8
   echo "== $name exit ${PIPESTATUS[0]}"; wc -l /tmp/runs/ddp-$name/metrics.jsonl; tail -1 /tmp/runs/ddp-$name/metrics.jsonl | cut -c1-400
 done
-(timeout 240 python3 -m accelerate.commands.launch --num_processes 2 --multi_gpu tests/ddp_shared_prefix_worker.py) 2>&1 \
-  | grep -v Warning | grep -v "Loading weights" | tail -4
-echo "== shared-prefix gradient check exit ${PIPESTATUS[0]}"
+for flags in "" --lora; do
+  (timeout 240 python3 -m accelerate.commands.launch --num_processes 2 --multi_gpu tests/ddp_shared_prefix_worker.py \
+    $flags) 2>&1 | grep -v Warning | grep -v "Loading weights" | tail -4
+  echo "== shared-prefix gradient check $flags exit ${PIPESTATUS[0]}"
+done

@@ -4,9 +4,10 @@ others. Each process builds its own batch; DDP averages the gradients. From the 
 (tests/test_shared_prefix.py) or GPUs (benchmarks/gpu_ddp.sh):
 
     PYTHONPATH=tests ACCELERATE_USE_CPU=1 python -m torch.distributed.run --standalone --nproc_per_node 2 \
-        tests/ddp_shared_prefix_worker.py
+        tests/ddp_shared_prefix_worker.py [--lora]
 """
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from fastslow.policy import chat_messages
 def main() -> None:
     task = ShortAnswerTask()
     model_dir = Path(tempfile.gettempdir()) / "tiny-shared-prefix"
-    learner = make_learner(str(build_tiny_model(model_dir)), Path(tempfile.mkdtemp()), task, problems=2, members=2)
+    lora = {"r": 4} if "--lora" in sys.argv else None
+    learner = make_learner(str(build_tiny_model(model_dir)), Path(tempfile.mkdtemp()), task, problems=2, members=2,
+                           lora=lora)
     trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
     rank, device = trainer.accelerator.process_index, trainer.accelerator.device
     systems = [f"Answer in lower case, process {rank}.", f"Give only the short final answer, process {rank}."]
@@ -42,7 +45,7 @@ def main() -> None:
         model.zero_grad()
         logps = trainer._completion_logps(model, batch)
         trainer.accelerator.backward((logps * batch["completion_mask"]).sum())
-        grads.append([p.grad.detach().clone() for p in model.parameters()])
+        grads.append([p.grad.detach().clone() for p in model.parameters() if p.requires_grad])
     worst = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) for a, b in zip(*grads))
     print(f"process {rank} of {trainer.accelerator.num_processes} ({type(model).__name__}): largest gradient "
           f"difference shared vs whole rows, relative to the tensor's scale: {worst:.2e}", flush=True)

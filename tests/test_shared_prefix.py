@@ -132,13 +132,14 @@ def test_a_model_that_ignores_the_cache_is_an_error_not_a_wrong_result():
 
 
 @pytest.mark.slow
-def test_under_ddp_the_shared_pass_gives_the_whole_row_gradient(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--lora"]], ids=["full", "lora"])
+def test_under_ddp_the_shared_pass_gives_the_whole_row_gradient(tmp_path, flags):
     """Two CPU processes (gloo): DDP sees two forwards (prefixes, then rests) before one backward."""
     root = Path(__file__).parent.parent
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(root / "tests" / "ddp_shared_prefix_worker.py")],
+                           str(root / "tests" / "ddp_shared_prefix_worker.py"), *flags],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("of 2 (DistributedDataParallel)") == 2  # both processes compared (lines may interleave)
