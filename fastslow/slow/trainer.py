@@ -110,7 +110,8 @@ class FSTGRPOTrainer(GRPOTrainer):
             input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
             attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
             return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, width)[0]
-        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
+        host_ids, host_mask = prompt_ids.cpu(), prompt_mask.bool().cpu()  # one device sync, not one per row
+        prompts = [ids[mask].tolist() for ids, mask in zip(host_ids, host_mask)]
         with self.accelerator.autocast():
             rows = shared_prefix.prefill(model, prompts, self._tokenizer.pad_token_id)
             labels = torch.cat([torch.full_like(rows.uncached_ids, -100),  # only the completion tokens are scored
