@@ -134,21 +134,14 @@ def completion_token_stats(
     ]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
-    width = max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
     length = max(len(c) for c in completion_ids)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        seq = p + c
-        input_ids[i, width - len(seq) :] = torch.tensor(seq)  # left padding: completions end at the right edge
-        attention[i, width - len(seq) :] = 1
+    # left padding: every completion ends at the right edge
+    input_ids, attention = shared_prefix.left_pad([p + c for p, c in zip(prompt_ids, completion_ids)],
+                                                  tokenizer.pad_token_id)
     device = next(model.parameters()).device
     logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
     log_probs = torch.log_softmax(logits[:, -length - 1 : -1], dim=-1)  # position t predicts token t+1
     targets = input_ids[:, -length:].to(device)
     token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    mask = torch.zeros((len(prompts), length), device=device)
-    for i, c in enumerate(completion_ids):
-        mask[i, length - len(c) :] = 1
+    mask = shared_prefix.left_pad(completion_ids, tokenizer.pad_token_id, width=length)[1].float().to(device)
     return token_logps, log_probs, mask

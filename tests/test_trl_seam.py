@@ -183,11 +183,11 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
     assert len(plan.groups) == 2 and plan.shared_rows == 12  # one group per system prompt
     generator = torch.Generator().manual_seed(0)
     completions = [torch.randint(5, 40, (n,), generator=generator).tolist() for n in (3, 5, 1, 4, 5, 2) * 2]
-    batch = {"prompt_ids": shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)[0],
-             "prompt_mask": shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)[1]}
-    right = [c[::-1] for c in completions]  # completions are right-padded: pad the reversed rows on the left, flip
-    batch["completion_ids"] = shared_prefix.left_pad(right, tokenizer.pad_token_id)[0].flip(1)
-    batch["completion_mask"] = shared_prefix.left_pad(right, tokenizer.pad_token_id)[1].flip(1)
+    prompt_ids, prompt_mask = shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)
+    # completions are right-padded: pad the reversed rows on the left, then flip
+    completion_ids, completion_mask = shared_prefix.left_pad([c[::-1] for c in completions], tokenizer.pad_token_id)
+    batch = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+             "completion_ids": completion_ids.flip(1), "completion_mask": completion_mask.flip(1)}
     real = batch["completion_mask"].bool()
 
     prefills = []
