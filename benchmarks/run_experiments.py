@@ -24,10 +24,11 @@ ORDER = ["efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", 
 
 
 def command(name: str, args, workers: int | None) -> list[str]:
-    return [sys.executable, "-c", "import sys; from fastslow.experiments import run_experiment as r; "
+    return [sys.executable, "-c", "import sys; from fastslow.cli import parse_overrides; "
+            "from fastslow.experiments import run_experiment as r; "
             "r(sys.argv[1], sys.argv[2] or None, seeds=int(sys.argv[3]), preset=sys.argv[4], out=sys.argv[5], "
-            "workers=int(sys.argv[6]) if sys.argv[6] else None)", name, args.config or "", str(args.seeds),
-            args.preset, str(args.out), str(workers or "")]
+            "workers=int(sys.argv[6]) if sys.argv[6] else None, overrides=parse_overrides(sys.argv[7:]))",
+            name, args.config or "", str(args.seeds), args.preset, str(args.out), str(workers or ""), *args.set]
 
 
 def start(name: str, args, cores: list[int], workers: int | None) -> subprocess.Popen:
@@ -44,6 +45,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the experiments' own)")
     parser.add_argument("--collect", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="run only these experiments")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a run config field in every run, e.g. --set loop.rollout_allocation=signal")
     args = parser.parse_args()
     wanted = set(args.only or ORDER)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -87,11 +87,21 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
                         TextColumn("{task.description}"), console=console)
     bar = progress.add_task("", total=cfg.loop.steps, name=f"{cfg.name} ({cfg.mode})")
     last_eval: dict[str, Any] = {}
+    cycle_rows: list[dict[str, Any]] = []
 
     def observe(row: dict[str, Any]) -> None:
+        from fastslow.stats import starvation_warning, starved_cycles
+
         progress.start()
         if row.get("val_accuracy") is not None:
             last_eval.update(row)
+        if cycle_rows and row["cycle"] != cycle_rows[-1]["cycle"]:
+            cycle_rows.clear()
+        cycle_rows.append(row)
+        if row["step"] == cfg.loop.steps or row["step"] % cfg.loop.steps_per_cycle == 0:  # the cycle's last step
+            warning = starvation_warning(starved_cycles(cycle_rows))
+            if warning:
+                progress.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         progress.update(bar, completed=row["step"], description=(
             f"cycle {row['cycle']}  reward {fmt(row.get('reward_mean'))}  "
             f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"))
@@ -134,11 +144,13 @@ def experiment(
     preset: Annotated[str, typer.Option(help="small (2 CPU cores, <= 15 min) or full (GPU machine)")] = "small",
     out: Annotated[Path | None, typer.Option(help="experiment directory")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel runs (processes)")] = None,
+    set_: Overrides = None,
 ) -> None:
-    """One of the paper's measurements: runs, a markdown table, plots and report.html."""
+    """One of the paper's measurements: runs, a markdown table, plots and report.html. --set applies to every run."""
     from fastslow.experiments import run_experiment
 
-    path = run_experiment(name, config, seeds=seeds, preset=preset, out=out, workers=workers)
+    path = run_experiment(name, config, seeds=seeds, preset=preset, out=out, workers=workers,
+                          overrides=parse_overrides(set_))
     console.print(f"experiment: {path}")
 
 

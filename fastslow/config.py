@@ -53,6 +53,12 @@ class LoopConfig(Section):
     population_size: int = Field(4, gt=0, description="K: prompts in the population")
     rollouts_per_problem: int = Field(8, gt=1, description="G: rollouts per problem, split G/K per prompt")
     problems_per_step: int = Field(32, gt=0, description="problems in one RL batch")
+    rollout_allocation: Literal["even", "signal"] = Field(
+        "even", description="even: G/K rollouts per member (the paper); signal: one each, the rest in proportion "
+        "to the within-prompt reward variance each member's rollouts showed in the last slow phase")
+    keep_signal_member: bool = Field(
+        False, description="keep the member with the most within-prompt reward variance (at first the seed "
+        "prompt) in the population, whatever its rank on GEPA's front")
 
 
 class RLConfig(Section):

@@ -141,7 +141,8 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                                       minibatch_size=config.gepa.reflection_minibatch_size,
                                       proposals_per_iteration=config.gepa.proposals_per_iteration,
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
-                                      work_dir=work_dir, rescore_population=config.gepa.rescore_population)
+                                      work_dir=work_dir, rescore_population=config.gepa.rescore_population,
+                                      keep_signal_member=config.loop.keep_signal_member)
             if processes.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
             population = fast.population
@@ -156,15 +157,17 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                                          reflection_failures=fast.reflection_failures)
 
         # --- slow phase: T RL steps with the population frozen ---
+        measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
         for step in plan.cycle_steps(cycle, last_step):
             batch = plan.batch(step)
             row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
             if learner is not None:
                 stats = learner.step(batch, population)
                 counters["rl_rollouts"] += stats.rollouts
-                row |= {"reward_mean": stats.reward_mean, "seconds_generate": stats.seconds_generate,
-                        "seconds_score": stats.seconds_score, "seconds_update": stats.seconds_update,
-                        "kept_problems": stats.kept_problems, "loss": stats.loss}
+                row |= stats.metrics()
+                for member_id, variance in stats.member_signal.items():
+                    if variance is not None:
+                        measured.setdefault(member_id, []).append(variance)
             else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
                 scores = population[0].scores
                 row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch), "seconds_update": 0.0}
@@ -175,6 +178,10 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
             if is_main and (step % config.eval.every == 0 or step == last_step):
                 row |= evaluation(step)
             log(row)
+
+        for member in population:  # what the weights could learn under each prompt, for the next selection
+            if member.id in measured:
+                member.signal = sum(measured[member.id]) / len(measured[member.id])
 
         # --- checkpoint at the cycle boundary ---
         if is_main:

@@ -69,6 +69,29 @@ def chat_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": user}]
 
 
+class EntropyRecorder:
+    """A logits processor that records the policy's next-token entropy (nats) at every sampling step, for every row.
+
+    transformers runs user processors before its temperature and top-p warpers, so this is the entropy of π_θ
+    itself, the quantity the paper reports, at the positions the rollout actually visited. It costs one softmax
+    per step and keeps one float per row and step, never the logits."""
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(scores.float(), dim=-1)
+        self.steps.append(-(log_p.exp() * log_p).nan_to_num().sum(dim=-1))
+        return scores
+
+    def row_sums(self, lengths: Sequence[int]) -> list[float]:
+        """Each row's summed entropy over its first `lengths[row]` sampled tokens."""
+        if not self.steps:
+            return [0.0] * len(lengths)
+        per_step = torch.stack(self.steps, dim=1).cpu()  # [rows, steps]
+        return [float(per_step[row, :n].sum()) for row, n in enumerate(lengths)]
+
+
 @dataclass
 class Sampling:
     max_new_tokens: int = 64

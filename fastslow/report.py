@@ -297,6 +297,61 @@ def plot_entropy(runs: Sequence[Run]) -> Figure | None:
     return fig
 
 
+def plot_signal(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = figure("Where the RL signal comes from", "RL step", "share")
+    drawn = False
+    for i, run in enumerate(runs):
+        x, y = run.series("step", "within_prompt_signal")
+        if not len(x):
+            continue
+        ax.plot(x, y, color=_color(i), marker="o", markersize=3, label=run.label)
+        xv, yv = run.series("step", "within_prompt_variance_share")
+        ax.plot(xv, yv, color=_color(i), linestyle=":", alpha=0.7)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(title="solid: kept problems varying within a member · dotted: within-member share of reward variance",
+              fontsize=8, title_fontsize=7)
+    return fig
+
+
+def plot_member_entropy(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = figure("Entropy of the RL rollouts, by member", "RL step", "entropy, nats/token (log scale)")
+    drawn = False
+    for i, run in enumerate(runs):
+        rows = [r for r in run.measured("member_entropy") if any(v is not None for v in r["member_entropy"].values())]
+        if not rows:
+            continue
+        x = np.array([r["step"] for r in rows], dtype=float)
+        values = [[v for v in r["member_entropy"].values() if v is not None] for r in rows]
+        low, high = np.array([min(v) for v in values]), np.array([max(v) for v in values])
+        ax.plot(x, [float(np.mean(v)) for v in values], color=_color(i), linewidth=2, label=run.label)
+        ax.fill_between(x, np.maximum(low, 1e-6), np.maximum(high, 1e-6), color=_color(i), alpha=0.15)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_yscale("log")
+    ax.legend(title="line: mean over members · band: most to least certain member", fontsize=8, title_fontsize=8)
+    return fig
+
+
+def plot_grad_norm(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = figure("Policy gradient norm (before clipping)", "RL step", "gradient norm (log scale)")
+    drawn = False
+    for i, run in enumerate(runs):
+        x, y = run.series("step", "grad_norm")
+        if not len(x):
+            continue
+        ax.plot(x, np.maximum(y, 1e-12), color=_color(i), marker="o", markersize=3, label=run.label)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def seconds_per_step(run: Run) -> dict[str, float]:
     """Mean seconds per RL step spent in each phase (reflection is once a cycle, spread over its steps)."""
     steps = max((row.get("step") or 0 for row in run.rows), default=0)
@@ -332,6 +387,10 @@ PLOTS: list[tuple[str, str, Callable[[Sequence[Run]], Figure | None]]] = [
     ("reward.png", "Training reward vs all rollouts spent (RL + GEPA scoring)", plot_reward),
     ("kl_vs_accuracy.png", "KL to the base model at each checkpoint vs its validation accuracy", plot_kl),
     ("entropy.png", "Policy entropy vs RL step", plot_entropy),
+    ("rl_signal.png", "Share of kept problems whose rewards vary within one member's rollouts (the signal the weights "
+     "learn from), and the within-member share of reward variance", plot_signal),
+    ("member_entropy.png", "Token entropy of each step's RL rollouts, per member", plot_member_entropy),
+    ("grad_norm.png", "Policy gradient norm before clipping, per RL step", plot_grad_norm),
     ("seconds_per_phase.png", "Wall-clock seconds per RL step, split by phase", plot_phases),
 ]
 
@@ -399,6 +458,8 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequ
                        "</figure>")
 
     comparisons = _comparison_rows(runs)
+    warnings = [f"{run.label}: {text}" for run in runs if (text := stats.starvation_warning(stats.starved_cycles(run.rows)))]
+    notes = [*(notes or []), *warnings]
     sections = [
         "<h1>fastslow report</h1>",
         f"<p class=muted>{datetime.now():%Y-%m-%d %H:%M} · {len(runs)} run(s): "

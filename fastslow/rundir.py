@@ -21,7 +21,8 @@ from fastslow.fast.population import Member
 METRIC_KEYS = (
     "step", "cycle", "mode", "samples", "rl_rollouts", "fast_rollouts", "reward_mean", "val_accuracy",
     "val_accuracy_seed_prompt", "kl_base", "entropy", "seconds_generate", "seconds_score", "seconds_reflect",
-    "seconds_update", "reflection_failed", "best_prompt_id", "wall_time",
+    "seconds_update", "reflection_failed", "best_prompt_id", "wall_time", "kept_problems", "loss", "grad_norm",
+    "within_prompt_signal", "within_prompt_variance_share", "member_entropy",
 )
 
 

@@ -320,3 +320,31 @@ def normalise_stages(accuracy: Sequence[float], stage_boundaries: Sequence[float
     reference = peaks[_stage_index(x, stage_boundaries)]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(reference > 0, acc / reference, np.nan)
+
+
+# ---------------------------------------------------------------- a slow phase without signal
+
+STARVED_SIGNAL = 0.05  # a cycle whose kept problems vary within a member's rollouts this rarely teaches the weights ~nothing
+
+
+def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL) -> dict[int, float]:
+    """Cycles whose RL steps trained on (almost) no within-prompt signal: cycle -> the mean over its steps of
+    `within_prompt_signal` (a step that kept no problem counts 0). Under such a cycle's prompts the policy answers
+    each problem the same way every time; rewards may still differ between members, but the gradient of a
+    near-certain completion's log-probability is near zero, so the weights barely move."""
+    by_cycle: dict[int, list[float]] = {}
+    for row in rows:
+        if row.get("step") and "within_prompt_signal" in row and row.get("kept_problems") is not None:  # RL steps
+            by_cycle.setdefault(row["cycle"], []).append(row["within_prompt_signal"] or 0.0)
+    means = {cycle: sum(v) / len(v) for cycle, v in by_cycle.items()}
+    return {cycle: mean for cycle, mean in means.items() if mean <= threshold}
+
+
+def starvation_warning(cycles: dict[int, float]) -> str | None:
+    """One plain sentence about `starved_cycles`, or None."""
+    if not cycles:
+        return None
+    listed = ", ".join(f"{c} ({m:.0%})" for c, m in sorted(cycles.items()))
+    return (f"cycle(s) {listed} trained on almost no within-prompt signal (share of kept problems whose rewards varied "
+            "within one member's rollouts): under these prompts the policy is near-certain, so the weights barely "
+            "learn. Try loop.rollout_allocation: signal and loop.keep_signal_member: true (docs/DESIGN.md).")

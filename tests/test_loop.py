@@ -1,6 +1,7 @@
 """End to end: two cycles of each mode on a tiny random model with a scripted reflection LM; resume after SIGKILL."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -77,6 +78,11 @@ def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
     else:
         assert metrics[-1]["rl_rollouts"] == 4 * 4 * 4
         assert metrics[-1]["kl_base"] > 0
+        for row in metrics[1:]:  # where each step's signal came from (docs/RUNDIR.md)
+            assert math.isfinite(row["grad_norm"]) and row["grad_norm"] >= 0
+            assert row["member_entropy"] and all(math.isfinite(h) and h >= 0 for h in row["member_entropy"].values())
+            assert set(row["member_entropy"]) <= {m for m in row["member_signal"]}
+            assert row["within_prompt_signal"] is None or 0 <= row["within_prompt_signal"] <= 1
     if mode == "rl":
         assert reflection.prompts == [] and not (Path(path) / "population" / "cycle-0.json").exists()
         assert metrics[-1]["fast_rollouts"] == 0

@@ -86,3 +86,28 @@ def test_kl_and_entropy_are_the_exact_per_token_values(tmp_path):
     expected_entropy = float(-(p * p.log()).sum())
     assert math.isclose(kl, expected_kl, rel_tol=1e-5)
     assert math.isclose(entropy, expected_entropy, rel_tol=1e-5)
+
+
+def test_reward_signal_splits_kept_problems_by_where_their_rewards_vary():
+    from fastslow.slow.objective import reward_signal
+
+    members = torch.tensor([0, 0, 1, 1])  # G=4: slots 0, 1 under member 0; slots 2, 3 under member 1
+    rewards = torch.tensor([
+        [1.0, 1.0, 0.0, 0.0],  # varies only between members
+        [1.0, 0.0, 1.0, 1.0],  # varies within member 0
+        [0.0, 0.0, 0.0, 0.0],  # dropped: no variance at all
+    ])
+    signal = reward_signal(rewards, members)
+    assert signal["within_prompt_signal"] == 0.5  # 1 of the 2 kept problems
+    # within-member sums of squares: 0 + (0.5 for [1, 0]); around the group mean: 1.0 + 0.75
+    assert math.isclose(signal["within_prompt_variance_share"], 0.5 / 1.75, rel_tol=1e-6)
+    none_kept = reward_signal(torch.zeros(2, 4), members)
+    assert none_kept == {"within_prompt_signal": None, "within_prompt_variance_share": None}
+
+
+def test_within_prompt_variance_averages_per_problem_sample_variances():
+    from fastslow.slow.objective import within_prompt_variance
+
+    # [1, 0]: variance 0.5; [1, 1, 1]: 0; [0.5]: one reward, left out
+    assert math.isclose(within_prompt_variance([[1.0, 0.0], [1.0, 1.0, 1.0], [0.5]]), 0.25)
+    assert within_prompt_variance([[1.0], []]) is None

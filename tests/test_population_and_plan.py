@@ -70,3 +70,44 @@ def test_data_plan_rejects_too_few_problems_and_duplicate_ids():
         DataPlan(problems(2), problems_per_step=3, steps_per_cycle=2)
     with pytest.raises(FastSlowError, match="unique"):
         DataPlan(problems(3) + problems(3), problems_per_step=3, steps_per_cycle=2)
+
+
+def test_signal_allocation_gives_each_member_one_rollout_and_the_rest_by_measured_variance():
+    locked = [Member("a", "A", signal=0.0), Member("b", "B", signal=0.0), Member("seed", "S", signal=0.2)]
+    # G=8: one each (3), the other 5 all to the only member whose rewards varied
+    assert [m.id for m in assign_prompts(locked, 8, "signal")] == ["a", "b"] + ["seed"] * 6
+    mixed = [Member("a", "A", signal=0.3), Member("b", "B", signal=0.1), Member("c", "C"), Member("d", "D", signal=0.0)]
+    # the unmeasured c counts as the mean of the measured (0.4 / 3): shares of the 4 spare slots are
+    # 4 * (0.3, 0.1, 0.1333, 0) / 0.5333 = 2.25, 0.75, 1.0, 0 -> 1 + (2, 0, 1, 0), and the one left goes to the
+    # largest remainder (b's 0.75)
+    counts = [m.id for m in assign_prompts(mixed, 8, "signal")]
+    assert counts == ["a", "a", "a", "b", "b", "c", "c", "d"]
+    # nothing measured, or no variance anywhere: the paper's even split
+    even = [Member(f"p{i}", f"t{i}") for i in range(4)]
+    assert [m.id for m in assign_prompts(even, 8, "signal")] == [m.id for m in assign_prompts(even, 8)]
+    flat = [Member(f"p{i}", f"t{i}", signal=0.0) for i in range(4)]
+    assert [m.id for m in assign_prompts(flat, 8, "signal")] == ["p0", "p1", "p2", "p3"] * 2
+
+
+def test_signal_member_is_the_seed_until_measured_then_the_most_variable_member():
+    from fastslow.fast.population import signal_member
+
+    unmeasured = [member(0, [1, 1, 1, 1]), Member("seed", "S")]
+    assert signal_member(unmeasured) == 1
+    measured = [Member("a", "A", signal=0.0), Member("seed", "S", signal=0.05), Member("c", "C", signal=0.2)]
+    assert signal_member(measured) == 2
+    assert signal_member([Member("a", "A", signal=0.0), Member("seed", "S", signal=0.0)]) is None
+
+
+def test_top_k_keeps_the_signal_member_whatever_its_rank():
+    candidates = [member(0, [1, 0, 0, 0]), member(1, [0, 1, 1, 0]), member(2, [0.5, 0.5, 0.5, 0.9]),
+                  member(3, [0, 0, 0, 0])]  # m3 wins nothing and has the lowest mean
+    front = {"a": {0}, "b": {1}, "c": {1}, "d": {2}}
+    assert "m3" not in {m.id for m in top_k_from_front(candidates, front, k=2)}
+    kept = top_k_from_front(candidates, front, k=2, keep=3)
+    assert {m.id for m in kept} == {"m3", "m1"}  # the kept one, then the front's best
+
+
+def test_member_signal_survives_the_checkpoint_format():
+    m = Member("c0-1", "text", "seed", {"q": 1.0}, signal=0.125)
+    assert Member.from_json(m.to_json()) == m

@@ -143,3 +143,18 @@ def test_steps_until_nonzero_finds_the_first_rewarded_step():
     assert stats.steps_until_nonzero(steps, [0, 0, 0, 0.1, 0.2]) == 30.0
     assert stats.steps_until_nonzero(steps, [0, 0.01, 0, 0.1, 0.2], threshold=0.05) == 30.0
     assert stats.steps_until_nonzero(steps, [0, 0, 0, 0, 0]) is None
+
+
+def test_starved_cycles_flag_cycles_that_trained_on_almost_no_within_prompt_signal():
+    from fastslow.stats import starvation_warning, starved_cycles
+
+    rows = [{"step": 0, "cycle": 0, "kept_problems": None, "within_prompt_signal": None},  # evaluation only
+            {"step": 1, "cycle": 0, "kept_problems": 5, "within_prompt_signal": 0.4},
+            {"step": 2, "cycle": 0, "kept_problems": 0, "within_prompt_signal": None},  # nothing kept: counts 0
+            {"step": 3, "cycle": 1, "kept_problems": 9, "within_prompt_signal": 0.0},
+            {"step": 4, "cycle": 1, "kept_problems": 0, "within_prompt_signal": None},
+            {"step": 5, "cycle": 2, "kept_problems": None, "within_prompt_signal": None}]  # gepa mode: no RL step
+    assert starved_cycles(rows) == {1: 0.0}  # cycle 0 averages 0.2
+    assert "cycle(s) 1 (0%)" in starvation_warning(starved_cycles(rows))
+    assert starvation_warning({}) is None
+    assert starved_cycles([{"step": 1, "cycle": 0, "kept_problems": 3}]) == {}  # a run from before the metric

@@ -207,3 +207,32 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
     assert torch.allclose(shared_logps[real], whole_logps[real], atol=1e-4)
     assert all((a - b).abs().max() <= 1e-4 * b.abs().max() for a, b in zip(shared_grads, whole_grads))
     assert any(g.abs().sum() > 0 for g in shared_grads)
+
+
+def test_a_step_reports_where_its_signal_comes_from(tiny_model_path, tmp_path, monkeypatch):
+    """within_prompt_signal, member_signal, member_entropy and grad_norm of one step, on scripted rewards. G=4 over
+    two members: slots 0 and 2 are member a's, 1 and 3 member b's."""
+    task = ShortAnswerTask()
+    # problem 0 varies only between the members; problem 1 varies within member a's rollouts (1, 0)
+    script_rewards(monkeypatch, lambda rows: [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=2, members=2, learning_rate=1e-3)
+    problems = task.problems("train", 2, 0)
+    a = Member("a", "Prompt A.", scores={problems[0].id: 1.0, problems[1].id: 1.0})  # the fast phase's rollouts
+    stats = learner.step(problems, [a, Member("b", "Prompt B.")])
+    assert stats.kept_problems == 2 and stats.within_prompt_signal == 0.5
+    # a: problem 0 rewards (1 [fast phase], 1, 1) -> 0, problem 1 (1, 1, 0) -> 1/3; b: (0, 0) -> 0, (1, 1) -> 0
+    assert math.isclose(stats.member_signal["a"], 1 / 6, rel_tol=1e-6) and stats.member_signal["b"] == 0.0
+    assert set(stats.member_entropy) == {"a", "b"} and all(0 < h < math.log(200) for h in stats.member_entropy.values())
+    assert stats.grad_norm > 0
+    assert {"within_prompt_signal", "member_entropy", "member_signal", "grad_norm"} <= set(stats.metrics())
+
+
+def test_entropy_recorder_measures_each_rows_next_token_entropy():
+    from fastslow.policy import EntropyRecorder
+
+    recorder = EntropyRecorder()
+    uniform, certain = torch.zeros(1, 4), torch.tensor([[0.0, -1e9, -1e9, -1e9]])
+    recorder(None, torch.cat([uniform, certain]))  # step 1: row 0 uniform over 4 tokens, row 1 certain
+    recorder(None, torch.cat([certain, uniform]))  # step 2
+    sums = recorder.row_sums([2, 1])  # row 1 ended after its first token
+    assert math.isclose(sums[0], math.log(4), rel_tol=1e-6) and math.isclose(sums[1], 0.0, abs_tol=1e-6)

@@ -13,6 +13,7 @@ import importlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,14 +44,21 @@ def read_config_file(path: Path) -> tuple[dict, dict]:
     return data, section
 
 
+def _yaml_value(value: Any) -> str:
+    """A value as --set reads it back (YAML, one line)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, preset: str = "small",
                    out: Path | None = None, workers: int | None = None, *,
+                   overrides: dict[str, Any] | None = None,
                    reflection_lm: Callable[[str], str] | None = None) -> Path:
     """Run experiment `name` and return its folder (`out/name`, out defaulting to experiments/<preset>).
 
     `config_path`: the base run config (model, task, reflection), plus an optional `experiment:` section of
     settings (see presets.SETTINGS); without it, the micro model and the experiment's default task.
-    The preset's sizes override the config's loop/eval/GEPA sizes. `reflection_lm` (a callable prompt -> text,
+    The preset's sizes override the config's loop/eval/GEPA sizes; `overrides` (dotted keys, the CLI's --set, e.g.
+    {"loop.rollout_allocation": "signal"}) apply last, to every run. `reflection_lm` (a callable prompt -> text,
     picklable when workers > 1) replaces config.reflection."""
     if name not in REGISTRY:
         raise FastSlowError(f"experiment: unknown experiment {name!r}; expected one of {', '.join(REGISTRY)}")
@@ -66,14 +74,15 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     settings = preset_table.experiment_settings(name, preset, from_config)
     if config_path is None and "task" in settings:
         base["task"] = copy.deepcopy(settings["task"])
-    for key, value in settings.pop("overrides").items():
+    for key, value in (settings.pop("overrides") | (overrides or {})).items():
         set_dotted(base, key, copy.deepcopy(value))
 
     out = Path(out) if out is not None else Path("experiments") / preset
     command = " ".join(["fastslow experiment", name]
                        + ([f"--config {shlex.quote(str(config_path))}"] if config_path else [])
                        + [f"--seeds {seeds}", f"--preset {preset}", f"--out {shlex.quote(str(out))}"]
-                       + ([f"--workers {workers}"] if workers else []))
+                       + ([f"--workers {workers}"] if workers else [])
+                       + [f"--set {shlex.quote(f'{key}={_yaml_value(value)}')}" for key, value in (overrides or {}).items()])
     experiment = Experiment(name, preset, seeds, out, base, settings, workers or default_workers(), command,
                             reflection_lm)
     return importlib.import_module(REGISTRY[name]).run(experiment)

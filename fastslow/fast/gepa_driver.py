@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gepa
@@ -19,7 +19,7 @@ from gepa.strategies.eval_policy import FullEvaluationPolicy
 from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutationSampling
 
 from fastslow.fast.adapter import COMPONENT, PolicyAdapter
-from fastslow.fast.population import Member, top_k_from_front
+from fastslow.fast.population import Member, signal_member, top_k_from_front
 from fastslow.fast.records import resolve_template
 from fastslow.tasks import Problem
 
@@ -99,9 +99,7 @@ class _QuietLogger:
 def rescore(population: Sequence[Member], anchors: Sequence[Problem], adapter: PolicyAdapter) -> list[Member]:
     """Every member's score on every anchor problem under the current weights (one batched generation)."""
     rollouts = iter(adapter.rollouts([(m.text, p) for m in population for p in anchors]))
-    return [
-        Member(m.id, m.text, m.parent, {p.id: next(rollouts).verdict.reward for p in anchors}) for m in population
-    ]
+    return [replace(m, scores={p.id: next(rollouts).verdict.reward for p in anchors}) for m in population]
 
 
 def _valset_evaluation(member: Member, anchors: Sequence[Problem]) -> ValsetEvaluation:
@@ -144,9 +142,11 @@ def run_fast_phase(
     seed: int = 0,
     work_dir: Path,
     rescore_population: bool = True,
+    keep_signal_member: bool = False,
 ) -> FastPhaseResult:
     """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
-    return the top-K of the per-instance Pareto front."""
+    return the top-K of the per-instance Pareto front (with `keep_signal_member`, always including the member the
+    weights learn most under: population.signal_member)."""
     needs_scores = rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
     carried = rescore(population, anchors, adapter) if needs_scores else list(population)
     rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
@@ -190,7 +190,8 @@ def run_fast_phase(
         )
     failed = reflection.calls > 0 and reflection.failures == reflection.calls
     front = {anchors[i].id: idxs for i, idxs in result.per_val_instance_best_candidates.items()}
-    new_population = carried if failed else top_k_from_front(members, front, population_size)
+    keep = signal_member(members) if keep_signal_member else None
+    new_population = carried if failed else top_k_from_front(members, front, population_size, keep)
     return FastPhaseResult(
         population=sorted(new_population, key=lambda m: -m.mean_score),
         metric_calls=result.total_metric_calls or 0,

@@ -49,3 +49,37 @@ def cispo_loss(
         delta = ref_logps - logps
         per_token = per_token + kl_coef * (torch.exp(delta) - delta - 1)
     return ((per_token * mask).sum(dim=1) * weights).sum()
+
+
+def reward_signal(rewards: torch.Tensor, member_of_slot: torch.Tensor) -> dict[str, float | None]:
+    """Where a step's learning signal comes from. rewards [groups, G]; member_of_slot [G]: which member made each
+    slot's rollout. Among kept problems (rewards vary over the G rollouts):
+    - `within_prompt_signal`: the share whose rewards vary within at least one member's rollouts. A problem whose
+      rewards differ only between members, each member's rollouts all alike, trains the weights only through
+      log-probs of completions the policy already makes with certainty under that member's prompt;
+    - `within_prompt_variance_share`: the within-member part of the kept problems' reward variance (sum of squares
+      around each member's mean over the sum around the group's mean); 1 - it is the between-member part.
+    Both None when no problem is kept."""
+    members = member_of_slot.unique()
+    kept = rewards.std(dim=1) > 0 if rewards.shape[1] > 1 else torch.zeros(rewards.shape[0], dtype=torch.bool)
+    if not kept.any():
+        return {"within_prompt_signal": None, "within_prompt_variance_share": None}
+    rewards = rewards[kept]
+    within_varies = torch.zeros(rewards.shape[0], dtype=torch.bool)
+    within_ss = torch.zeros(rewards.shape[0])
+    for member in members:
+        slots = rewards[:, member_of_slot == member]
+        within_ss += ((slots - slots.mean(dim=1, keepdim=True)) ** 2).sum(dim=1)
+        if slots.shape[1] > 1:
+            within_varies |= slots.std(dim=1) > 0
+    total_ss = ((rewards - rewards.mean(dim=1, keepdim=True)) ** 2).sum(dim=1)
+    return {"within_prompt_signal": float(within_varies.float().mean()),
+            "within_prompt_variance_share": float(within_ss.sum() / total_ss.sum())}
+
+
+def within_prompt_variance(samples: list[list[float]]) -> float | None:
+    """The mean, over problems with at least two rewards, of the unbiased variance of one member's rewards on a
+    problem (`samples[problem]`); None when no problem has two. Zero means the member answers every problem the
+    same way each time: a policy-gradient step has nothing to learn from under that prompt."""
+    variances = [torch.tensor(s, dtype=torch.float64).var().item() for s in samples if len(s) > 1]
+    return sum(variances) / len(variances) if variances else None

@@ -23,12 +23,13 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
 from datasets import Dataset
+from transformers import LogitsProcessorList
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
@@ -36,8 +37,8 @@ from fastslow import shared_prefix
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
 from fastslow.fast.population import Member, assign_prompts
-from fastslow.policy import chat_messages
-from fastslow.slow.objective import cispo_loss, group_advantages, row_weights
+from fastslow.policy import EntropyRecorder, chat_messages
+from fastslow.slow.objective import cispo_loss, group_advantages, reward_signal, row_weights, within_prompt_variance
 from fastslow.tasks import Problem, Task
 
 
@@ -50,11 +51,12 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
         self.share_prefixes = share_prefixes
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
+        self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
 
     def _generate_and_score_completions(self, inputs):
-        self.step_rewards = []
+        self.step_rewards, self.step_entropies = [], []
         start = time.perf_counter()
         kl_coef, self.beta = self.beta, 0.0  # TRL would take reference log-probs of every row; we do, below, of kept rows
         try:
@@ -121,12 +123,13 @@ class FSTGRPOTrainer(GRPOTrainer):
         return out.log_probs[:, -width:]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix).
+        """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix) unless
+        `_sharing` is off, and the policy's entropy recorded at every sampled token (`step_entropies`).
         vLLM, continuous batching and images stay with TRL."""
-        if (not self._sharing or self.use_vllm or self.use_transformers_continuous_batching or images is not None
-                or multimodal_fields):
+        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
+        entropy = EntropyRecorder()
         with (
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
@@ -135,13 +138,16 @@ class FSTGRPOTrainer(GRPOTrainer):
             ) as model,
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id,
-                                                generation_config=self.generation_config)
+            new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id, share=self._sharing,
+                                                generation_config=self.generation_config,
+                                                logits_processor=LogitsProcessorList([entropy]))
         eos = set(self.eos_token_ids)
         completions = []
         for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
             end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
             completions.append(row[:end])
+        lengths = [len(c) for c in completions]
+        self.step_entropies.extend(zip(entropy.row_sums(lengths), lengths))
         return completions, None
 
     def _compute_loss(self, model, inputs):
@@ -185,9 +191,18 @@ class StepStats:
     rollouts: int
     kept_problems: int
     loss: float
+    grad_norm: float  # of the policy gradient, before clipping
+    within_prompt_signal: float | None  # fastslow.slow.objective.reward_signal
+    within_prompt_variance_share: float | None
+    member_entropy: dict[str, float]  # member id -> mean token entropy of its rollouts this step (nats/token)
+    member_signal: dict[str, float | None]  # member id -> within-prompt reward variance of its rollouts this step
     seconds_generate: float
     seconds_score: float
     seconds_update: float
+
+    def metrics(self) -> dict:
+        """The step's columns of metrics.jsonl (`rollouts` is a counter the loop keeps)."""
+        return {key: value for key, value in asdict(self).items() if key != "rollouts"}
 
 
 def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
@@ -229,6 +244,30 @@ def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
         seed=config.seed,
         ddp_find_unused_parameters=False,
     )
+
+
+def member_signal(rewards: torch.Tensor, slots: list[Member], problems: list[Problem]) -> dict[str, float | None]:
+    """rewards [problems, G]. Member id -> within-prompt reward variance of its rollouts (objective.
+    within_prompt_variance): per problem, its rollouts' rewards plus the score the fast phase measured for it on
+    that anchor problem, a rollout of the same prompt a few steps earlier, so one RL rollout is enough."""
+    result = {}
+    for member_id in dict.fromkeys(m.id for m in slots):
+        member = next(m for m in slots if m.id == member_id)
+        columns = [i for i, m in enumerate(slots) if m.id == member_id]
+        samples = [([member.scores[p.id]] if p.id in member.scores else []) + rewards[row, columns].tolist()
+                   for row, p in enumerate(problems)]
+        result[member_id] = within_prompt_variance(samples)
+    return result
+
+
+def member_entropy(entropies: torch.Tensor, slots: list[Member]) -> dict[str, float]:
+    """entropies [groups, G, 2]: each rollout's (summed token entropy, tokens); slots: the member of each of the G
+    slots. Returns member id -> mean token entropy over all its rollouts' tokens (nats/token)."""
+    result = {}
+    for member_id in dict.fromkeys(m.id for m in slots):
+        mine = entropies[:, [i for i, m in enumerate(slots) if m.id == member_id]].reshape(-1, 2).sum(dim=0)
+        result[member_id] = float(mine[0] / mine[1]) if mine[1] else None
+    return result
 
 
 class SlowLearner:
@@ -317,27 +356,38 @@ class SlowLearner:
         share = len(problems) // accelerator.num_processes  # each process takes whole problems (whole groups)
         mine = problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
         self.problems = {p.id: p for p in mine}
+        slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
         rows = [
             {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id}
             for p in mine
-            for member in assign_prompts(population, G)
+            for member in slots
         ]
         self.seconds_score = 0.0
         start = time.perf_counter()
         loss = trainer.training_step(self.model, rows, None)
-        if self.config.rl.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(self.model.parameters(), self.config.rl.max_grad_norm)
+        # clip_grad_norm_ returns the norm before clipping; an infinite bound measures it and changes nothing
+        max_norm = self.config.rl.max_grad_norm or float("inf")
+        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         self.model.zero_grad()
         trainer.state.global_step += 1
         done = time.perf_counter()
-        rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=accelerator.device))
+        device = accelerator.device
+        rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
+        entropies = accelerator.gather(torch.tensor(trainer.step_entropies, device=device, dtype=torch.float64))
+        member_of_slot = torch.tensor([next(k for k, m in enumerate(population) if m is slot) for slot in slots])
+        signal = reward_signal(rewards.view(-1, G), member_of_slot)
         return StepStats(
-            reward_mean=float(rewards.float().mean()),
+            reward_mean=float(rewards.mean()),
             rollouts=len(problems) * G,
             kept_problems=trainer.kept_groups,
             loss=float(loss),
+            grad_norm=float(grad_norm),
+            within_prompt_signal=signal["within_prompt_signal"],
+            within_prompt_variance_share=signal["within_prompt_variance_share"],
+            member_entropy=member_entropy(entropies.cpu().view(-1, G, 2), slots) if entropies.numel() else {},
+            member_signal=member_signal(rewards.view(-1, G), slots, problems),
             seconds_generate=trainer.seconds_rollouts - self.seconds_score,
             seconds_score=self.seconds_score,
             seconds_update=(done - start) - trainer.seconds_rollouts,
