@@ -12,9 +12,10 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     rl, fst                 the paper's recipe
     fst-keep                loop.keep_signal_member: the member with the most within-prompt signal (first the seed
                             prompt) stays in the population
-    rl-T1.3, fst-T1.3       sampling temperature 1.3
+    rl-hot, fst-hot         sampling temperature 1.3
     fst-signal              keep_signal_member and loop.rollout_allocation: signal
-    fst-allocation          rollout_allocation: signal alone
+    fst-member              rl.advantage_baseline: member alone
+    fst-remedy              all three: advantage_baseline member, rollout_allocation signal, keep_signal_member
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -43,10 +44,12 @@ ARMS = {
     "rl": {"mode": "rl"},
     "fst": {"mode": "fst"},
     "fst-keep": {"mode": "fst", "loop.keep_signal_member": True},
-    "rl-T1.3": {"mode": "rl", "model.temperature": 1.3},
-    "fst-T1.3": {"mode": "fst", "model.temperature": 1.3},
+    "rl-hot": {"mode": "rl", "model.temperature": 1.3},
+    "fst-hot": {"mode": "fst", "model.temperature": 1.3},
     "fst-signal": {"mode": "fst", "loop.keep_signal_member": True, "loop.rollout_allocation": "signal"},
-    "fst-allocation": {"mode": "fst", "loop.rollout_allocation": "signal"},
+    "fst-member": {"mode": "fst", "rl.advantage_baseline": "member"},
+    "fst-remedy": {"mode": "fst", "rl.advantage_baseline": "member", "loop.keep_signal_member": True,
+                   "loop.rollout_allocation": "signal"},
 }
 SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
          "rl.bf16": True, "model.share_prefixes": False}
@@ -95,16 +98,22 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--tiny", action="store_true", help="a few steps at toy sizes: checks the wiring on a CPU")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="train nothing: tables of the runs already in OUT/runs (e.g. brought back from the GPU)")
     args = parser.parse_args()
     from fastslow.cli import parse_overrides
 
     base = base_config(args.tiny, parse_overrides(args.set))
     exp = Experiment("confident-prompts", "full", args.seeds, args.out, base, {}, args.workers or default_workers(),
                      " ".join(["python benchmarks/confident_prompts.py", *sys.argv[1:]]))
-    configs = {arm: [exp.config(ARMS[arm]["mode"], seed, arm, **{k: v for k, v in ARMS[arm].items() if k != "mode"})
-                     for seed in range(args.seeds)] for arm in args.arms}
-    dirs = exp.train([c for arm in args.arms for c in configs[arm]])
-    runs = {arm: dirs[i * args.seeds:(i + 1) * args.seeds] for i, arm in enumerate(args.arms)}
+    if args.tables_only:  # run names are <arm>-<mode>-s<seed>-<hash of config and model files>
+        runs = {arm: [next(iter(sorted(exp.runs_root.glob(f"{arm}-{ARMS[arm]['mode']}-s{seed}-*"))))
+                      for seed in range(args.seeds)] for arm in args.arms}
+    else:
+        configs = {arm: [exp.config(ARMS[arm]["mode"], seed, arm, **{k: v for k, v in ARMS[arm].items() if k != "mode"})
+                         for seed in range(args.seeds)] for arm in args.arms}
+        dirs = exp.train([c for arm in args.arms for c in configs[arm]])
+        runs = {arm: dirs[i * args.seeds:(i + 1) * args.seeds] for i, arm in enumerate(args.arms)}
     T = base["loop"]["steps_per_cycle"]
 
     table = markdown_table(["arm", "seed", "best val acc", "KL to base at the end", "entropy under the best prompt "

@@ -80,6 +80,7 @@ def main() -> None:
 
     model.train()
     token_logps, log_probs, mask = completion_token_stats(model, tokenizer, conversations, completions)
+    token_logps, log_probs, mask = token_logps.cpu(), log_probs.cpu(), mask.cpu()  # the gradient flows back to the GPU
     weights_per_row = row_weights(kept, mask.sum(dim=1), int(kept.sum()))
     row_loss = -(advantages.flatten() * weights_per_row) * (token_logps * mask).sum(dim=1)  # [rows]
     with torch.no_grad():

@@ -70,6 +70,9 @@ class RLConfig(Section):
     importance_cap: float = Field(4.0, gt=0, description="CISPO: token importance ratio truncated above at this value")
     kl_coef: float = Field(0.001, ge=0, description="KL penalty to the starting weights (k3 estimator)")
     drop_zero_variance: bool = Field(True, description="drop groups whose G rewards are all equal")
+    advantage_baseline: Literal["problem", "member"] = Field(
+        "problem", description="problem: A = (r - mean_G) / std_G over all G rollouts (the paper); member: the "
+        "baseline is the mean of the rollout's own member's rollouts, the scale still std_G")
     advantage_eps: float = Field(1e-4, gt=0, description="A = (r - mean_G) / (std_G + eps)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on large models")
     bf16: bool = Field(False, description="bf16 autocast (GPU, or a CPU with bf16 instructions)")

@@ -111,3 +111,15 @@ def test_within_prompt_variance_averages_per_problem_sample_variances():
     # [1, 0]: variance 0.5; [1, 1, 1]: 0; [0.5]: one reward, left out
     assert math.isclose(within_prompt_variance([[1.0, 0.0], [1.0, 1.0, 1.0], [0.5]]), 0.25)
     assert within_prompt_variance([[1.0], []]) is None
+
+
+def test_member_baseline_removes_the_part_of_the_advantage_a_members_rollouts_share():
+    members = torch.tensor([0, 1, 0, 1])  # G=4, K=2: slots 0, 2 member 0; slots 1, 3 member 1
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0],   # member 0 varies (1, 0), member 1 does not
+                            [1.0, 0.0, 1.0, 0.0]])  # the members differ, each is certain: no within-member signal
+    adv, kept = group_advantages(rewards, eps=0.0, member_of_slot=members)
+    std0 = float(rewards[0].std())
+    assert torch.allclose(adv[0], torch.tensor([0.5, 0.0, -0.5, 0.0]) / std0)  # around member 0's mean 0.5
+    assert torch.all(adv[1] == 0) and kept.tolist() == [True, False]
+    problem_adv, problem_kept = group_advantages(rewards, eps=0.0)  # the paper's baseline keeps both
+    assert problem_kept.tolist() == [True, True] and problem_adv[0, 1] < 0  # member 1's rollout pushed down

@@ -236,3 +236,14 @@ def test_entropy_recorder_measures_each_rows_next_token_entropy():
     recorder(None, torch.cat([certain, uniform]))  # step 2
     sums = recorder.row_sums([2, 1])  # row 1 ended after its first token
     assert math.isclose(sums[0], math.log(4), rel_tol=1e-6) and math.isclose(sums[1], 0.0, abs_tol=1e-6)
+
+
+def test_member_baseline_drops_problems_that_vary_only_between_members(tiny_model_path, tmp_path, monkeypatch):
+    task = ShortAnswerTask()
+    script_rewards(monkeypatch, lambda rows: [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # as above: 0 between, 1 within
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=2, members=2, learning_rate=1e-3,
+                           advantage_baseline="member")
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    stats = learner.step(task.problems("train", 2, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
+    assert stats.kept_problems == 1 and stats.within_prompt_signal == 0.5  # the signal metric still sees both
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))

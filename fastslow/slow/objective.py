@@ -13,12 +13,27 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, drop_zero_variance: bool = True):
-    """rewards [groups, G] -> (advantages [groups, G], kept [groups] bool)."""
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4, drop_zero_variance: bool = True,
+                     member_of_slot: torch.Tensor | None = None):
+    """rewards [groups, G] -> (advantages [groups, G], kept [groups] bool).
+
+    `member_of_slot` [G] (the `member` baseline, rl.advantage_baseline): each rollout's baseline is the mean of its
+    own member's rollouts on the problem instead of the whole group's; the scale stays the group's std. The part
+    of the group advantage that a member's rollouts share, (mean_member - mean_G) / std_G, multiplies the score
+    function of that member's samples, whose expectation is zero: it adds variance and no signal. A problem whose
+    rewards vary only between members then has all-zero advantages and is dropped like a zero-variance group."""
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True) if rewards.shape[1] > 1 else torch.zeros_like(mean)
-    advantages = (rewards - mean) / (std + eps)
+    baseline = mean
+    if member_of_slot is not None:
+        baseline = torch.empty_like(rewards)
+        for member in member_of_slot.unique():
+            slots = member_of_slot == member
+            baseline[:, slots] = rewards[:, slots].mean(dim=1, keepdim=True)
+    advantages = (rewards - baseline) / (std + eps)
     varied = ~torch.isclose(std.squeeze(1), torch.zeros_like(std.squeeze(1)))
+    if member_of_slot is not None:
+        varied &= advantages.abs().amax(dim=1) > 0
     kept = varied if drop_zero_variance else torch.ones_like(varied)
     return advantages, kept
 

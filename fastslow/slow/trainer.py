@@ -50,6 +50,7 @@ class FSTGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
         self.share_prefixes = share_prefixes
+        self.member_of_slot: torch.Tensor | None = None  # set per step for the `member` advantage baseline
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
         self.kept_groups = 0
@@ -65,7 +66,8 @@ class FSTGRPOTrainer(GRPOTrainer):
             self.beta = kl_coef
         G = self.num_generations
         rewards = torch.tensor(self.step_rewards, dtype=torch.float32, device=out["advantages"].device).view(-1, G)
-        advantages, kept = group_advantages(rewards, self.advantage_eps, self.drop_zero_variance)
+        advantages, kept = group_advantages(rewards, self.advantage_eps, self.drop_zero_variance,
+                                            None if self.member_of_slot is None else self.member_of_slot.to(rewards.device))
         self.kept_groups = int(self.accelerator.gather(kept.sum().unsqueeze(0)).sum())
         tokens = out["completion_mask"].sum(dim=1).float()
         # DDP averages gradients over processes; scale back up so the loss is the mean over ALL kept problems.
@@ -362,6 +364,8 @@ class SlowLearner:
             for p in mine
             for member in slots
         ]
+        member_of_slot = torch.tensor([next(k for k, m in enumerate(population) if m is slot) for slot in slots])
+        trainer.member_of_slot = member_of_slot if self.config.rl.advantage_baseline == "member" else None
         self.seconds_score = 0.0
         start = time.perf_counter()
         loss = trainer.training_step(self.model, rows, None)
@@ -376,7 +380,6 @@ class SlowLearner:
         device = accelerator.device
         rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
         entropies = accelerator.gather(torch.tensor(trainer.step_entropies, device=device, dtype=torch.float64))
-        member_of_slot = torch.tensor([next(k for k, m in enumerate(population) if m is slot) for slot in slots])
         signal = reward_signal(rewards.view(-1, G), member_of_slot)
         return StepStats(
             reward_mean=float(rewards.mean()),
