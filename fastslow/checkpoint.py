@@ -1,25 +1,36 @@
-"""Atomic checkpoints: weights (safetensors), optimizer and scheduler, RNG states, loop state.
+"""Atomic, verified checkpoints: weights (safetensors), optimizer and scheduler, RNG states, loop state.
 
-A checkpoint is written into a temporary directory and renamed into place, then `LATEST` is replaced
-atomically; a crash at any point leaves the previous checkpoint intact and named by `LATEST`.
+A checkpoint is written into a temporary directory, every file fsynced and listed with its size and sha256 in
+`manifest.json`, renamed into place, read back against the manifest, and only then named by `LATEST`; older
+checkpoints beyond `checkpoint.keep` are deleted after that. `--resume` takes the newest checkpoint that matches
+its manifest and says which damaged ones it skipped: a crash, a full disk or a truncated file at any point
+leaves an older intact checkpoint to continue from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from fastslow.errors import FastSlowError
 
-KEEP = 2  # newest checkpoints kept; older ones are removed after a newer one is complete
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+WRITE_ERRORS = (OSError, SafetensorError, RuntimeError)  # a full disk, as the OS, safetensors and torch.save say it
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,38 +57,127 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, state: dict[str, Any]) -> Path:
-    """Write checkpoints/step-<step>/ atomically and point LATEST at it."""
-    root.mkdir(parents=True, exist_ok=True)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Make a file's bytes, or a directory's entries, durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path) -> None:
+    """List every file under `directory` with its size and sha256 in manifest.json; everything is fsynced."""
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        _fsync(path)
+        files[path.relative_to(directory).as_posix()] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    write_text_atomic(directory / MANIFEST, json.dumps({"files": files}, indent=1))
+    for sub in [p for p in directory.rglob("*") if p.is_dir()] + [directory]:
+        _fsync(sub)
+
+
+def verify(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be trusted (a missing or damaged file), or None when every file matches its manifest."""
+    try:
+        files = json.loads((checkpoint / MANIFEST).read_text())["files"]
+        for required in ("state.json", "rng.pt"):
+            if required not in files:
+                return f"its manifest lacks {required}"
+        for name, expected in files.items():
+            path = checkpoint / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != expected["bytes"]:
+                return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+            if _sha256(path) != expected["sha256"]:
+                return f"{name} does not match its checksum"
+    except FileNotFoundError:
+        return "it is missing" if not checkpoint.is_dir() else f"it has no {MANIFEST}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"its {MANIFEST} is unreadable ({type(exc).__name__})"
+    return None
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """The step-N directories under `root`, newest (highest step) first."""
+    found = [p for p in root.glob("step-*") if _STEP_DIR.fullmatch(p.name)] if root.is_dir() else []
+    return sorted(found, key=_step, reverse=True)
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("step-"))
+
+
+def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Write checkpoints/step-<step>/, verify it, point LATEST at it, then keep only the newest `keep`.
+    A write that fails (a full disk) raises FastSlowError and leaves the earlier checkpoints as they were."""
     name = f"step-{step:06d}"
-    tmp = root / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    if model is not None:
-        model.save_pretrained(tmp / "model", safe_serialization=True)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / "trainer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    final = root / name
-    if final.exists():  # a resumed run re-reaching a step it had saved before the crash
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    write_text_atomic(root / "LATEST", name)
-    for old in sorted(p for p in root.glob("step-*") if p.name < name)[:-(KEEP - 1) or None]:
-        shutil.rmtree(old)
+    tmp, final = root / f".tmp-{name}", root / name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".tmp-*"):  # left by a crash mid-save; one process writes a run (the run dir lock)
+            shutil.rmtree(stale)
+        tmp.mkdir()
+        if model is not None:
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        write_manifest(tmp)
+        if final.exists():  # a damaged checkpoint of this step, which the resumed run has now redone
+            os.replace(final, root / f".tmp-replaced-{name}")
+        os.replace(tmp, final)
+        _fsync(root)
+        problem = verify(final)
+        if problem:
+            raise FastSlowError(f"{final}: written, but on reading it back {problem}")
+        write_text_atomic(root / "LATEST", name)
+    except WRITE_ERRORS as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        intact = next((p.name for p in checkpoint_dirs(root) if p.name != name), None)
+        kept = f"{intact} is intact (resume with --resume)" if intact else "no earlier checkpoint exists"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
+        raise FastSlowError(f"{root}: cannot write checkpoint {name} ({reason}); {kept}") from exc
+    for old in [p for p in checkpoint_dirs(root) if _step(p) < step][keep - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    pointer = root / "LATEST"
-    if not pointer.is_file():
+    """The checkpoint LATEST names, if it matches its manifest; else the newest older one that does, with a warning
+    naming what was skipped. (A checkpoint newer than LATEST was never confirmed: it is redone.) None when there is
+    no checkpoint at all; FastSlowError when there are some but none is intact."""
+    candidates, pointer, skipped = checkpoint_dirs(root), root / "LATEST", []
+    if pointer.is_file():
+        named = pointer.read_bytes().decode("utf-8", "replace").strip()
+        names = [p.name for p in candidates]
+        if named in names:
+            candidates = candidates[names.index(named):]
+        else:
+            skipped.append(f"LATEST names {named[:40]!r}, which is not a checkpoint here")
+    elif not candidates:
         return None
-    path = root / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise FastSlowError(f"{pointer}: names {path.name}, which is missing or incomplete")
-    return path
+    for path in candidates:
+        problem = verify(path)
+        if problem is None:
+            if skipped:
+                log.warning("%s: %s; using %s", root, "; ".join(skipped), path.name)
+            return path
+        skipped.append(f"{path.name} is damaged ({problem})")
+    raise FastSlowError(f"{root}: no intact checkpoint ({'; '.join(skipped)}); start again under another name")
 
 
 def load_weights(model, model_dir: Path) -> None:

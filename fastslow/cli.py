@@ -1,9 +1,8 @@
 """The `fastslow` command line: the top floor. Every command is a thin wrapper over a library function;
-bad input ends in one red line and exit code 2, never a traceback."""
+bad input ends in one red line and exit code 2, never a traceback (unless `fastslow --debug ...`)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -11,30 +10,63 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from fastslow.errors import FastSlowError
 from fastslow.micro.cli import app as micro_app
+from fastslow.serve import MAX_BATCH, MAX_QUEUE
 
-app = typer.Typer(help="Fast-Slow Training: RL on the weights, GEPA on a population of prompts.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-app.add_typer(micro_app, name="micro", help="The project's own micro model: pretrain and evaluate it.")
 console = Console(stderr=True)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+USER_ERRORS = (FastSlowError, OSError, UnicodeDecodeError, EOFError, ValidationError)
 
 
-def user_errors(command):
-    """Turn a FastSlowError into one line on stderr and exit code 2."""
+def one_line(exc: BaseException) -> str:
+    """What went wrong, naming the file or field: the message of a user error, on one line."""
+    if isinstance(exc, ValidationError):
+        from fastslow.config import describe_validation_error
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+        message = describe_validation_error(exc, exc.title)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else exc.filename
+        message = f"{target}: {exc.strerror or exc}"
+    elif isinstance(exc, UnicodeDecodeError):
+        message = f"expected UTF-8 text, found byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+    elif isinstance(exc, EOFError):
+        message = f"unexpected end of a file (empty or truncated?){': ' + str(exc) if str(exc) else ''}"
+    else:
+        message = str(exc) or type(exc).__name__
+    return " ".join(message.split())
+
+
+class ErrorBoundary(TyperGroup):
+    """The one place user errors end: every command (the micro ones too) runs inside `invoke`, so a user error
+    becomes one red line and exit code 2 before click could turn it into a traceback or a bare "Aborted!"."""
+
+    def invoke(self, ctx):
         try:
-            return command(*args, **kwargs)
-        except FastSlowError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if ctx.params.get("debug"):
+                raise
+            console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
-    return wrapper
+
+app = typer.Typer(help="Fast-Slow Training: RL on the weights, GEPA on a population of prompts.", cls=ErrorBoundary,
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def options(debug: Annotated[bool, typer.Option("--debug", envvar="FASTSLOW_DEBUG",
+                                                help="show the traceback of an error")] = False) -> None:
+    """Fast-Slow Training: RL on the weights, GEPA on a population of prompts."""
+
+
+app.add_typer(micro_app, name="micro", help="The project's own micro model: pretrain and evaluate it.")
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -51,16 +83,17 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", help="override a c
 
 
 @app.command()
-@user_errors
 def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
-    """Validate CONFIG and print the resolved config (every field, defaults filled in)."""
+    """Validate CONFIG (values, model paths, sizes that fit the model) and print the resolved config."""
     from fastslow.config import load_config
+    from fastslow.guards import check_model
 
-    typer.echo(load_config(config, parse_overrides(set_)).to_yaml(), nl=False)
+    cfg = load_config(config, parse_overrides(set_))
+    check_model(cfg)
+    typer.echo(cfg.to_yaml(), nl=False)
 
 
 @app.command()
-@user_errors
 def run(
     config: Annotated[Path, typer.Argument(help="run config (YAML)")],
     resume: Annotated[bool, typer.Option(help="continue the run from its newest checkpoint")] = False,
@@ -102,9 +135,11 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
             warning = starvation_warning(starved_cycles(cycle_rows))
             if warning:
                 progress.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        failures = row.get("reflection_failures")
         progress.update(bar, completed=row["step"], description=(
             f"cycle {row['cycle']}  reward {fmt(row.get('reward_mean'))}  "
-            f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"))
+            f"val acc {fmt(last_eval.get('val_accuracy'))}  KL {fmt(last_eval.get('kl_base'), 4)}"
+            + (f"  [yellow]reflections failed {failures}/{row['reflection_calls']}[/]" if failures else "")))
 
     try:
         return run_loop(cfg, resume=resume, observer=observe)
@@ -113,7 +148,6 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
 
 
 @app.command()
-@user_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
     out: Annotated[Path | None, typer.Option(help="where to write the plots and report.html")] = None,
@@ -126,7 +160,6 @@ def report(
 
 
 @app.command()
-@user_errors
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo")) -> None:
     """FST and RL-only on a micro task with the embedded micro model, on CPU, then a report."""
     from fastslow.demo import run_demo
@@ -136,7 +169,6 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("run
 
 
 @app.command()
-@user_errors
 def experiment(
     name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward")],
     config: Annotated[Path | None, typer.Option(help="base run config (model, task, reflection); default: micro")] = None,
@@ -155,20 +187,20 @@ def experiment(
 
 
 @app.command()
-@user_errors
 def serve(
     model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
+    port: Annotated[int, typer.Option(help="port", min=0, max=65535)] = 8000,
+    max_batch: Annotated[int, typer.Option(help="requests generated together", min=1)] = MAX_BATCH,
+    max_queue: Annotated[int, typer.Option(help="requests waiting; more are answered 503", min=1)] = MAX_QUEUE,
 ) -> None:
     """Serve a local model through an OpenAI-compatible /v1/chat/completions (e.g. as a reflection LM)."""
     from fastslow.serve import serve as serve_model
 
-    serve_model(model_dir, host=host, port=port)
+    serve_model(model_dir, host=host, port=port, max_batch=max_batch, max_queue=max_queue)
 
 
 @app.command()
-@user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run directory with a checkpoint")],
     out_dir: Annotated[Path, typer.Argument(help="new directory for the exported model")],

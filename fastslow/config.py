@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,7 +15,11 @@ Mode = Literal["fst", "rl", "gepa"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass comparisons like gt=0 and only fail later, inside the optimizer, sampler or HTTP client
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class LoraConfig(Section):
@@ -64,7 +68,7 @@ class LoopConfig(Section):
 class RLConfig(Section):
     learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate (constant after warm-up)")
     warmup_steps: int = Field(10, ge=0, description="linear warm-up steps")
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping (0: off)")
     importance_cap: float = Field(4.0, gt=0, description="CISPO: token importance ratio truncated above at this value")
@@ -97,10 +101,11 @@ class ReflectionConfig(Section):
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     template: str = Field("auto", description="'gepa' (GEPA's own), 'compact' (what the micro model was trained on), "
                           "a template with <curr_param> and <side_info>, or 'auto': compact for the micro model, else gepa")
-    max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit")
+    max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit (tokens); a longer answer, "
+                                "or an instruction longer than this, is a failed reflection")
     temperature: float = Field(0.7, ge=0, description="reflection sampling temperature")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
-    retries: int = Field(3, ge=0, description="retries after a failed request, with exponential backoff")
+    retries: int = Field(3, ge=0, le=10, description="retries after a failed request, with exponential backoff")
     backoff_s: float = Field(2.0, ge=0, description="first backoff delay; doubles each retry")
 
     @model_validator(mode="after")
@@ -125,10 +130,15 @@ class EvalConfig(Section):
     kl_prompts: int = Field(32, ge=0, description="held-out prompts for KL(pi_train || pi_base) and entropy")
 
 
+class CheckpointConfig(Section):
+    keep: int = Field(2, gt=0, description="checkpoints kept, newest first; an older one is deleted only after a newer "
+                      "one is written and verified against its checksums")
+
+
 class Config(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="run name: the run directory is output_dir/name")
     mode: Mode = Field("fst", description="fst: both channels; rl: weights only; gepa: prompts only")
-    seed: int = Field(0, description="seeds the data plan, sampling and GEPA")
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the data plan, sampling and GEPA")
     output_dir: str = Field("runs", description="where run directories are made")
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
@@ -137,8 +147,10 @@ class Config(Section):
     gepa: GEPAConfig = Field(default_factory=GEPAConfig)
     reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
-        default_factory=list, description="also log metrics rows to these trackers")
+        default_factory=list, description="also log metrics rows to these trackers (tensorboard and wandb write into "
+        "the run directory; set WANDB_MODE=offline to stay offline; trackio into its own local store)")
 
     @model_validator(mode="after")
     def _population_divides_rollouts(self) -> Config:
@@ -159,19 +171,24 @@ def _field_path(loc: tuple) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
+def describe_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One line naming the first bad field and what was expected."""
+    err = exc.errors()[0]
+    field = _field_path(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    where = f"{field}: " if field and not msg.startswith(field) else ""
+    return f"{source}: {where}{msg}{more}"
+
+
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     """Validate a dict into a Config; errors name the field and what was expected."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _field_path(err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        where = f"{field}: " if field and not msg.startswith(field) else ""
-        raise FastSlowError(f"{source}: {where}{msg}{more}") from None
+        raise FastSlowError(describe_validation_error(exc, source)) from None
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -179,8 +196,14 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FastSlowError(f"{path}: config file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FastSlowError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                            "save the config as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise FastSlowError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

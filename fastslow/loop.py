@@ -29,6 +29,7 @@ from fastslow.evaluation import evaluate
 from fastslow.fast.adapter import PolicyAdapter, RolloutCounter
 from fastslow.fast.gepa_driver import run_fast_phase
 from fastslow.fast.population import SEED_ID, Member
+from fastslow.guards import check_sizes
 from fastslow.policy import Sampling, load_model, load_tokenizer
 from fastslow.rundir import RunDir
 from fastslow.tasks import Problem, Task, load_task
@@ -53,23 +54,30 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
         reflection_lm: Callable[[str], str] | None = None) -> Path:
     """Train as `config` says; returns the run directory. `reflection_lm` overrides config.reflection
     (any callable prompt -> text)."""
-    # --- everything that can fail on bad input happens before the run directory is touched ---
+    with RunDir.claim(config, resume) as run_dir:  # one process per run directory, before anything is touched
+        return run_in(run_dir, config, resume, observer, reflection_lm)
+
+
+def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | None,
+           reflection_lm: Callable[[str], str] | None) -> Path:
+    # --- everything that can fail on bad input happens before the run directory is written ---
     set_seed(config.seed)
+    processes = PartialState()  # one process per GPU under `accelerate launch`; rank 0 owns the run directory
+    is_main = processes.is_main_process
     task = load_task(config.task.name, **config.task.args)
     train, val = load_problems(config, task)
     seed_prompt = config.task.seed_prompt or task.seed_prompt
     plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
                     ordered=getattr(task, "ordered", False))
     tokenizer = load_tokenizer(config.model.path)
+    prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     model = load_model(config.model.path, config.model.dtype)
     if config.mode != "rl" and reflection_lm is None:
         from fastslow.reflection import make_reflection_lm
 
         reflection_lm = make_reflection_lm(config.reflection, config.model.path)
         reflection_lm.check()
-    processes = PartialState()  # one process per GPU under `accelerate launch`; rank 0 owns the run directory
-    is_main = processes.is_main_process
-    run_dir = RunDir(config, resume=resume, writer=is_main)
+    run_dir.start()
     processes.wait_for_everyone()
 
     # --- the two learners ---
@@ -89,7 +97,8 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
     adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter)
 
     population = [Member(SEED_ID, seed_prompt)]
-    counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "budget_carry": 0}
+    counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
+                "budget_carry": 0}
     first_step, started = 1, time.perf_counter()
 
     def evaluation(step: int) -> dict[str, Any]:
@@ -115,7 +124,7 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
             learner.load_optimizer_state(trainer_state)
         set_rng_state(rng)
         population = [Member.from_json(m) for m in state["population"]]
-        counters, first_step = state["counters"], state["step"] + 1
+        counters, first_step = {**counters, **state["counters"]}, state["step"] + 1
         run_dir.truncate_metrics(state["step"])
     else:
         if resume:  # killed before its first checkpoint: start over
@@ -142,12 +151,15 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                                       proposals_per_iteration=config.gepa.proposals_per_iteration,
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population,
-                                      keep_signal_member=config.loop.keep_signal_member)
+                                      keep_signal_member=config.loop.keep_signal_member,
+                                      refuse=prompt_room.refusal)
             if processes.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
             population = fast.population
             counters["fast_rollouts"] += fast.rollouts
             counters["budget_carry"] = budget - fast.metric_calls
+            counters["reflection_calls"] += fast.reflection_calls
+            counters["reflection_failures"] += fast.reflection_failures
             reflection_failed = fast.reflection_failed
             fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
                             "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}
@@ -191,6 +203,6 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
                 learner.optimizer_state() if learner is not None else None,
                 {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
                  "best_prompt": population[0].text, "counters": counters},
+                keep=config.checkpoint.keep,
             )
-    run_dir.close()
     return run_dir.path

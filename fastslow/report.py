@@ -443,6 +443,9 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequ
     """Write the PNG plots and report.html (plots embedded, so the page stands alone) to `out_dir`;
     return the HTML path. `notes` are findings shown at the top of the page."""
     runs = load_runs(run_dirs)
+    for run in runs:  # an empty page would hide a wrong path, or a run that has not measured anything yet
+        if not run.rows:
+            raise FastSlowError(f"{run.path / 'metrics.jsonl'}: no metrics rows yet; nothing to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -1,28 +1,50 @@
-"""`fastslow serve MODEL_DIR`: a local Hugging Face model behind a minimal OpenAI-compatible API.
+"""`fastslow serve MODEL_DIR`: a local Hugging Face model behind an OpenAI-compatible API (FastAPI + uvicorn).
 
 Enough for a run to use a local model (e.g. the micro model) as its reflection LM through
 `reflection.kind: openai`: POST /v1/chat/completions (messages, max_tokens, temperature, top_p, seed, n=1)
-and GET /v1/models. No streaming, no tools. One request generates at a time (a lock around the model);
-the request's "model" field is not checked, so any name works.
+and GET /v1/models. No streaming, no tools; the request's "model" field is not checked, so any name works.
+
+Requests wait in a bounded queue. One worker takes everything waiting and generates each group of requests that
+share their sampling settings in one batched `generate` call (a seeded request alone, so that its seed alone
+decides its text). A full queue is answered 503 with Retry-After, never left to the socket to drop, and
+max_tokens is capped by the room the prompt leaves in the model's context.
 """
 
-from __future__ import annotations
-
+import asyncio  # no `from __future__ import annotations`: FastAPI reads the route signatures' types at run time
 import json
+import socket
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastslow.errors import FastSlowError
 
 DEFAULT_MAX_TOKENS = 256
+MAX_BATCH = 16  # requests generated together
+MAX_QUEUE = 256  # requests waiting; more are answered 503
 
 
 class BadRequest(Exception):
     """A request the server answers with HTTP 400 and this message."""
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, str]]
+    prompt_tokens: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests with equal keys are generated in one call; a seeded one only with itself."""
+        return (self.max_tokens, self.temperature, self.top_p) if self.seed is None else (id(self),)
 
 
 class ChatModel:
@@ -31,19 +53,17 @@ class ChatModel:
     def __init__(self, model_dir: str, device=None):
         import torch
 
+        from fastslow.guards import context_length
         from fastslow.policy import load_model, load_tokenizer, resolve_model_path
 
         self.name = "micro" if model_dir == "micro" else Path(resolve_model_path(model_dir)).name
         self.tokenizer = load_tokenizer(model_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_dir, "auto", device).eval().requires_grad_(False)
-        self.lock = threading.Lock()  # one generation at a time: the model is shared by all handler threads
+        self.context = context_length(self.model.config)
 
-    def complete(self, request: dict) -> dict:
-        import torch
-
-        from fastslow.policy import Sampling, generate
-
+    def parse(self, request: dict) -> ChatRequest:
+        """Validate an OpenAI-style request body; max_tokens is capped by the room left in the context."""
         messages = parse_messages(request.get("messages"))
         if request.get("n", 1) != 1:
             raise BadRequest("only n=1 is supported")
@@ -53,23 +73,37 @@ class ChatModel:
         max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
         temperature = request.get("temperature", 1.0)
         top_p = request.get("top_p", 1.0)
+        seed = request.get("seed")
         if not (isinstance(max_tokens, int) and max_tokens > 0):
             raise BadRequest("max_tokens must be a positive integer")
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise BadRequest("temperature must be a number >= 0")
+        if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+            raise BadRequest("temperature must be a finite number >= 0")
         if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
             raise BadRequest("top_p must be a number in (0, 1]")
-        seed = request.get("seed")
         if seed is not None and not isinstance(seed, int):
             raise BadRequest("seed must be an integer")
-        sampling = Sampling(max_new_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p))
-        with self.lock:
-            if seed is not None:
-                torch.manual_seed(seed)
-            text = generate(self.model, self.tokenizer, [messages], sampling)[0]
-        # Token counts by re-tokenising the texts: exact for the prompt, near-exact for the completion.
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if self.context is not None:
+            if prompt_tokens >= self.context:
+                raise BadRequest(f"the prompt is {prompt_tokens} tokens; the model's context is {self.context}")
+            max_tokens = min(max_tokens, self.context - prompt_tokens)
+        return ChatRequest(messages, prompt_tokens, max_tokens, float(temperature), float(top_p), seed)
+
+    def generate(self, requests: list[ChatRequest]) -> list[str]:
+        """One batched generation for requests that share a batch key."""
+        import torch
+
+        from fastslow.policy import Sampling, generate
+
+        first = requests[0]
+        if first.seed is not None:
+            torch.manual_seed(first.seed)
+        sampling = Sampling(max_new_tokens=first.max_tokens, temperature=first.temperature, top_p=first.top_p)
+        return generate(self.model, self.tokenizer, [r.messages for r in requests], sampling)
+
+    def response(self, request: ChatRequest, text: str) -> dict:
+        # The completion's tokens by re-tokenising its text: near-exact.
         completion_tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -79,12 +113,12 @@ class ChatModel:
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": "length" if completion_tokens >= max_tokens else "stop",
+                "finish_reason": "length" if completion_tokens >= request.max_tokens else "stop",
             }],
             "usage": {
-                "prompt_tokens": prompt_tokens,
+                "prompt_tokens": request.prompt_tokens,
                 "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
+                "total_tokens": request.prompt_tokens + completion_tokens,
             },
         }
 
@@ -109,95 +143,144 @@ def parse_messages(messages) -> list[dict[str, str]]:
     return parsed
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: ChatServer
+class Batcher:
+    """A bounded queue of requests and the one worker that generates them, batched by sampling settings."""
 
-    def do_GET(self):
-        if self.path.rstrip("/") == "/v1/models":
-            self.reply(200, self.server.chat_model.models())
-        else:
-            self.error(404, f"no route GET {self.path}")
+    def __init__(self, chat_model: ChatModel, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
+        self.chat_model, self.max_batch = chat_model, max_batch
+        self.queue: asyncio.Queue = asyncio.Queue(max_queue)
 
-    def do_POST(self):
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            return self.error(404, f"no route POST {self.path}")
-        try:
-            length = self.headers.get("Content-Length", "0")
-            if not length.isdigit():
-                raise BadRequest("a Content-Length header is required")
-            request = json.loads(self.rfile.read(int(length)) or b"null")
-            if not isinstance(request, dict):
-                raise BadRequest("the body must be a JSON object")
-            self.reply(200, self.server.chat_model.complete(request))
-        except (BadRequest, json.JSONDecodeError) as exc:
-            self.error(400, str(exc))
-        except Exception as exc:  # a generation failure is the server's fault, not the client's
-            self.error(500, f"{type(exc).__name__}: {exc}")
+    async def complete(self, request: ChatRequest) -> str:
+        """The request's completion; asyncio.QueueFull when max_queue requests are already waiting."""
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((request, future))
+        return await future
 
-    def error(self, status: int, message: str):
+    async def work(self) -> None:
+        while True:
+            waiting = [await self.queue.get()]
+            while len(waiting) < self.max_batch and not self.queue.empty():
+                waiting.append(self.queue.get_nowait())
+            groups: dict[tuple, list] = {}
+            for request, future in waiting:
+                groups.setdefault(request.batch_key, []).append((request, future))
+            for group in groups.values():
+                texts, failure = [None] * len(group), None
+                try:  # in a thread: the event loop keeps accepting and queueing requests meanwhile
+                    texts = await asyncio.to_thread(self.chat_model.generate, [request for request, _ in group])
+                except Exception as exc:  # a generation failure is the server's fault: each request in it gets 500
+                    failure = exc
+                for (_, future), text in zip(group, texts):
+                    if future.done():  # the client went away
+                        continue
+                    if failure is not None:
+                        future.set_exception(failure)
+                    else:
+                        future.set_result(text)
+
+
+def make_app(chat_model: ChatModel, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
+    """The FastAPI app serving `chat_model`."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        self.reply(status, {"error": {"message": message, "type": kind}})
+        return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status, headers=headers)
 
-    def reply(self, status: int, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.batcher = Batcher(chat_model, max_batch, max_queue)
+        worker = asyncio.create_task(app.state.batcher.work())
+        yield
+        worker.cancel()
 
-    def log_message(self, format, *args):
-        if self.server.verbose:
-            super().log_message(format, *args)
+    app = FastAPI(title="fastslow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        message = f"no route {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return error(exc.status_code, message)
 
-class ChatServer(ThreadingHTTPServer):
-    daemon_threads = True
+    @app.get("/v1/models")
+    async def models():
+        return chat_model.models()
 
-    def __init__(self, chat_model: ChatModel, host: str, port: int, verbose: bool = False):
-        self.chat_model, self.verbose = chat_model, verbose
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
         try:
-            super().__init__((host, port), Handler)
-        except OSError as exc:
-            raise FastSlowError(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+            body = json.loads(await request.body() or b"null")
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            parsed = chat_model.parse(body)
+        except (BadRequest, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return error(400, str(exc))
+        try:
+            text = await request.app.state.batcher.complete(parsed)
+        except asyncio.QueueFull:
+            return error(503, f"busy: {max_queue} requests are waiting; retry shortly", {"Retry-After": "1"})
+        except Exception as exc:
+            return error(500, f"{type(exc).__name__}: {exc}")
+        return chat_model.response(parsed, text)
 
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+    return app
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (bound before any model is loaded, so a busy port fails fast)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise FastSlowError(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def uvicorn_server(chat_model: ChatModel, max_batch: int, max_queue: int, log_level: str):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(make_app(chat_model, max_batch, max_queue), log_level=log_level,
+                                         lifespan="on", backlog=2048))
 
 
 class BackgroundServer:
-    """A ChatServer running in a daemon thread (tests, notebooks): `with BackgroundServer(dir) as s: s.base_url`."""
+    """The server in a daemon thread (tests, notebooks): `with BackgroundServer(dir) as s: s.base_url`."""
 
-    def __init__(self, model_dir: str, host: str = "127.0.0.1", port: int = 0):
-        self.server = ChatServer(ChatModel(model_dir), host, port)  # port 0: a free port
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)  # quick stop()
+    def __init__(self, model_dir: str, host: str = "127.0.0.1", port: int = 0, max_batch: int = MAX_BATCH,
+                 max_queue: int = MAX_QUEUE):
+        self.socket = listen(host, port)  # port 0: a free port
+        self.host, self.port = host, self.socket.getsockname()[1]
+        self.server = uvicorn_server(ChatModel(model_dir), max_batch, max_queue, log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            self.stop()
+            raise FastSlowError(f"serve: the server on {host}:{self.port} did not start")
 
     @property
     def base_url(self) -> str:
-        return self.server.base_url
+        return f"http://{self.host}:{self.port}/v1"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.should_exit = True
         self.thread.join()
+        self.socket.close()
 
-    def __enter__(self) -> BackgroundServer:
+    def __enter__(self) -> "BackgroundServer":
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int = MAX_BATCH,
+          max_queue: int = MAX_QUEUE) -> None:
     """Serve `model_dir` until interrupted (Ctrl-C)."""
-    server = ChatServer(ChatModel(model_dir), host, port, verbose=True)
-    print(f"serving {server.chat_model.name} at {server.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    sock = listen(host, port)
+    chat_model = ChatModel(model_dir)
+    print(f"serving {chat_model.name} at http://{host}:{sock.getsockname()[1]}/v1 (Ctrl-C to stop)", file=sys.stderr,
+          flush=True)
+    uvicorn_server(chat_model, max_batch, max_queue, log_level="info").run(sockets=[sock])

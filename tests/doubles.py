@@ -1,9 +1,14 @@
-"""Test doubles: a scripted reflection LM and a toy task whose reward varies even for a random model.
+"""Test doubles: a scripted reflection LM, a scripted OpenAI-style endpoint, and a toy task whose reward varies even
+for a random model.
 They live in tests/ only; the product paths use real models and real tasks."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fastslow.tasks import Problem, Verdict
 
@@ -60,3 +65,45 @@ class ConstantRewardTask(ShortAnswerTask):
 
     def score(self, problem: Problem, completion: str) -> Verdict:
         return Verdict(0.5, "Every answer scores the same.")
+
+
+class FakeChatEndpoint:
+    """Test double: an OpenAI-style endpoint that plays a script of (status, content, delay_s) replies, then
+    repeats the last one, and records each request's headers and body."""
+
+    def __init__(self, script):
+        self.script, self.requests = list(script), []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                status, content, delay = endpoint.script.pop(0) if len(endpoint.script) > 1 else endpoint.script[0]
+                time.sleep(delay)
+                reply = {"error": {"message": "boom"}} if status != 200 else {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+                data = json.dumps(reply).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

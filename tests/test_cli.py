@@ -1,35 +1,12 @@
 """The command line: `check`, and bad input — one line naming the field or file, exit code 2, no traceback,
 and nothing already in a run directory overwritten."""
 
-import os
+import json
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
-
-def fastslow(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    return subprocess.run([sys.executable, "-m", "fastslow", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
-
-
-def write(tmp_path, data, name="config.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
+from clirun import assert_user_error, fastslow, snapshot, tiny_run, write
 
 
 def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
@@ -49,6 +26,17 @@ def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
     ({"loop": {"population_size": 3}}, ["population_size", "must divide", "rollouts_per_problem"]),
     ({"mode": "both"}, ["mode", "fst"]),
     ({"reflection": {"kind": "openai", "model": "m"}}, ["reflection.base_url"]),
+    # values that pass a plain comparison but that the optimizer, the sampler or the HTTP client would reject
+    ({"rl": {"adam_betas": [1.0, 0.999]}}, ["rl.adam_betas.0", "less than 1"]),
+    ({"rl": {"adam_betas": [0.9, -0.1]}}, ["rl.adam_betas.1", "greater than or equal to 0"]),
+    ({"model": {"temperature": float("inf")}}, ["model.temperature", "finite"]),
+    ({"rl": {"max_grad_norm": float("inf")}}, ["rl.max_grad_norm", "finite"]),
+    ({"reflection": {"timeout_s": float("inf")}}, ["reflection.timeout_s", "finite"]),
+    ({"rl": {"learning_rate": float("nan")}}, ["rl.learning_rate", "finite"]),
+    ({"gepa": {"budget_passes": float("nan")}}, ["gepa.budget_passes", "finite"]),
+    ({"seed": -1}, ["seed", "greater than or equal to 0"]),
+    ({"checkpoint": {"keep": 0}}, ["checkpoint.keep"]),
+    ({"model": {"path": "/no/such/model"}}, ["model.path", "/no/such/model"]),  # check looks at the model path
 ])
 def test_check_rejects_invalid_configs(tmp_path, data, fragments):
     assert_user_error(fastslow("check", str(write(tmp_path, data))), *fragments)
@@ -58,23 +46,45 @@ def test_missing_config_file(tmp_path):
     assert_user_error(fastslow("check", str(tmp_path / "nope.yaml")), "nope.yaml", "not found")
 
 
-def base_run(tmp_path, model_path, **over):
-    data = {"name": "r", "output_dir": str(tmp_path / "runs"), "mode": "rl",
-            "model": {"path": model_path, "max_new_tokens": 4},
-            "task": {"name": "doubles:ShortAnswerTask", "train_size": 8, "val_size": 2},
-            "loop": {"steps": 1, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 2,
-                     "population_size": 1},
-            "eval": {"samples": 1, "kl_prompts": 1}}
-    data.update(over)
-    return data
+def test_config_bytes_that_are_not_utf8(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert_user_error(fastslow("check", tmp_path / "latin1.yaml"), "latin1.yaml", "not UTF-8", "0xe9")
+
+
+def test_check_refuses_a_completion_longer_than_the_models_context(tmp_path, tiny_model_path):
+    config = write(tmp_path, {"model": {"path": tiny_model_path, "max_new_tokens": 4096}})
+    assert_user_error(fastslow("check", config), "model.max_new_tokens", "context of 2048")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = fastslow("--debug", "check", tmp_path / "nope.yaml")
+    assert result.returncode != 0 and "Traceback" in result.stderr and "FastSlowError" in result.stderr
+
+
+def test_unwritable_run_root_is_one_line_and_creates_nothing(tmp_path, tiny_model_path):
+    (tmp_path / "a-file").write_text("")
+    data = tiny_run(tmp_path, tiny_model_path, output_dir=str(tmp_path / "a-file" / "runs"))
+    assert_user_error(run_in_tests_dir(tmp_path, data), "output_dir", str(tmp_path / "a-file"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "config.yaml"]
+
+
+def test_report_on_an_empty_run_or_into_an_unwritable_place(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("")
+    assert_user_error(fastslow("report", run_dir), "metrics.jsonl", "no metrics rows")
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 0, "val_accuracy": 0.5}) + "\n")
+    (tmp_path / "a-file").write_text("")
+    assert_user_error(fastslow("report", run_dir, "--out", tmp_path / "a-file" / "report"), str(tmp_path / "a-file"))
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]
 
 
 def run_in_tests_dir(tmp_path, data):
-    return fastslow("run", str(write(tmp_path, data)), cwd=Path(__file__).parent)
+    return fastslow("run", write(tmp_path, data))
 
 
 def test_missing_model_path(tmp_path):
-    result = run_in_tests_dir(tmp_path, base_run(tmp_path, str(tmp_path / "no-model")))
+    result = run_in_tests_dir(tmp_path, tiny_run(tmp_path, str(tmp_path / "no-model")))
     assert_user_error(result, "model.path", "no-model")
     assert not (tmp_path / "runs" / "r").exists()  # nothing created for a run that cannot start
 
@@ -83,7 +93,7 @@ def test_unreachable_reflection_endpoint(tmp_path, tiny_model_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    data = base_run(tmp_path, tiny_model_path, mode="fst",
+    data = tiny_run(tmp_path, tiny_model_path, mode="fst",
                     reflection={"kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{port}/v1"})
     assert_user_error(run_in_tests_dir(tmp_path, data), "reflection.base_url", str(port))
 
@@ -91,7 +101,7 @@ def test_unreachable_reflection_endpoint(tmp_path, tiny_model_path):
 @pytest.mark.parametrize("content, fragments", [("", ["empty.jsonl"]), ("{not json\n[1,2\n", ["empty.jsonl"])])
 def test_empty_or_malformed_dataset(tmp_path, tiny_model_path, content, fragments):
     (tmp_path / "empty.jsonl").write_text(content)
-    data = base_run(tmp_path, tiny_model_path, task={"name": "jsonl", "args": {"path": str(tmp_path / "empty.jsonl")}})
+    data = tiny_run(tmp_path, tiny_model_path, task={"name": "jsonl", "args": {"path": str(tmp_path / "empty.jsonl")}})
     assert_user_error(run_in_tests_dir(tmp_path, data), *fragments)
 
 
@@ -100,13 +110,12 @@ def test_a_run_dir_holding_a_different_run_is_left_alone(tmp_path, tiny_model_pa
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("name: r\nmode: fst\n")
     (run_dir / "metrics.jsonl").write_text('{"step": 0}\n')
-    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    result = run_in_tests_dir(tmp_path, base_run(tmp_path, tiny_model_path))
+    before = snapshot(run_dir)
+    result = run_in_tests_dir(tmp_path, tiny_run(tmp_path, tiny_model_path))
     assert_user_error(result, str(run_dir), "already exists")
-    result = fastslow("run", str(write(tmp_path, base_run(tmp_path, tiny_model_path))), "--resume",
-                      cwd=Path(__file__).parent)
+    result = fastslow("run", write(tmp_path, tiny_run(tmp_path, tiny_model_path)), "--resume")
     assert_user_error(result, "config.yaml", "different run")
-    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert snapshot(run_dir) == before
 
 
 def test_bad_override(tmp_path):

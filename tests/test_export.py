@@ -2,12 +2,15 @@
 transformers alone."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from clirun import assert_user_error, fastslow
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from fastslow.checkpoint import save_checkpoint
 from fastslow.config import Config, LoraConfig, ModelConfig, TaskConfig
 from fastslow.errors import FastSlowError
 from fastslow.export import export_run
@@ -30,12 +33,9 @@ def logits(model, text="hello world"):
 
 
 def write_checkpoint(run_dir: Path, step: int, model, population=POPULATION):
-    checkpoint = run_dir / "checkpoints" / f"step-{step:06d}"
-    model.save_pretrained(checkpoint / "model")
     state = {"step": step, "cycle": step // 6, "population": population,
              "best_prompt": population[0]["text"] if population else None, "counters": {}}
-    (checkpoint / "state.json").write_text(json.dumps(state))
-    (run_dir / "checkpoints" / "LATEST").write_text(checkpoint.name + "\n")
+    save_checkpoint(run_dir / "checkpoints", step, model, None, state)
 
 
 def make_run(tmp_path: Path, base_dir: str, lora: bool) -> tuple[Path, torch.Tensor]:
@@ -121,10 +121,18 @@ def test_run_dir_errors_are_clear(tmp_path, base_dir):
     with pytest.raises(FastSlowError, match="not a run directory"):
         export_run(tmp_path / "missing", tmp_path / "out")
     run_dir, _ = make_run(tmp_path, base_dir, lora=False)
-    (run_dir / "checkpoints" / "LATEST").write_text("step-000099")
-    with pytest.raises(FastSlowError, match="LATEST: names step-000099, which is missing or incomplete"):
+    for checkpoint in (run_dir / "checkpoints").glob("step-*"):
+        (checkpoint / "model" / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(FastSlowError, match="no intact checkpoint .*step-000004 is damaged .*model.safetensors"):
         export_run(run_dir, tmp_path / "out")
-    (run_dir / "checkpoints" / "LATEST").unlink()
+    shutil.rmtree(run_dir / "checkpoints")
     with pytest.raises(FastSlowError, match="no checkpoint to export"):
         export_run(run_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_target_is_one_line(tmp_path, base_dir):
+    run_dir, _ = make_run(tmp_path, base_dir, lora=False)
+    (tmp_path / "a-file").write_text("")
+    result = fastslow("export", run_dir, tmp_path / "a-file" / "exported")
+    assert_user_error(result, str(tmp_path / "a-file"))

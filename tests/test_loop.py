@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clirun import assert_user_error, fastslow
 from doubles import ScriptedReflectionLM
 
 import fastslow.loop as loop
@@ -105,6 +107,53 @@ def test_lora_trains_adapters_and_checkpoints_them(tmp_path, tiny_model_path, mo
     assert rows(path)[-1]["kl_base"] > 0  # KL measured against the same module with adapters disabled
 
 
+def wandb_history(run_dir):
+    """The rows a wandb offline run recorded: its .wandb file is a log of protobuf records in LevelDB's log format
+    (a 7-byte header, then 32 KB blocks of [crc u32, length u16, type u8] chunks; types 1 full, 2-4 first/mid/last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, payload, rows = path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        payload, pos = payload + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            payload = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+TRACKIO_LOGS = "import json, sys; from trackio.sqlite_storage import SQLiteStorage; " \
+               "print(json.dumps(SQLiteStorage.get_logs('fastslow', sys.argv[1])))"
+
+
+def test_wandb_offline_and_trackio_hold_the_logged_rows(tmp_path, tiny_model_path):
+    config = tiny_config(tmp_path, tiny_model_path, "rl", report_to=["wandb", "trackio"])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "WANDB_MODE": "offline",
+           "TRACKIO_DIR": str(tmp_path / "trackio")}
+    (tmp_path / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    run = subprocess.run([sys.executable, "-m", "fastslow", "run", str(tmp_path / "config.yaml")], env=env,
+                         cwd=Path(__file__).parent, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    logged = {row["step"]: row["reward_mean"] for row in rows(tmp_path / "rl") if row["step"] > 0}
+    assert len(logged) == 4
+
+    history = wandb_history(tmp_path / "rl")  # inside the run directory
+    assert {row["_step"]: row["reward_mean"] for row in history if "reward_mean" in row} == logged
+
+    trackio = subprocess.run([sys.executable, "-c", TRACKIO_LOGS, "rl"], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert trackio.returncode == 0, trackio.stderr
+    assert {row["step"]: row["reward_mean"] for row in json.loads(trackio.stdout) if "reward_mean" in row} == logged
+
+
 def test_failed_reflection_keeps_the_population_and_says_so(tmp_path, tiny_model_path):
     path = loop.run(parse_config(tiny_config(tmp_path, tiny_model_path, "fst")), reflection_lm=ScriptedReflectionLM(fail=True))
     population = json.loads((Path(path) / "population" / "cycle-0.json").read_text())
@@ -117,6 +166,25 @@ def _worker(config_file, *flags):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, str(Path(__file__).parent / "loop_worker.py"), str(config_file), *flags],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_resume_while_the_run_is_going_is_refused_and_the_run_finishes_whole(tmp_path, tiny_model_path):
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(tiny_config(tmp_path, tiny_model_path, "fst")))
+    live = _worker(config_file)
+    metrics = tmp_path / "fst" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text()) and live.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    live.send_signal(signal.SIGSTOP)  # mid-run (step 0 logged, GEPA under way), holding the run directory
+    try:
+        assert live.poll() is None, "the run ended before a second process could try it"
+        second = fastslow("run", config_file, "--resume")  # a JSON file is a YAML file
+    finally:
+        live.send_signal(signal.SIGCONT)
+    assert_user_error(second, str(tmp_path / "fst"), "in use by another fastslow process", f"pid {live.pid}")
+    assert live.wait(timeout=600) == 0, live.stderr.read().decode()[-2000:]
+    assert [r["step"] for r in rows(tmp_path / "fst")] == [0, 1, 2, 3, 4]  # nothing deleted or truncated under it
 
 
 @pytest.mark.slow

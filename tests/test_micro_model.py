@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.cli import app
+from fastslow.cli import app
 from fastslow.micro.language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, program_spec
 from fastslow.micro.pretrain import merge_shards, pretrain
 from fastslow.policy import MICRO_MODEL_DIR, Sampling, chat_messages, generate, load_model, load_tokenizer
@@ -133,13 +133,13 @@ def test_pretrain_under_torchrun_trains_one_model_on_two_ranks(tmp_path):
 
 
 def test_cli_pretrain_needs_steps_or_minutes():
-    result = CliRunner().invoke(app, ["pretrain", "--out", "unused"])
+    result = CliRunner().invoke(app, ["micro", "pretrain", "--out", "unused"])
     assert result.exit_code == 2 and "exactly one of --steps or --minutes" in result.output
 
 
 @pytest.mark.slow
 def test_cli_eval_json_prints_the_four_fractions():
-    result = CliRunner().invoke(app, ["eval", "--json", "--n", "4"])
+    result = CliRunner().invoke(app, ["micro", "eval", "--json", "--n", "4"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary) == {"with_instruction", "with_seed_prompt", "reflection_improves", "zero_reward_family_seed_prompt"}

@@ -1,13 +1,11 @@
 """fastslow.reflection against real HTTP servers on 127.0.0.1: `fastslow serve` on a tiny random model, and a
 scripted fake endpoint (a test double) for failures, empty answers, timeouts and keys."""
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from doubles import FakeChatEndpoint
 
 from fastslow.config import ReflectionConfig
 from fastslow.errors import FastSlowError
@@ -36,48 +34,6 @@ def greedy_answer(model_dir):
                     Sampling(max_new_tokens=16, temperature=0))[0]
     assert text.strip(), "the tiny model's greedy answer should not be blank"
     return text.strip()
-
-
-class FakeChatEndpoint:
-    """Test double: an OpenAI-style endpoint that plays a script of (status, content, delay_s) replies, then
-    repeats the last one, and records each request's headers and body."""
-
-    def __init__(self, script):
-        self.script, self.requests = list(script), []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                status, content, delay = endpoint.script.pop(0) if len(endpoint.script) > 1 else endpoint.script[0]
-                time.sleep(delay)
-                reply = {"error": {"message": "boom"}} if status != 200 else {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-                data = json.dumps(reply).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

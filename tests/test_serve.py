@@ -1,16 +1,17 @@
-"""fastslow.serve: a real HTTP server on 127.0.0.1 serving a tiny random model."""
+"""fastslow.serve: a real HTTP server (FastAPI + uvicorn) on 127.0.0.1 serving a tiny random model."""
 
 import json
-import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from fastslow.errors import FastSlowError
 from fastslow.policy import Sampling, generate, load_model, load_tokenizer
-from fastslow.serve import BackgroundServer, ChatServer
+from fastslow.serve import BackgroundServer
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +69,45 @@ def test_seeded_sampling_is_reproducible_and_content_parts_are_joined(server):
     assert len(samples) > 1  # temperature 1 on a random model: different seeds, different texts
 
 
-def test_concurrent_requests_all_answered(server):
-    results = []
-
+def burst(base_url, n=100):
+    """n requests at once, each on its own connection: (HTTP status, body) of each; a reset connection raises."""
     def ask(i):
         body = {"messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 8, "temperature": 0}
-        results.append(post(server.base_url + "/chat/completions", body)[0])
+        return post(base_url + "/chat/completions", body)
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert results == [200] * 4
+    start = time.monotonic()
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(ask, range(n)))
+    return answers, time.monotonic() - start
+
+
+def test_a_hundred_concurrent_requests_are_all_answered_in_batches(server, model_dir):
+    answers, seconds = burst(server.base_url)
+    assert [status for status, _ in answers] == [200] * 100
+    assert seconds < 120
+    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir)
+    alone = generate(model, tokenizer, [[{"role": "user", "content": "q7"}]], Sampling(max_new_tokens=8, temperature=0))
+    assert answers[7][1]["choices"][0]["message"]["content"] == alone[0]  # batching left each answer its own
+
+
+def test_a_full_queue_answers_503_never_a_reset(model_dir):
+    with BackgroundServer(model_dir, max_batch=2, max_queue=3) as small:
+        answers, _ = burst(small.base_url)
+    statuses = [status for status, _ in answers]
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 3
+    busy = next(body for status, body in answers if status == 503)
+    assert "retry" in busy["error"]["message"]
+
+
+def test_max_tokens_is_capped_by_the_context(server, model_dir):
+    context = load_model(model_dir).config.max_position_embeddings
+    status, body = post(server.base_url + "/chat/completions",  # a prompt that leaves a few tokens of room
+                        {"messages": [{"role": "user", "content": "x" * (context - 32)}], "max_tokens": 10**9})
+    assert status == 200
+    assert 0 < body["usage"]["completion_tokens"] and body["usage"]["total_tokens"] <= context
+    status, body = post(server.base_url + "/chat/completions",
+                        {"messages": [{"role": "user", "content": "x" * context}], "max_tokens": 4})
+    assert status == 400 and f"the model's context is {context}" in body["error"]["message"]
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -103,11 +130,8 @@ def test_unknown_route_is_404(server):
 
 
 def test_busy_port_is_a_clear_error(server, model_dir):
-    from fastslow.serve import ChatModel
-
-    port = server.server.server_address[1]
-    with pytest.raises(FastSlowError, match=f"--port: cannot listen on 127.0.0.1:{port}"):
-        ChatServer(ChatModel(model_dir), "127.0.0.1", port)
+    with pytest.raises(FastSlowError, match=f"--port: cannot listen on 127.0.0.1:{server.port}"):
+        BackgroundServer(model_dir, port=server.port)
 
 
 def test_stop_closes_the_port(model_dir):

@@ -433,3 +433,24 @@ def test_registry_builds_every_real_task(tmp_path):
         assert isinstance(task, Task) and task.seed_prompt and task.problems("train", 1, seed=0)
     with pytest.raises(FastSlowError, match="task.args"):
         load_task("math", path=data, no_such_arg=1)
+
+
+def test_answers_that_are_not_strings_or_numbers_are_skipped_and_counted(tmp_path, caplog, monkeypatch):
+    good = [{"prompt": f"q{i}", "answer": a} for i, a in enumerate(["Paris", 3, 2.5, "x"])]
+    bad = [{"prompt": "n", "answer": None}, {"prompt": "d", "answer": {"a": 1}}, {"prompt": "l", "answer": [1, 2]},
+           {"prompt": "b", "answer": True}, {"prompt": {"nested": 1}, "answer": "1"}, {"prompt": "e", "answer": "  "}]
+    path = str(write_jsonl(tmp_path / "d.jsonl", good + bad))
+    with caplog.at_level(logging.WARNING):
+        task = JsonlTask(path=path, val_fraction=0, test_fraction=0)
+    assert sorted(p.answer for p in task.problems("train", 4, 0)) == ["2.5", "3", "Paris", "x"]
+    assert "skipped 6 malformed rows of 10 (first at line 5: 'answer' must be a string or a number, got null)" \
+        in caplog.text
+    with pytest.raises(FastSlowError, match="no usable rows .*got an object"):
+        MathTask(path=str(write_jsonl(tmp_path / "m.jsonl", [{"problem": "1+1", "answer": {"value": 2}}])))
+
+    (tmp_path / "structured_verifier.py").write_text(
+        "def check(problem, completion):\n    return problem.answer in completion\ncheck.structured_answers = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    structured = JsonlTask(path=path, verifier="structured_verifier:check", val_fraction=0, test_fraction=0)
+    answers = {p.prompt: p.answer for p in structured.problems("train", 6, 0)}
+    assert answers["d"] == '{"a": 1}' and answers["l"] == "[1, 2]"  # declared: lists and objects arrive as JSON

@@ -21,6 +21,8 @@ from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutatio
 from fastslow.fast.adapter import COMPONENT, PolicyAdapter
 from fastslow.fast.population import Member, signal_member, top_k_from_front
 from fastslow.fast.records import resolve_template
+from fastslow.guards import no_instruction
+from fastslow.reflection import ReflectionError
 from fastslow.tasks import Problem
 
 
@@ -62,19 +64,26 @@ class _BudgetStopper:
 
 
 class _CountingReflection:
-    """The reflection LM as GEPA calls it, counting calls, failures and seconds. `batch_complete` (one call for
-    an iteration's proposals) is offered when the LM has it; GEPA retries a failed batch one prompt at a time."""
+    """The reflection LM as GEPA calls it, counting calls, failures and seconds. An answer that `refuse` objects to
+    (no instruction in it, too long) is a failure like an error. `batch_complete` (one call for an iteration's
+    proposals) is offered when the LM has it; GEPA retries a failed batch one prompt at a time."""
 
-    def __init__(self, reflection_lm: Callable[[str], str]):
-        self.reflection_lm, self.calls, self.failures, self.seconds = reflection_lm, 0, 0, 0.0
+    def __init__(self, reflection_lm: Callable[[str], str], refuse: Callable[[str], str | None]):
+        self.reflection_lm, self.refuse, self.calls, self.failures, self.seconds = reflection_lm, refuse, 0, 0, 0.0
         if hasattr(reflection_lm, "batch_complete"):
             self.batch_complete = self._batch_complete
+
+    def _checked(self, answer: str) -> str:
+        reason = self.refuse(answer)
+        if reason:
+            raise ReflectionError(f"reflection answer refused: {reason}")
+        return answer
 
     def __call__(self, prompt: str) -> str:
         self.calls += 1
         start = time.perf_counter()
         try:
-            return self.reflection_lm(prompt)
+            return self._checked(self.reflection_lm(prompt))
         except Exception:
             self.failures += 1  # GEPA skips this proposal (raise_on_exception=False)
             raise
@@ -84,7 +93,7 @@ class _CountingReflection:
     def _batch_complete(self, messages_list: list[list[dict]]) -> list[str]:
         start = time.perf_counter()
         try:
-            answers = self.reflection_lm.batch_complete([m[-1]["content"] for m in messages_list])
+            answers = [self._checked(a) for a in self.reflection_lm.batch_complete([m[-1]["content"] for m in messages_list])]
         finally:
             self.seconds += time.perf_counter() - start
         self.calls += len(answers)  # counted on success only: after a failure GEPA calls us once per prompt
@@ -143,17 +152,19 @@ def run_fast_phase(
     work_dir: Path,
     rescore_population: bool = True,
     keep_signal_member: bool = False,
+    refuse: Callable[[str], str | None] = no_instruction,
 ) -> FastPhaseResult:
     """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
     return the top-K of the per-instance Pareto front (with `keep_signal_member`, always including the member the
-    weights learn most under: population.signal_member)."""
+    weights learn most under: population.signal_member). `refuse(answer)`: why a reflection answer cannot become a
+    prompt, or None (fastslow.guards.PromptRoom.refusal: no instruction in it, too long for the context)."""
     needs_scores = rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
     carried = rescore(population, anchors, adapter) if needs_scores else list(population)
     rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
 
     work_dir.mkdir(parents=True, exist_ok=False)  # fresh per cycle: GEPA ids are positions in this anchor set
     seeded_state(carried, anchors).save(str(work_dir))
-    reflection = _CountingReflection(reflection_lm)
+    reflection = _CountingReflection(reflection_lm, refuse)
     result = gepa.optimize(
         seed_candidate={COMPONENT: carried[0].text},
         trainset=list(anchors),

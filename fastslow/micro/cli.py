@@ -14,11 +14,6 @@ app = typer.Typer(help="The project's own micro model: pretrain and evaluate it.
                   pretty_exceptions_enable=False, add_completion=False)
 
 
-def _fail(exc: FastSlowError) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
-
-
 @app.command()
 def pretrain(
     out: Annotated[Path, typer.Option(help="where to write the checkpoint")] = Path("runs/micro-model"),
@@ -38,7 +33,7 @@ def pretrain(
     from fastslow.micro.pretrain import pretrain as run_pretrain
 
     if (steps is None) == (minutes is None):
-        _fail(FastSlowError("pretrain: give exactly one of --steps or --minutes"))
+        raise FastSlowError("pretrain: give exactly one of --steps or --minutes")  # one line, from `fastslow`
     summary = run_pretrain(out, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
                            workers=workers, device=device, shard_mb=shard_mb, init=init, torch_compile=torch_compile)
     if summary["rank"] == 0:
@@ -56,12 +51,5 @@ def evaluate(
     """Measure the model's abilities on held-out programs: instruction following, reflection, ..."""
     from fastslow.micro.evaluate import evaluate_micro, format_table
 
-    try:
-        results = evaluate_micro(model, n=n, seed=seed, device=device)
-    except FastSlowError as exc:
-        _fail(exc)
+    results = evaluate_micro(model, n=n, seed=seed, device=device)
     typer.echo(json.dumps(results["summary"]) if as_json else format_table(results))
-
-
-if __name__ == "__main__":
-    app()

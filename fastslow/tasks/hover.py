@@ -18,7 +18,7 @@ import numpy as np
 from fastslow.errors import FastSlowError
 from fastslow.tasks.answers import extract_answer, strip_thinking
 from fastslow.tasks.base import Problem, Verdict
-from fastslow.tasks.loading import content_id, load_problems, load_records
+from fastslow.tasks.loading import content_id, load_problems, load_records, row_text
 
 SEED_PROMPT = (
     "You help fact-check a claim by searching a Wikipedia-like corpus. The claim may need several articles "
@@ -102,9 +102,7 @@ class HoverTask:
         self.index = BM25Index(list(keys), [f"{title} {text}" for title, text in zip(titles, texts)])
 
         def to_problem(row: dict) -> Problem:
-            claim = str(row[claim_field]).strip()
-            if not claim:
-                raise ValueError(f"empty {claim_field!r}")
+            claim = row_text(row, claim_field).strip()
             gold = []
             for entry in _gold_entries(row[gold_field]):
                 key = entry if entry in self.titles else by_title.get(entry)

@@ -8,6 +8,8 @@ then `\\boxed{}`, an "Answer:" line, or the last line) with the row's answer:
     math     equal mathematically (math_verify), as in the math task
     "module:function"  your function `(problem, completion)` returning a reward in [0, 1] (or a bool),
              a (reward, feedback) pair, or a `Verdict`
+Answers must be strings or numbers; a row whose answer is null, a boolean, a list or an object is skipped as
+malformed, unless a custom verifier declares `structured_answers = True` (it then gets lists and objects as JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fractions import Fraction
 from fastslow.errors import FastSlowError
 from fastslow.tasks.answers import extract_answer, normalize
 from fastslow.tasks.base import Problem, Verdict
-from fastslow.tasks.loading import content_id, load_problems
+from fastslow.tasks.loading import content_id, load_problems, row_text
 from fastslow.tasks.math import math_verdict
 
 log = logging.getLogger(__name__)
@@ -79,18 +81,17 @@ class JsonlTask:
             raise FastSlowError(
                 f"task.args.verifier: expected one of {VERIFIERS} or 'module:function', got {verifier!r}"
             )
-        if tolerance < 0:
-            raise FastSlowError("task.args.tolerance: expected a number >= 0")
+        if not 0 <= tolerance < math.inf:
+            raise FastSlowError("task.args.tolerance: expected a finite number >= 0")
         self.verifier, self.tolerance, self.ignore_case = verifier, tolerance, ignore_case
         self.seed_prompt = seed_prompt
         self.custom = _import_verifier(verifier) if ":" in verifier else None
         regex_flags = re.IGNORECASE if ignore_case else 0
 
+        structured = getattr(self.custom, "structured_answers", False)
+
         def to_problem(row: dict) -> Problem:
-            prompt, answer = row[prompt_field], row[answer_field]
-            if prompt is None or answer is None or not str(prompt).strip():
-                raise ValueError(f"empty {prompt_field!r} or {answer_field!r}")
-            prompt, answer = str(prompt), str(answer).strip()
+            prompt, answer = row_text(row, prompt_field), row_text(row, answer_field, structured).strip()
             if verifier == "regex":
                 try:
                     re.compile(answer, regex_flags)

@@ -1,7 +1,8 @@
 """Loading task data: local JSONL/JSON/CSV/parquet files or a Hugging Face dataset, split deterministically.
 
 Rows become `Problem`s through a task-specific `to_problem(row)`; a row it rejects (by raising
-ValueError, KeyError or TypeError) is malformed. Malformed rows are skipped with one warning giving their
+ValueError, KeyError or TypeError) is malformed. `row_text` reads a prompt or answer field: a string or a
+number, never null, a boolean, a list or an object silently turned into text. Malformed rows are skipped with one warning giving their
 count and the first one's location; if no row is usable the load fails with a `FastSlowError`.
 
 Splits: a row's own split (a "split" column, or the split of a Hugging Face dataset) is kept; `val` and
@@ -15,6 +16,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,6 +104,24 @@ def _read_hf(name: str, config: str | None, split: str | None, field: str) -> It
     for part, rows in parts:
         for i, row in enumerate(rows):
             yield f"{part or 'dataset'} row {i}", row, part
+
+
+def row_text(row: dict, field: str, structured: bool = False) -> str:
+    """A row's `field` as text: a string or a finite number; with `structured`, a list or an object too (as JSON).
+    Anything else (missing, null, blank, a boolean, NaN) makes the row malformed."""
+    value = row[field]
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        text = str(value)
+    elif structured and isinstance(value, (list, dict)):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        kind = {type(None): "null", bool: "a boolean", list: "a list", dict: "an object"}.get(type(value), repr(value))
+        raise ValueError(f"{field!r} must be a string or a number{' (or JSON)' if structured else ''}, got {kind}")
+    if not text.strip():
+        raise ValueError(f"empty {field!r}")
+    return text
 
 
 def load_records(

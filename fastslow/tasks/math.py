@@ -11,7 +11,7 @@ import threading
 from fastslow.errors import FastSlowError
 from fastslow.tasks.answers import extract_answer, normalize, strip_thinking
 from fastslow.tasks.base import Problem, Verdict
-from fastslow.tasks.loading import content_id, load_problems
+from fastslow.tasks.loading import content_id, load_problems, row_text
 
 SEED_PROMPT = (
     "Solve the math problem. Think step by step, check your work, "
@@ -90,9 +90,7 @@ class MathTask:
         split_seed: int = 0,
     ):
         def to_problem(row: dict) -> Problem:
-            problem, answer = str(row[problem_field]).strip(), str(row[answer_field]).strip()
-            if not problem or not answer:
-                raise ValueError(f"empty {problem_field!r} or {answer_field!r}")
+            problem, answer = row_text(row, problem_field).strip(), row_text(row, answer_field).strip()
             pid = str(row[id_field]) if row.get(id_field) is not None else content_id(problem, prefix="math-")
             return Problem(id=pid, prompt=problem, answer=answer)
 

@@ -1,0 +1,96 @@
+"""Size guards: sizes that cannot fit are refused with the numbers before anything is allocated, and reflection
+answers that cannot become a prompt (empty, only a fence, too long) are failed reflections, counted and shown."""
+
+import json
+
+import pytest
+from clirun import assert_user_error, fastslow, tiny_run, write
+from doubles import FakeChatEndpoint, ShortAnswerTask
+
+from fastslow.config import parse_config
+from fastslow.errors import FastSlowError
+from fastslow.guards import PromptRoom, check_rollout_memory, load_model_config
+from fastslow.policy import load_tokenizer
+
+GB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def room(tiny_model_path):
+    """The tiny model (context 2048, one token per character) with completions of 64 tokens."""
+    config = parse_config({"model": {"path": tiny_model_path, "max_new_tokens": 64}, "reflection": {"max_new_tokens": 256}})
+    problems = ShortAnswerTask().problems("train", 8, 0)
+    return PromptRoom(load_tokenizer(tiny_model_path), problems, 2048, config)
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("", "holds no instruction"),
+    ("```\n```", "holds no instruction"),
+    ("Here it is:\n```python\n```", "holds no instruction"),
+    ("x" * 200_000, "200000 characters, longer than reflection.max_new_tokens (256) allows"),
+    ("```\n" + "y" * 300 + "\n```", "instruction is 300 tokens, more than reflection.max_new_tokens (256)"),
+])
+def test_reflection_answers_that_cannot_become_a_prompt(room, answer, reason):
+    assert reason in room.refusal(answer)
+
+
+def test_a_fitting_answer_is_accepted_and_the_context_bounds_what_fits(room, tiny_model_path):
+    assert room.refusal("Think first.\n```\nAnswer with one letter.\n```") is None
+    wide = PromptRoom(room.tokenizer, [room.longest], 2048, parse_config(
+        {"model": {"path": tiny_model_path, "max_new_tokens": 64}, "reflection": {"max_new_tokens": 4096}}))
+    assert "a row needs" in wide.refusal("```\n" + "z" * 2000 + "\n```")  # 2000 + problem + 64 > 2048
+    with pytest.raises(FastSlowError, match="^task.seed_prompt: with the longest problem .* a row needs"):
+        room.check_seed("s" * 2000)
+    too_long = PromptRoom(room.tokenizer, [room.longest], 2048, parse_config({"model": {"max_new_tokens": 2047}}))
+    with pytest.raises(FastSlowError, match="^model.max_new_tokens: even without a system prompt"):
+        too_long.check_seed("Answer.")
+
+
+def test_rollouts_are_held_to_the_memory_their_kv_cache_needs(tiny_model_path):
+    model_config = load_model_config(tiny_model_path)  # 4 layers x 2 KV heads x 32 dims, float32: 2 KB per token
+
+    def config(G):
+        return parse_config({"mode": "rl", "model": {"path": tiny_model_path, "max_new_tokens": 64},
+                             "loop": {"problems_per_step": 32, "rollouts_per_problem": G, "population_size": 1}})
+
+    check_rollout_memory(config(8), model_config, 36, memory=(24 * GB, "host memory"))  # 256 rows: 50 MB
+    with pytest.raises(FastSlowError) as refused:
+        check_rollout_memory(config(10**6), model_config, 36, memory=(24 * GB, "host memory"))
+    assert str(refused.value) == (
+        "loop.rollouts_per_problem: 32 problems x 1000000 rollouts = 32000000 rows per step need at least 6.0 TB "
+        "for their KV cache alone (100 tokens x 2.0 KB per token), more than the 24.0 GB of host memory; lower "
+        "loop.rollouts_per_problem or loop.problems_per_step")
+    check_rollout_memory(config(10**6), model_config, 36, processes=10**6, memory=(24 * GB, "GPU memory"))
+
+
+@pytest.mark.parametrize("over, fragments", [
+    ({"loop": {"steps": 1, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 10**6,
+               "population_size": 1}}, ["loop.rollouts_per_problem", "1000000 rollouts", "KV cache", "host memory"]),
+    ({"task": {"name": "doubles:ShortAnswerTask", "train_size": 8, "val_size": 2, "seed_prompt": "x" * 2**20}},
+     ["task.seed_prompt", "1048576 characters", "context of 2048 tokens"]),
+])
+def test_sizes_that_cannot_fit_are_refused_before_the_run_starts(tmp_path, tiny_model_path, over, fragments):
+    result = fastslow("run", write(tmp_path, tiny_run(tmp_path, tiny_model_path, **over)))
+    assert_user_error(result, *fragments)
+    assert list((tmp_path / "runs").iterdir()) == []  # refused before the run directory was written
+
+
+def test_fence_only_and_200kb_reflection_answers_are_failed_reflections_counted_and_shown(tmp_path, tiny_model_path):
+    endpoint = FakeChatEndpoint([(200, "```\n```", 0), (200, "x" * 200_000, 0)])
+    try:
+        data = tiny_run(tmp_path, tiny_model_path, mode="fst",
+                        loop={"steps": 2, "steps_per_cycle": 2, "problems_per_step": 2, "rollouts_per_problem": 2,
+                              "population_size": 1},
+                        gepa={"budget_passes": 4, "reflection_minibatch_size": 2},
+                        reflection={"kind": "openai", "model": "m", "base_url": endpoint.base_url, "retries": 0})
+        result = fastslow("run", write(tmp_path, data), env={"COLUMNS": "200"})  # the whole progress line
+    finally:
+        endpoint.close()
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "r"
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["reflection_calls"] >= 2 and last["reflection_failures"] == last["reflection_calls"]
+    assert len(endpoint.requests) == last["reflection_calls"]
+    assert f"reflections failed {last['reflection_failures']}/{last['reflection_calls']}" in result.stderr
+    population = json.loads((run_dir / "population" / "cycle-0.json").read_text())
+    assert population["reflection_failed"] is True and [m["id"] for m in population["members"]] == ["seed"]
