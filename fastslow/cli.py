@@ -170,7 +170,7 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("run
 
 @app.command()
 def experiment(
-    name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward")],
+    name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward, k-sweep, t-sweep")],
     config: Annotated[Path | None, typer.Option(help="base run config (model, task, reflection); default: micro")] = None,
     seeds: Annotated[int, typer.Option(help="seeds per arm")] = 3,
     preset: Annotated[str, typer.Option(help="small (2 CPU cores, <= 15 min) or full (GPU machine)")] = "small",

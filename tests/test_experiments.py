@@ -150,8 +150,29 @@ def test_zero_reward_counts_steps_until_reward_leaves_zero(setup):
             assert first == stats.steps_until_nonzero(steps, reward)
 
 
+@pytest.mark.parametrize("name,key,values", [("k-sweep", "population_size", [1, 2]),
+                                             ("t-sweep", "steps_per_cycle", [1, 2])])
+def test_ablations_train_fst_at_each_value_and_an_rl_reference(setup, name, key, values):
+    config, out = setup
+    data, section = read_config_file(config)
+    section = {**section, "values": values}
+    path = config.with_name(f"{name}.yaml")
+    path.write_text(yaml.safe_dump({**data, "experiment": section}))
+    folder = run_experiment(name, path, seeds=2, out=out, workers=1, reflection_lm=ScriptedReflectionLM())
+    runs = run_dirs(folder)
+    letter = "K" if name == "k-sweep" else "T"
+    assert sorted(runs) == sorted([f"{letter}={v} seed {s}" for v in values for s in (0, 1)] + ["rl seed 0", "rl seed 1"])
+    for value in values:
+        configs = [load_run(runs[f"{letter}={value} seed {s}"]).config for s in (0, 1)]
+        assert all(c["loop"][key] == value and c["mode"] == "fst" for c in configs)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary) >= {f"{letter}={v}" for v in values} | {"rl"}
+    assert (folder / f"{name.replace('-', '_')}.png").is_file()
+
+
 def test_every_registered_experiment_is_tested():
-    tested = {"efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"}
+    tested = {"efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward",
+              "k-sweep", "t-sweep"}
     assert set(REGISTRY) == tested
 
 

@@ -32,6 +32,8 @@ REGISTRY: dict[str, str] = {
     "plasticity": "fastslow.experiments.plasticity",  # fresh RL on a new task from base / RL / FST weights
     "continual": "fastslow.experiments.continual",  # one run over three task families
     "zero-reward": "fastslow.experiments.zero_reward",  # steps until the reward leaves 0
+    "k-sweep": "fastslow.experiments.ablation",  # FST at K = 1, 2, 4, 8 against RL
+    "t-sweep": "fastslow.experiments.ablation",  # FST at T = 3, 6, 12 against RL
 }
 
 

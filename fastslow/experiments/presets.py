@@ -58,6 +58,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         {"name": "counting", "args": {"rule": "vowels"}, "label": "counting"},
         {"name": "stargraph", "args": {"degree": 2, "arm_length": 2}, "label": "stargraph"},
     ], "seed_prompt": AGNOSTIC},
+    # the paper's ablations on efficiency's task; G=8 so that every K divides it
+    "k-sweep": {"task": WEAK, "values": [1, 2, 4, 8], "overrides": {"loop.rollouts_per_problem": 8}},
+    "t-sweep": {"task": WEAK, "values": [3, 6, 12]},
     # the task's own task-agnostic seed prompt scores 0 on star graphs (its instruction: 100%)
     "zero-reward": {"task": {"name": "stargraph", "args": {"degree": 3, "arm_length": 3}},
                     "modes": ["fst", "rl"]},
@@ -102,7 +105,8 @@ def preset(name: str) -> dict[str, Any]:
 
 
 # what a config file's `experiment:` section may set (one file can serve every experiment)
-SETTING_KEYS = {"overrides", "modes", "ood_tasks", "task_b", "steps_b", "stages", "steps_per_stage", "seed_prompt"}
+SETTING_KEYS = {"overrides", "modes", "ood_tasks", "task_b", "steps_b", "stages", "steps_per_stage", "seed_prompt",
+                "values"}
 
 
 def experiment_settings(experiment: str, preset_name: str, from_config: dict[str, Any] | None) -> dict[str, Any]:
@@ -115,7 +119,7 @@ def experiment_settings(experiment: str, preset_name: str, from_config: dict[str
         raise FastSlowError("experiment.overrides: expected a mapping of dotted config keys, e.g. {loop.steps: 12}")
     settings = {**SETTINGS[experiment]}
     layers = [preset(preset_name)["per_experiment"].get(experiment, {}), from_config or {}]
-    overrides = dict(preset(preset_name)["overrides"])
+    overrides = dict(preset(preset_name)["overrides"]) | settings.pop("overrides", {})  # the experiment's own last
     for layer in layers:
         overrides |= layer.get("overrides", {})
         settings |= {k: v for k, v in layer.items() if k != "overrides"}

@@ -1,0 +1,54 @@
+"""The paper's ablations as commands: `k-sweep` (population size K in {1, 2, 4, 8}) and `t-sweep` (steps per cycle
+T in {3, 6, 12}). FST runs at each value and an RL reference share the data plan per seed; per value: peak validation
+accuracy, samples to reach RL's peak and the ratio (stats.sample_efficiency), final KL to the base model.
+
+The paper (2nd-hand): K=8 is best and even K=1 beats RL; T=12 is worse than T=6 (prompts go stale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fastslow import stats
+from fastslow.experiments.common import (Experiment, figure, fmt, last_value, markdown_table, plot_mean_curves, save,
+                                         series, write_results)
+
+SWEEPS = {  # experiment -> (config key, label, the paper's reading)
+    "k-sweep": ("loop.population_size", "K (prompts in the population)",
+                "K ∈ {1, 2, 4, 8}: K=8 best, even K=1 beats RL (2nd-hand)."),
+    "t-sweep": ("loop.steps_per_cycle", "T (RL steps per GEPA round)",
+                "T ∈ {3, 6, 12}: T=12 worse than T=6, stale prompts (2nd-hand)."),
+}
+
+
+def run(exp: Experiment) -> Path:
+    key, label, paper = SWEEPS[exp.name]
+    values = list(exp.settings["values"])
+    configs = {f"{label.split()[0]}={v}": [exp.config("fst", s, f"{exp.name}-{v}", **{key: v}) for s in range(exp.seeds)]
+               for v in values}
+    configs["rl"] = [exp.config("rl", s) for s in range(exp.seeds)]
+    dirs = exp.train([c for arm in configs.values() for c in arm])
+    runs = {arm: dirs[i * exp.seeds:(i + 1) * exp.seeds] for i, arm in enumerate(configs)}
+    curves = {arm: [series(d, "samples", "val_accuracy") for d in paths] for arm, paths in runs.items()}
+    rl_peaks = [float(np.max(y)) for _, y in curves["rl"]]
+
+    rows, summary = [], {}
+    for arm, arm_curves in curves.items():
+        peak = stats.summarize([float(np.max(y)) for _, y in arm_curves])
+        needed = stats.summarize([stats.samples_to_reach(x, y, t) for (x, y), t in zip(arm_curves, rl_peaks)])
+        ratio = None if arm == "rl" else stats.sample_efficiency_over_seeds(arm_curves, curves["rl"])
+        kl = stats.summarize([last_value(d, "kl_base") for d in runs[arm]])
+        rows.append([arm, fmt(peak, 100), fmt(needed, digits=0),
+                     "1 (reference)" if ratio is None else fmt(ratio, digits=2, unit="×"), fmt(kl, digits=3)])
+        summary[arm] = {"peak_accuracy": peak, "samples_to_rl_peak": needed, "efficiency_vs_rl": ratio, "final_kl": kl}
+    body = [markdown_table([label, "peak val acc (%)", "samples to reach RL's peak", "sample efficiency vs RL",
+                            "final KL to base (nats/token)"], rows),
+            "Mean ± std over seeds (min–max); a seed that never reaches RL's peak is left out of the ratio (counted).\n"]
+    fig, ax = figure(f"Validation accuracy vs training samples, by {label.split()[0]}", "training samples",
+                     "val accuracy, running max")
+    plot_mean_curves(ax, curves, transform=stats.running_max)
+    plots = [save(fig, exp.dir / f"{exp.name.replace('-', '_')}.png")]
+    labels = {f"{arm} seed {s}": d for arm, paths in runs.items() for s, d in enumerate(paths)}
+    return write_results(exp, f"Ablation: {label}", f"How FST depends on {label}.", paper, body, plots, labels, summary)
