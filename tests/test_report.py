@@ -161,3 +161,19 @@ def test_plots_draw_every_run_in_its_own_colour(runs):
     fst_line, rl_line = fig.axes[0].lines
     assert fst_line.get_color() != rl_line.get_color()
     assert np.array(rl_line.get_xydata()).tolist() == [[0.1, 0.0], [0.2, 0.03], [0.25, 0.06], [0.3, 0.09]]
+
+
+def test_report_plots_the_signal_metrics_and_warns_about_a_starved_cycle(tmp_path):
+    run = write_fake_run(tmp_path, "locked", "fst", val_accuracy=[0.1, None, 0.3, None, 0.3])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows[1:]:  # cycle 0 (steps 1-2) learns within prompts, cycle 1 (steps 3-4) only between them
+        locked = row["cycle"] == 1
+        row.update(kept_problems=5, grad_norm=1e-4 if locked else 0.5, within_prompt_signal=0.0 if locked else 0.6,
+                   within_prompt_variance_share=0.0 if locked else 0.3,
+                   member_entropy={"seed": 0.3, "c0-1": 0.001}, member_signal={"seed": 0.1, "c0-1": 0.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    page = report.make_report([run], tmp_path / "out").read_text()
+    for plot in ("rl_signal.png", "member_entropy.png", "grad_norm.png"):
+        assert (tmp_path / "out" / plot).is_file()
+    assert "cycle(s) 1 (0%) trained on almost no within-prompt signal" in page
+    assert "cycle(s) 0" not in page
