@@ -157,6 +157,7 @@ class NextTokenDistributions:
     states: torch.Tensor  # [B, L, hidden] (or [B, L, V])
     project: Callable[[torch.Tensor], torch.Tensor]  # states -> logits
     mask: torch.Tensor  # [B, L]: 1 at a completion token
+    tokens: torch.Tensor  # [B, L]: the completion token at each position (the one its distribution predicts)
     vocab: int
 
     def chunks(self) -> list[slice]:
@@ -189,6 +190,7 @@ def completion_distributions(
     device = next(model.parameters()).device
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
     mask = shared_prefix.left_pad(completion_ids, tokenizer.pad_token_id, width=length)[1].float().to(device)
+    tokens = inputs["input_ids"][:, -length:]
     head, captured = model.get_output_embeddings(), []
 
     def project_last_only(module, args):  # keep the hidden states; the head computes the last position alone
@@ -202,6 +204,6 @@ def completion_distributions(
     finally:
         hook.remove()
     if len(captured) == 1 and torch.allclose(head(captured[0][:, -1:]).float(), last_logits.float(), atol=1e-4):
-        return NextTokenDistributions(captured[0][:, :-1], head, mask, last_logits.shape[-1])
+        return NextTokenDistributions(captured[0][:, :-1], head, mask, tokens, last_logits.shape[-1])
     logits = model(**inputs, logits_to_keep=length + 1).logits[:, :-1]  # the model's own, whole
-    return NextTokenDistributions(logits, lambda x: x, mask, logits.shape[-1])
+    return NextTokenDistributions(logits, lambda x: x, mask, tokens, logits.shape[-1])
