@@ -1,7 +1,8 @@
 """Test helper: under DDP, the update's gradient with shared prompt prefixes (two forwards per backward: prefixes,
 then rests) equals the gradient of TRL's whole-row pass; a process holding a single row does not hang the others;
-and the update in micro-batches gives the one-pass gradient while processes keep different numbers of rows, with
-every process making the same forward calls and gradients exchanged once. Each process builds its own batch; DDP
+the update in micro-batches gives the one-pass gradient while processes keep different numbers of rows, with
+every process making the same forward calls and gradients exchanged once; and so does a whole RL step with the member
+advantage baseline, whose dropped problems leave the processes different numbers of rows. Each process builds its own batch; DDP
 averages the gradients. From the repository root, on CPU (tests/test_shared_prefix.py) or GPUs
 (benchmarks/gpu_ddp.sh):
 
@@ -13,13 +14,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 from doubles import ShortAnswerTask
-from test_trl_seam import gradients, make_learner, synthetic_batch
+from test_trl_seam import gradients, make_learner, script_rewards, synthetic_batch
 from tiny_model import build_tiny_model
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+from fastslow.fast.population import Member
 from fastslow.slow.trainer import select_rows
+
+# rewards of each process's 2 problems x G=4 rollouts; slots 0 and 2 are member a's, 1 and 3 member b's. Under the
+# member baseline process 0 keeps both problems (8 rows), process 1 only its second (4 rows): its first varies only
+# between the members
+STEP_REWARDS = {0: [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0], 1: [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]}
 
 
 def largest_difference(grads, reference) -> float:
@@ -31,8 +39,8 @@ def main() -> None:
     task = ShortAnswerTask()
     model_dir = Path(tempfile.gettempdir()) / "tiny-shared-prefix"
     lora = {"r": 4} if "--lora" in sys.argv else None
-    learner = make_learner(str(build_tiny_model(model_dir)), Path(tempfile.mkdtemp()), task, problems=2, members=2,
-                           lora=lora)
+    model_path = str(build_tiny_model(model_dir))
+    learner = make_learner(model_path, Path(tempfile.mkdtemp()), task, problems=2, members=2, lora=lora)
     trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
     accelerator = trainer.accelerator
     rank, device = accelerator.process_index, accelerator.device
@@ -82,8 +90,36 @@ def main() -> None:
         assert forwards_everywhere == [3 * whole_forwards] * 2  # 3 micro-batches everywhere, of the same calls
         assert micro_exchanges == whole_exchanges > 0  # only the last micro-batch's backward exchanges gradients
         assert float(loss) != 0
+    member_baseline_step(model_path, task, lora, rank)
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()  # else gloo's threads may abort the interpreter's exit
+
+
+def member_baseline_step(model_path: str, task, lora, rank: int) -> None:
+    """One RL step (sampling, rewards, reference and policy passes, optimizer step) with rl.advantage_baseline
+    member, in micro-batches of 3 rows (process 0 needs 3 for its 8 rows, process 1 2 for its 4) and in one pass,
+    from the same weights and rollouts: the optimizer steps on the same gradient, every process making the same
+    forward calls."""
+    results = []
+    with pytest.MonkeyPatch.context() as patch:
+        script_rewards(patch, lambda rows: STEP_REWARDS[rank][:rows])
+        for micro_batch_rows in (3, 100):
+            learner = make_learner(model_path, Path(tempfile.mkdtemp()), task, problems=4, members=2, lora=lora,
+                                   advantage_baseline="member", micro_batch_rows=micro_batch_rows)
+            accelerator, policy, seen, forwards = learner.trainer.accelerator, learner.policy, [], []
+            learner.trainer.optimizer.optimizer.register_step_pre_hook(lambda *_: seen.append(gradients(policy)))
+            learner.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+            torch.manual_seed(0)  # the same rollouts for both
+            stats = learner.step(task.problems("train", 4, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
+            assert stats.kept_problems == 3, stats.kept_problems
+            counts = accelerator.gather(torch.tensor([len(forwards)], device=accelerator.device)).tolist()
+            results.append((seen[0], counts))
+    (micro, micro_counts), (whole, whole_counts) = results
+    worst = largest_difference(micro, whole)
+    print(f"process {rank}, member baseline: largest gradient difference of the step in micro-batches vs one pass "
+          f"{worst:.2e}; forward calls per process {micro_counts} (one pass: {whole_counts})", flush=True)
+    assert worst < 1e-5, worst
+    assert micro_counts == [3 * whole_counts[0]] * 2 and whole_counts[0] == whole_counts[1] > 0
 
 
 if __name__ == "__main__":
