@@ -28,7 +28,7 @@ import yaml
 
 from fastslow.config import parse_config
 from fastslow.fast.population import SEED_ID, Member, assign_prompts
-from fastslow.policy import Sampling, chat_messages, completion_token_stats, generate, load_model, load_tokenizer
+from fastslow.policy import Sampling, chat_messages, completion_distributions, generate, load_model, load_tokenizer
 from fastslow.slow.objective import group_advantages, reward_signal, row_weights
 from fastslow.tasks import load_task
 
@@ -79,16 +79,21 @@ def main() -> None:
     signal = reward_signal(rewards, member_of_slot)
 
     model.train()
-    token_logps, log_probs, mask = completion_token_stats(model, tokenizer, conversations, completions)
-    token_logps, log_probs, mask = token_logps.cpu(), log_probs.cpu(), mask.cpu()  # the gradient flows back to the GPU
+    distributions = completion_distributions(model, tokenizer, conversations, completions)
+    token_logps, entropy, margin = [], [], []
+    for positions in distributions.chunks():  # the vocabulary-wide log-probs one chunk of positions at a time
+        log_probs = distributions.log_probs(positions)
+        token_logps.append(log_probs.gather(-1, distributions.tokens[:, positions, None]).squeeze(-1))
+        with torch.no_grad():
+            entropy.append(-(log_probs.exp() * log_probs).sum(-1))
+            top2 = log_probs.topk(2, dim=-1).values
+            margin.append(top2[..., 0] - top2[..., 1])
+    # on the host (the gradient flows back to the GPU)
+    token_logps, entropy, margin = (torch.cat(t, dim=1).cpu() for t in (token_logps, entropy, margin))
+    mask = distributions.mask.cpu()
     weights_per_row = row_weights(kept, mask.sum(dim=1), int(kept.sum()))
     row_loss = -(advantages.flatten() * weights_per_row) * (token_logps * mask).sum(dim=1)  # [rows]
-    with torch.no_grad():
-        p = log_probs.exp()
-        entropy = -(p * log_probs).sum(-1)
-        top2 = log_probs.topk(2, dim=-1).values
-        margin = top2[..., 0] - top2[..., 1]
-        p_sampled = token_logps.exp()
+    p_sampled = token_logps.detach().exp()
 
     def mean_over(values: torch.Tensor, rows: torch.Tensor) -> float:
         m = mask[rows]

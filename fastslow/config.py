@@ -78,6 +78,9 @@ class RLConfig(Section):
         "problem", description="problem: A = (r - mean_G) / std_G over all G rollouts (the paper); member: the "
         "baseline is the mean of the rollout's own member's rollouts, the scale still std_G")
     advantage_eps: float = Field(1e-4, gt=0, description="A = (r - mean_G) / (std_G + eps)")
+    micro_batch_rows: int = Field(8, gt=0, description="rows per forward/backward of the update (reference and "
+                                  "policy passes); the gradient is accumulated over them for one optimizer step, so "
+                                  "memory grows with this, not with the batch (docs/DESIGN.md)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory on large models")
     bf16: bool = Field(False, description="bf16 autocast (GPU, or a CPU with bf16 instructions)")
 
@@ -93,8 +96,8 @@ class GEPAConfig(Section):
 
 class ReflectionConfig(Section):
     kind: Literal["self", "local", "litellm", "openai"] = Field(
-        "self", description="self: frozen copy of the starting policy; local: an HF model path; "
-        "litellm: a litellm model string; openai: an OpenAI-compatible endpoint"
+        "self", description="self: the starting policy, frozen (the starting weights the run holds); local: an HF "
+        "model path; litellm: a litellm model string; openai: an OpenAI-compatible endpoint"
     )
     model: str | None = Field(None, description="model path (local), litellm string, or endpoint model name")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastslow.policy import Sampling, chat_messages, completion_token_stats, generate
+from fastslow.policy import Sampling, chat_messages, completion_distributions, generate
 from fastslow.tasks import Problem, Task
 
 
@@ -59,18 +59,24 @@ def by_group(problems: Sequence[Problem], per_problem: Sequence[float]) -> dict[
 def kl_and_entropy(model, base: BaseWeights | None, tokenizer, conversations, completions, chat_template_kwargs=None,
                    batch_size: int = 8) -> tuple[float, float]:
     """Token-averaged exact KL(π_model ‖ π_base) and entropy of π_model over the completions' positions.
-    `base` None: the weights are the base weights, KL is 0 by construction."""
+    `base` None: the weights are the base weights, KL is 0 by construction. The full distributions exist one chunk
+    of positions at a time (fastslow.policy.NextTokenDistributions)."""
     kl_sum = entropy_sum = tokens = 0.0
     for start in range(0, len(conversations), batch_size):
         convs, comps = conversations[start : start + batch_size], completions[start : start + batch_size]
-        _, log_p, mask = completion_token_stats(model, tokenizer, convs, comps, chat_template_kwargs)
-        p = log_p.exp()
+        train = completion_distributions(model, tokenizer, convs, comps, chat_template_kwargs)
         if base is not None:
             with base() as base_model:  # with LoRA: the same module, adapters disabled
-                _, log_q, _ = completion_token_stats(base_model, tokenizer, convs, comps, chat_template_kwargs)
-            kl_sum += ((p * (log_p - log_q)).sum(-1) * mask).sum().item()
-        entropy_sum += ((-(p * log_p).sum(-1)) * mask).sum().item()
-        tokens += mask.sum().item()
+                reference = completion_distributions(base_model, tokenizer, convs, comps, chat_template_kwargs)
+        for positions in train.chunks():
+            log_p, mask = train.log_probs(positions), train.mask[:, positions]
+            p = log_p.exp()
+            if base is not None:
+                with base():  # its output embeddings too (LoRA may adapt them)
+                    log_q = reference.log_probs(positions)
+                kl_sum += ((p * (log_p - log_q)).sum(-1) * mask).sum().item()
+            entropy_sum += ((-(p * log_p).sum(-1)) * mask).sum().item()
+        tokens += train.mask.sum().item()
     return kl_sum / max(tokens, 1), entropy_sum / max(tokens, 1)
 
 

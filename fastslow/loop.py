@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     tokenizer = load_tokenizer(config.model.path)
     prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     model = load_model(config.model.path, config.model.dtype)
-    if config.mode != "rl" and reflection_lm is None:
+    own_reflection = config.mode != "rl" and reflection_lm is None
+    if own_reflection:
         from fastslow.reflection import make_reflection_lm
 
         reflection_lm = make_reflection_lm(config.reflection, config.model.path)
@@ -91,6 +93,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         policy, base = model.requires_grad_(False), None  # frozen weights: KL is 0 by construction
         if torch.cuda.is_available():
             policy.cuda()
+    if own_reflection and config.reflection.kind == "self":  # the starting weights this process holds, no copy
+        reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
     sampling = Sampling(config.model.max_new_tokens, config.model.temperature, config.model.top_p,
                         config.model.chat_template_kwargs, config.model.share_prefixes)
     fast_counter = RolloutCounter()

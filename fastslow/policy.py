@@ -1,5 +1,6 @@
 """The policy π_θ(y | x, φ): loading a causal LM, sampling completions under a system prompt, and the
-token-level quantities the paper measures (log-probs, entropy, KL to the base model).
+next-token distributions the paper's measurements need (entropy, KL to the base model), a chunk of positions at a
+time.
 
 Works for any Hugging Face causal LM with a chat template: a hub id, a local directory, or "micro",
 the small model this project trains and ships (fastslow/micro/model).
@@ -7,7 +8,7 @@ the small model this project trains and ships (fastslow/micro/model).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,14 +144,39 @@ def generate(
     return outputs
 
 
-def completion_token_stats(
+CHUNK_ELEMENTS = 2**26  # float32 elements of one chunk of next-token log-probabilities (256 MB)
+
+
+@dataclass
+class NextTokenDistributions:
+    """The next-token distributions at a batch's completion positions, held as what they are computed from: the
+    hidden states the output embeddings project, or the model's own logits where it transforms them after that
+    projection (soft-capping, scaling). `log_probs(positions)` builds [B, positions, V] in float32, so the whole
+    [B, L, V] never exists at once."""
+
+    states: torch.Tensor  # [B, L, hidden] (or [B, L, V])
+    project: Callable[[torch.Tensor], torch.Tensor]  # states -> logits
+    mask: torch.Tensor  # [B, L]: 1 at a completion token
+    tokens: torch.Tensor  # [B, L]: the completion token at each position (the one its distribution predicts)
+    vocab: int
+
+    def chunks(self) -> list[slice]:
+        """Ranges of positions whose log-probs take at most CHUNK_ELEMENTS float32 values (at least one position)."""
+        rows, length = self.mask.shape
+        step = max(1, CHUNK_ELEMENTS // max(rows * self.vocab, 1))
+        return [slice(start, start + step) for start in range(0, length, step)]
+
+    def log_probs(self, positions: slice) -> torch.Tensor:
+        return torch.log_softmax(self.project(self.states[:, positions]).float(), dim=-1)
+
+
+def completion_distributions(
     model: nn.Module, tokenizer, conversations: Sequence[list[dict[str, str]]], completions: Sequence[str],
     chat_template_kwargs: dict[str, Any] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of `completions` under `model`, the full next-token log-distributions, and the mask.
-
-    Returns (token_logps [B, L], log_probs [B, L, V], mask [B, L]) over completion positions only.
-    """
+) -> NextTokenDistributions:
+    """The next-token distributions of `model` at every position of `completions` (each ended by EOS), answering
+    `conversations`. One forward; its output embeddings project only the last position, which is compared with the
+    model's own logits there to know whether projecting the hidden states gives the model's distribution."""
     prompts = [
         tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {}))
         for conv in conversations
@@ -162,9 +188,22 @@ def completion_token_stats(
     input_ids, attention = shared_prefix.left_pad([p + c for p, c in zip(prompt_ids, completion_ids)],
                                                   tokenizer.pad_token_id)
     device = next(model.parameters()).device
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-    log_probs = torch.log_softmax(logits[:, -length - 1 : -1], dim=-1)  # position t predicts token t+1
-    targets = input_ids[:, -length:].to(device)
-    token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
     mask = shared_prefix.left_pad(completion_ids, tokenizer.pad_token_id, width=length)[1].float().to(device)
-    return token_logps, log_probs, mask
+    tokens = inputs["input_ids"][:, -length:]
+    head, captured = model.get_output_embeddings(), []
+
+    def project_last_only(module, args):  # keep the hidden states; the head computes the last position alone
+        if args:
+            captured.append(args[0])
+            return (args[0][:, -1:], *args[1:])
+
+    hook = head.register_forward_pre_hook(project_last_only)
+    try:  # position t predicts token t+1: the last `length` + 1 positions, less the very last
+        last_logits = model(**inputs, logits_to_keep=length + 1).logits
+    finally:
+        hook.remove()
+    if len(captured) == 1 and torch.allclose(head(captured[0][:, -1:]).float(), last_logits.float(), atol=1e-4):
+        return NextTokenDistributions(captured[0][:, :-1], head, mask, tokens, last_logits.shape[-1])
+    logits = model(**inputs, logits_to_keep=length + 1).logits[:, :-1]  # the model's own, whole
+    return NextTokenDistributions(logits, lambda x: x, mask, tokens, logits.shape[-1])

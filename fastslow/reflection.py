@@ -4,7 +4,8 @@ GEPA calls it as `prompt: str -> str`. Four kinds (fastslow.config.ReflectionCon
   litellm  any litellm model string ("openai/gpt-4.1-mini", "anthropic/...", "hosted_vllm/...")
   openai   an OpenAI-compatible endpoint (`base_url`), e.g. a `fastslow serve` or vLLM server
   local    a Hugging Face model directory or hub id, sampled in this process
-  self     `local` on the run's starting policy (a frozen copy: it never sees the RL updates)
+  self     `local` on the run's starting policy (frozen: it never sees the RL updates); in a run, the starting
+           weights the run already holds (LoRA with adapters off, the reference model, the frozen base)
 
 Every kind retries failed or empty answers with exponential backoff, strips <think> blocks, and finally
 raises ReflectionError, which the loop catches (a failed reflection keeps the old population; the run goes on).
@@ -15,7 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlparse
 
 from fastslow.config import ReflectionConfig
@@ -167,23 +170,31 @@ class LiteLLMReflection(ReflectionLM):
 
 
 class LocalReflection(ReflectionLM):
-    """A Hugging Face model sampled in this process; loaded on first use, never trained."""
+    """A Hugging Face model sampled in this process; loaded on first use, never trained. A run whose reflection
+    is its own starting policy (kind self) hands over the weights it already holds (`share_weights`)."""
 
     def __init__(self, config: ReflectionConfig, path: str, field: str, device=None, dtype: str = "auto",
                  chat_template_kwargs: dict | None = None):
         super().__init__(config)
         self.path, self.field = path, field  # field: the config key that named the path, for error messages
         self.device, self.dtype, self.chat_template_kwargs = device, dtype, chat_template_kwargs
-        self.model = self.tokenizer = None
+        self.weights: Callable[[], AbstractContextManager] | None = None  # yields the module to sample from
+        self.tokenizer = None
+
+    def share_weights(self, weights: Callable[[], AbstractContextManager]) -> None:
+        """Sample from the module `weights()` yields instead of loading a copy of `path`."""
+        self.weights = weights
 
     def _load(self) -> None:
         import torch
 
         from fastslow.policy import load_model, load_tokenizer
 
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(self.path)
-        self.model = load_model(self.path, self.dtype, device).eval().requires_grad_(False)
+        if self.weights is None:
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model = load_model(self.path, self.dtype, device).eval().requires_grad_(False)
+            self.weights = lambda: nullcontext(model)
 
     def _complete(self, prompt: str) -> str:
         return self._generate([prompt])[0]
@@ -191,14 +202,15 @@ class LocalReflection(ReflectionLM):
     def _generate(self, prompts: list[str]) -> list[str]:
         from fastslow.policy import Sampling, chat_messages, generate
 
-        if self.model is None:
+        if self.tokenizer is None:
             self._load()
         sampling = Sampling(
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,  # 0: greedy
             chat_template_kwargs=self.chat_template_kwargs,
         )
-        return generate(self.model, self.tokenizer, [chat_messages(None, p) for p in prompts], sampling)
+        with self.weights() as model:
+            return generate(model, self.tokenizer, [chat_messages(None, p) for p in prompts], sampling)
 
     def batch_complete(self, prompts: list[str]) -> list[str]:
         """One batched generation; an empty answer (or a failed batch) falls back to one call, with retries, each."""

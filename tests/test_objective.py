@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from fastslow import policy
 from fastslow.evaluation import kl_and_entropy
 from fastslow.slow.objective import cispo_loss, group_advantages, row_weights
 
@@ -61,17 +63,26 @@ def test_cispo_kl_term_is_k3_to_the_reference_and_masked():
 
 
 class _FixedDistribution(torch.nn.Module):
-    """A 'model' whose next-token distribution is the same at every position (for the KL estimator)."""
+    """A 'model' whose next-token distribution is softmax(scale * log probs) at every position (for the KL
+    estimator): every hidden state is 1, its output embeddings map it to log(probs), and a `scale` other than 1
+    transforms the logits after them, as soft-capping models do."""
 
-    def __init__(self, probs):
+    def __init__(self, probs, scale: float = 1.0):
         super().__init__()
-        self.logits = torch.nn.Parameter(torch.log(probs))
+        self.lm_head = torch.nn.Linear(1, len(probs), bias=False)
+        self.lm_head.weight.data = torch.log(probs).unsqueeze(1)
+        self.scale = scale
 
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.logits.expand(*input_ids.shape, -1)})()
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids, attention_mask=None, logits_to_keep=0):
+        hidden = torch.ones(*input_ids.shape, 1)[:, -logits_to_keep:]
+        return type("Out", (), {"logits": self.lm_head(hidden) * self.scale})()
 
 
-def test_kl_and_entropy_are_the_exact_per_token_values(tmp_path):
+@pytest.mark.parametrize("scale", [1.0, 2.0], ids=["projected-hidden-states", "transformed-logits"])
+def test_kl_and_entropy_are_the_exact_per_token_values(scale):
     from contextlib import nullcontext
 
     from tiny_model import build_tiny_tokenizer
@@ -80,8 +91,9 @@ def test_kl_and_entropy_are_the_exact_per_token_values(tmp_path):
     vocab = len(tokenizer)
     p = torch.full((vocab,), 0.5 / (vocab - 1)); p[0] = 0.5
     q = torch.full((vocab,), 1.0 / vocab)
-    kl, entropy = kl_and_entropy(_FixedDistribution(p), lambda: nullcontext(_FixedDistribution(q)), tokenizer,
-                                 [[{"role": "user", "content": "hi"}]] * 2, ["abc", "d"])
+    kl, entropy = kl_and_entropy(_FixedDistribution(p, scale), lambda: nullcontext(_FixedDistribution(q, scale)),
+                                 tokenizer, [[{"role": "user", "content": "hi"}]] * 2, ["abc", "d"])
+    p, q = torch.softmax(scale * p.log(), 0), torch.softmax(scale * q.log(), 0)
     expected_kl = float((p * (p.log() - q.log())).sum())
     expected_entropy = float(-(p * p.log()).sum())
     assert math.isclose(kl, expected_kl, rel_tol=1e-5)
@@ -123,3 +135,35 @@ def test_member_baseline_removes_the_part_of_the_advantage_a_members_rollouts_sh
     assert torch.all(adv[1] == 0) and kept.tolist() == [True, False]
     problem_adv, problem_kept = group_advantages(rewards, eps=0.0)  # the paper's baseline keeps both
     assert problem_kept.tolist() == [True, True] and problem_adv[0, 1] < 0  # member 1's rollout pushed down
+
+
+def test_kl_and_entropy_in_chunks_of_positions_equal_those_of_whole_distributions(tiny_model_path, monkeypatch):
+    """Two positions at a time, against each row's whole logits in a forward of its own (no padding)."""
+    from contextlib import nullcontext
+
+    model, tokenizer = policy.load_model(tiny_model_path).eval(), policy.load_tokenizer(tiny_model_path)
+    base = policy.load_model(tiny_model_path).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    conversations = [policy.chat_messages("Answer.", q) for q in ("abc", "hello there", "x")]
+    completions = ["defg", "a", "a longer answer"]
+    kl_sum = entropy_sum = tokens = 0.0
+    for conversation, completion in zip(conversations, completions):
+        prompt = tokenizer(tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True),
+                           add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + tokenizer(completion)["input_ids"] + [tokenizer.eos_token_id]])
+        with torch.no_grad():
+            log_p, log_q = (torch.log_softmax(m(input_ids=ids).logits[0, len(prompt) - 1 : -1], -1) for m in (model, base))
+        kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+        entropy_sum += float(-(log_p.exp() * log_p).sum())
+        tokens += log_p.shape[0]
+
+    monkeypatch.setattr(policy, "CHUNK_ELEMENTS", 3 * len(tokenizer) * 2)  # 3 rows x 2 positions
+    distributions = policy.completion_distributions(model, tokenizer, conversations, completions)
+    assert distributions.project is model.get_output_embeddings()  # hidden states, projected a chunk at a time
+    assert len(distributions.chunks()) == 8  # the longest completion: 15 characters and EOS
+    kl, entropy = kl_and_entropy(model, lambda: nullcontext(base), tokenizer, conversations, completions)
+    assert kl > 0 and math.isclose(kl, kl_sum / tokens, rel_tol=1e-4)
+    assert math.isclose(entropy, entropy_sum / tokens, rel_tol=1e-4)

@@ -3,6 +3,7 @@ scripted fake endpoint (a test double) for failures, empty answers, timeouts and
 
 import socket
 import time
+from contextlib import contextmanager
 
 import pytest
 from doubles import FakeChatEndpoint
@@ -81,6 +82,32 @@ def test_local_and_self_kinds_sample_in_process(model_dir, greedy_answer):
     assert local(PROMPT) == greedy_answer
     assert frozen_policy(PROMPT) == greedy_answer
     assert frozen_policy.describe() == f"self:{model_dir}"
+
+
+def test_self_kind_in_a_run_samples_the_runs_starting_weights_without_loading_a_copy(model_dir, greedy_answer,
+                                                                                      monkeypatch):
+    """A LoRA run shares its policy with the adapters off: the starting weights, however far the adapters moved."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    import fastslow.policy
+
+    policy = get_peft_model(load_model(model_dir), LoraConfig(r=4, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1.0)  # the adapted policy answers otherwise
+    @contextmanager
+    def adapters_off():
+        with policy.disable_adapter():
+            yield policy
+
+    lm = make_reflection_lm(config(kind="self"), policy_path=model_dir, device="cpu")
+    lm.share_weights(adapters_off)
+    monkeypatch.setattr(fastslow.policy, "load_model", lambda *a, **k: pytest.fail("loaded a second copy"))
+    assert lm(PROMPT) == greedy_answer
+    assert generate(policy, load_tokenizer(model_dir), [chat_messages(None, PROMPT)],
+                    Sampling(max_new_tokens=16, temperature=0))[0].strip() != greedy_answer
 
 
 def test_batch_complete_answers_every_prompt_like_single_calls(server, model_dir, greedy_answer):

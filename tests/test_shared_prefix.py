@@ -134,7 +134,9 @@ def test_a_model_that_ignores_the_cache_is_an_error_not_a_wrong_result():
 @pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--lora"]], ids=["full", "lora"])
 def test_under_ddp_the_shared_pass_gives_the_whole_row_gradient(tmp_path, flags):
-    """Two CPU processes (gloo): DDP sees two forwards (prefixes, then rests) before one backward."""
+    """Two CPU processes (gloo): DDP sees two forwards (prefixes, then rests) before one backward; micro-batches
+    agree in number across processes that keep different numbers of rows, also in a whole step with the member
+    baseline (tests/ddp_shared_prefix_worker.py)."""
     root = Path(__file__).parent.parent
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path),
            "PYTHONPATH": os.pathsep.join([str(root / "tests"), str(root), os.environ.get("PYTHONPATH", "")])}
@@ -144,3 +146,5 @@ def test_under_ddp_the_shared_pass_gives_the_whole_row_gradient(tmp_path, flags)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("of 2 (DistributedDataParallel)") == 2  # both processes compared (lines may interleave)
     assert done.stdout.count("holds one row completed") == 2
+    assert done.stdout.count("rows: largest gradient difference micro-batches vs one pass") == 4  # process 1 keeping 5 rows, then 1, on both
+    assert done.stdout.count("member baseline: largest gradient difference") == 2

@@ -31,6 +31,32 @@ def make_learner(model_path, work_dir, task, problems: int, members: int, lora: 
     return SlowLearner(config, load_model(model_path), load_tokenizer(model_path), task, work_dir)
 
 
+SYSTEMS = ["Answer with the single word that the question asks for, in lower case.",
+           "Think about the question, then give only the final short answer."]
+
+
+def synthetic_batch(tokenizer, problems, systems=SYSTEMS, copies: int = 2, seed: int = 0) -> dict:
+    """An update batch without sampling: each problem under each system prompt `copies` times, random completions
+    of varied lengths (right-padded), random advantages and row weights."""
+    prompts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False, add_generation_prompt=True)
+               for p in problems for system in systems for _ in range(copies)]
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    generator = torch.Generator().manual_seed(seed)
+    completions = [torch.randint(5, 40, (int(n),), generator=generator).tolist()
+                   for n in torch.randint(1, 6, (len(prompts),), generator=generator)]
+    prompt_ids, prompt_mask = shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)
+    # completions are right-padded: pad the reversed rows on the left, then flip
+    completion_ids, completion_mask = shared_prefix.left_pad([c[::-1] for c in completions], tokenizer.pad_token_id)
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids.flip(1), "completion_mask": completion_mask.flip(1),
+            "advantages": torch.randn(len(prompts), generator=generator),
+            "row_weight": torch.rand(len(prompts), generator=generator) / 10}
+
+
+def gradients(model) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters() if p.requires_grad]
+
+
 def script_rewards(monkeypatch, rewards_for) -> None:
     """The step's rewards become rewards_for(number of rows); SlowLearner.reward's bookkeeping still runs."""
     original_reward = SlowLearner.reward
@@ -107,10 +133,11 @@ def test_problems_without_reward_variance_leave_the_batch_without_changing_the_u
     captured = {}
     original_select = slow_trainer.select_rows
 
-    def spy_select(batch, rows):
-        captured["full"], captured["rows"] = batch, rows
-        captured["selected"] = original_select(batch, rows)
-        return captured["selected"]
+    def spy_select(batch, rows):  # the first call drops the problems (micro-batches are selected after)
+        selected = original_select(batch, rows)
+        if "rows" not in captured:
+            captured["full"], captured["rows"], captured["selected"] = batch, rows, selected
+        return selected
 
     pass_rows = []  # rows of every reference and policy pass
     original_pass = FSTGRPOTrainer._completion_logps
@@ -173,21 +200,10 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
     task = ShortAnswerTask()
     learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, lora=lora)
     trainer, model, tokenizer = learner.trainer, learner.model, learner.trainer.processing_class
-    systems = ["Answer with the single word that the question asks for, in lower case.",
-               "Think about the question, then give only the final short answer."]
-    prompts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False,
-                                             add_generation_prompt=True)
-               for p in task.problems("train", 3, 0) for system in systems for _ in range(2)]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    plan = shared_prefix.plan_prefixes(prompt_ids)
+    batch = synthetic_batch(tokenizer, task.problems("train", 3, 0))
+    plan = shared_prefix.plan_prefixes([ids[mask.bool()].tolist() for ids, mask in zip(batch["prompt_ids"],
+                                                                                      batch["prompt_mask"])])
     assert len(plan.groups) == 2 and plan.shared_rows == 12  # one group per system prompt
-    generator = torch.Generator().manual_seed(0)
-    completions = [torch.randint(5, 40, (n,), generator=generator).tolist() for n in (3, 5, 1, 4, 5, 2) * 2]
-    prompt_ids, prompt_mask = shared_prefix.left_pad(prompt_ids, tokenizer.pad_token_id)
-    # completions are right-padded: pad the reversed rows on the left, then flip
-    completion_ids, completion_mask = shared_prefix.left_pad([c[::-1] for c in completions], tokenizer.pad_token_id)
-    batch = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-             "completion_ids": completion_ids.flip(1), "completion_mask": completion_mask.flip(1)}
     real = batch["completion_mask"].bool()
 
     prefills = []
@@ -199,7 +215,7 @@ def test_shared_prefix_log_probs_and_gradients_equal_trls_whole_row_pass(tiny_mo
         model.zero_grad()
         logps = trainer._completion_logps(model, batch)
         (logps * real * torch.linspace(0.5, 1.5, logps.shape[1])).sum().backward()
-        results.append((logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        results.append((logps.detach(), gradients(model)))
     assert len(prefills) == 1  # the shared pass ran once, the whole-row pass never
     (shared_logps, shared_grads), (whole_logps, whole_grads) = results
     # TRL's pass counts left pads in the positions and ours does not; RoPE is relative, but its angles are float32,
@@ -247,3 +263,62 @@ def test_member_baseline_drops_problems_that_vary_only_between_members(tiny_mode
     stats = learner.step(task.problems("train", 2, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
     assert stats.kept_problems == 1 and stats.within_prompt_signal == 0.5  # the signal metric still sees both
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["shared-prefixes", "whole-rows"])
+@pytest.mark.parametrize("lora", [None, {"r": 4}], ids=["full", "lora"])
+def test_the_update_in_micro_batches_equals_the_one_pass_update(tiny_model_path, tmp_path, monkeypatch, lora, share):
+    """Reference log-probs, loss and gradient of 12 rows in micro-batches of at most 5 (which do not divide them)
+    equal those of one pass over the 12."""
+    task = ShortAnswerTask()
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2, lora=lora, kl_coef=0.05,
+                           micro_batch_rows=5)
+    trainer, model = learner.trainer, learner.model
+    trainer.share_prefixes = share
+    if lora:  # adapters that differ from the base, so that the KL term and every adapter matrix carry gradient
+        torch.manual_seed(0)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 0.1)
+    batch = synthetic_batch(trainer.processing_class, task.problems("train", 3, 0))
+    pass_rows = []
+    original_pass = FSTGRPOTrainer._completion_logps
+    monkeypatch.setattr(FSTGRPOTrainer, "_completion_logps",
+                        lambda self, m, b: pass_rows.append(b["completion_ids"].shape[0]) or original_pass(self, m, b))
+    results = []
+    for rows in (5, 100):
+        trainer.micro_batch_rows = rows
+        batch["ref_per_token_logps"] = trainer._reference_logps(batch)
+        model.zero_grad()
+        loss = trainer._accumulate_gradient(model, batch)
+        results.append((batch["ref_per_token_logps"], loss, gradients(model)))
+    assert pass_rows == [4, 4, 4] * 2 + [12, 12]  # reference, then policy: 3 micro-batches, then one pass
+    (ref_micro, loss_micro, grads_micro), (ref_whole, loss_whole, grads_whole) = results
+    real = batch["completion_mask"].bool()
+    assert torch.allclose(ref_micro[real], ref_whole[real], atol=1e-5) and (ref_micro[~real] == 0).all()
+    assert abs(float(loss_whole)) > 0 and torch.allclose(loss_micro, loss_whole, atol=1e-6)
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(grads_micro, grads_whole))
+    assert all(g.abs().sum() > 0 for g in grads_whole)
+
+
+def test_a_step_in_micro_batches_gives_the_one_pass_gradient(tiny_model_path, tmp_path, monkeypatch):
+    """A whole RL step (sampling, rewards, reference pass, update) with rl.micro_batch_rows 5 for its 12 rows:
+    the optimizer steps on the gradient of the one-pass step."""
+    task = ShortAnswerTask()
+    script_rewards(monkeypatch, lambda rows: [float(i % 2) for i in range(rows)])  # every problem is kept
+    pass_rows, seen = [], []
+    original_pass = FSTGRPOTrainer._completion_logps
+    monkeypatch.setattr(FSTGRPOTrainer, "_completion_logps",
+                        lambda self, m, b: pass_rows.append(b["completion_ids"].shape[0]) or original_pass(self, m, b))
+    for rows in (5, 64):
+        learner = make_learner(tiny_model_path, tmp_path / str(rows), task, problems=3, members=2, learning_rate=1e-3,
+                               micro_batch_rows=rows)
+        policy = learner.policy
+        learner.trainer.optimizer.optimizer.register_step_pre_hook(lambda *_: seen.append(gradients(policy)))
+        torch.manual_seed(0)  # the same rollouts for both
+        stats = learner.step(task.problems("train", 3, 0), [Member("a", "Prompt A."), Member("b", "Prompt B.")])
+        assert stats.kept_problems == 3
+    assert pass_rows == [4] * 6 + [12] * 2  # reference and policy passes: in 3 micro-batches, then in one
+    micro, whole = seen
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(micro, whole))
+    assert any(g.abs().sum() > 0 for g in whole)

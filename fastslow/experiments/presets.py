@@ -19,7 +19,9 @@ from fastslow.errors import FastSlowError
 MICRO_BASE: dict[str, Any] = {
     "model": {"path": "micro", "max_new_tokens": 24},
     "reflection": {"kind": "self", "template": "compact", "max_new_tokens": 96, "temperature": 0.7},
-    "rl": {"learning_rate": 1e-4, "warmup_steps": 2},
+    # the whole batch (<= 128 rows) in one update pass: the micro model needs little memory, and micro-batches
+    # would compute each system prompt prefix once per micro-batch
+    "rl": {"learning_rate": 1e-4, "warmup_steps": 2, "micro_batch_rows": 128},
     "gepa": {"proposals_per_iteration": 4},  # batched rollouts and reflection: the micro model reflects on itself
 }
 

@@ -11,22 +11,25 @@ through peft, the optimizer and the scheduler. We keep three things in our hands
 Problems whose G rewards are all equal carry no gradient, so their rows leave the batch before the reference
 and policy passes (TRL would run both over every row): on the micro task that is most of an update's cost.
 Every row's prompt starts with a member's system prompt, so sampling and both passes run each shared prefix once
-(fastslow.shared_prefix).
+(fastslow.shared_prefix). Both passes go through the rows in micro-batches of `rl.micro_batch_rows`, the policy
+pass accumulating the gradient for the one optimizer step, so memory grows with the micro-batch, not the batch.
 Private TRL seams used (trl pinned, tests/test_trl_seam.py, tests/test_shared_prefix.py):
 `_generate_and_score_completions` (and that it reads `self.beta` to decide on reference log-probs),
-`_generate_single_turn`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the `fused_lm_head` forward
-TRL patches into the model.
+`_generate_single_turn`, `_prepare_inputs`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the
+`fused_lm_head` forward TRL patches into the model (it never builds the [rows, tokens, vocab] logits).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from accelerate.utils import DistributedType
 from datasets import Dataset
 from transformers import LogitsProcessorList
@@ -46,10 +49,10 @@ class FSTGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with the paper's advantages and CISPO aggregation."""
 
     def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
-                 share_prefixes: bool = True, **kwargs):
+                 share_prefixes: bool = True, micro_batch_rows: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
-        self.share_prefixes = share_prefixes
+        self.share_prefixes, self.micro_batch_rows = share_prefixes, micro_batch_rows
         self.member_of_slot: torch.Tensor | None = None  # set per step for the `member` advantage baseline
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
@@ -90,8 +93,61 @@ class FSTGRPOTrainer(GRPOTrainer):
             model, base = self.ref_model, nullcontext()
         else:
             model, base = self.model, self.accelerator.unwrap_model(self.model).disable_adapter()
+        logps = torch.zeros(batch["completion_mask"].shape, device=batch["completion_mask"].device)
         with base:
-            return self._completion_logps(model, batch)
+            for rows, part in self._micro_batches(batch):
+                part_logps = self._completion_logps(model, part)
+                logps[rows, : part_logps.shape[1]] = part_logps[: len(rows)]  # (a filler row has no place)
+        return logps
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """TRL's step (generate, score, one loss over the batch), with the policy pass in micro-batches."""
+        model.train()
+        batch = self._prepare_inputs(inputs)
+        loss = self._accumulate_gradient(model, batch)
+        self._step += 1  # TRL's counter of training steps (it picks the buffered generation batch)
+        return loss
+
+    def _accumulate_gradient(self, model, batch) -> torch.Tensor:
+        """Backpropagate the batch's loss one micro-batch at a time; the gradients add up in the parameters'
+        `.grad`. Row weights make the loss a plain sum over rows, so any split of the rows gives the gradient of
+        the whole batch. Processes exchange gradients only in the last backward (DDP, FSDP; DeepSpeed steps
+        there), as transformers' Trainer does for gradient accumulation. Returns the loss."""
+        parts = self._micro_batches(batch)
+        deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        loss = torch.zeros((), device=self.accelerator.device)
+        for i, (_, part) in enumerate(parts):
+            last = i == len(parts) - 1
+            self.accelerator.sync_gradients = last  # DeepSpeed reduces and steps only when it is set
+            with nullcontext() if last or deepspeed else self.accelerator.no_sync(model):
+                with self.compute_loss_context_manager():
+                    part_loss = self.compute_loss(model, part)
+                self.accelerator.backward(part_loss)
+            loss += part_loss.detach()
+        return loss
+
+    def _micro_batches(self, batch) -> list[tuple[torch.Tensor, dict]]:
+        """The batch's rows in micro-batches of at most `micro_batch_rows`: (row indices, rows) each. Rows are
+        ordered by prompt first, so a micro-batch's rows share prompt prefixes (a member's system prompt). Every
+        process makes as many micro-batches as the process that needs the most: DDP, FSDP and DeepSpeed exchange
+        buffers, weights or gradients in forward and backward calls, and processes keep different numbers of rows
+        once zero-variance problems are dropped. A process with fewer rows than micro-batches fills the rest with
+        a row of weight 0."""
+        n = batch["completion_ids"].shape[0]
+        needed = torch.tensor([math.ceil(n / self.micro_batch_rows)], device=self.accelerator.device)
+        count = int(self.accelerator.gather(needed).max())
+        host_ids, host_mask = batch["prompt_ids"].cpu(), batch["prompt_mask"].bool().cpu()
+        order = sorted(range(n), key=lambda i: host_ids[i][host_mask[i]].tolist())
+        device, parts = batch["completion_ids"].device, []
+        for rows in torch.tensor(order, device=device).tensor_split(count):
+            rows = rows.sort().values
+            selected = torch.zeros(n, dtype=torch.bool, device=device)
+            selected[rows if len(rows) else 0] = True  # an empty micro-batch: row 0, with weight 0
+            part = select_rows(batch, selected)
+            if not len(rows):
+                part["row_weight"] = torch.zeros_like(part["row_weight"])
+            parts.append((rows, part))
+        return parts
 
     @property
     def _sharing(self) -> bool:
@@ -287,6 +343,11 @@ class SlowLearner:
                        task_type="CAUSAL_LM")
             if lora else None
         )
+        # Full fine-tuning without the KL term has no reference model, and evaluation's KL needs the starting weights:
+        # one frozen copy, where evaluation runs (the main process), taken before TRL patches the model's forward (a
+        # copy of the patched model would run the patched original's weights, the live ones).
+        keep_base = lora is None and config.rl.kl_coef == 0 and PartialState().is_main_process
+        frozen_base = copy.deepcopy(model).requires_grad_(False).eval() if keep_base else None
         args = grpo_config(config, work_dir)
         self.trainer = FSTGRPOTrainer(
             model=model,
@@ -298,6 +359,7 @@ class SlowLearner:
             advantage_eps=config.rl.advantage_eps,
             drop_zero_variance=config.rl.drop_zero_variance,
             share_prefixes=config.model.share_prefixes,
+            micro_batch_rows=config.rl.micro_batch_rows,
         )
         world = self.trainer.accelerator.num_processes
         if config.loop.problems_per_step % world:
@@ -305,8 +367,7 @@ class SlowLearner:
                 f"loop.problems_per_step ({config.loop.problems_per_step}) must be divisible by the number of processes ({world})"
             )
         self.model = self._prepare(config.loop.steps)
-        self._frozen_base = None
-        self._initial_policy = copy.deepcopy(self.policy) if self.trainer.ref_model is None and lora is None else None
+        self._frozen_base = frozen_base.to(self.trainer.accelerator.device) if frozen_base is not None else None
 
     def _prepare(self, total_steps: int):
         """What transformers' Trainer does before its first step: optimizer, scheduler, accelerate wrapping."""
@@ -329,13 +390,13 @@ class SlowLearner:
         return self.trainer.accelerator.unwrap_model(self.model)
 
     def base_weights(self):
-        """A context yielding a module that computes π_base (the starting weights), for KL measurements."""
+        """A context yielding a module that computes π_base (the starting weights): for evaluation's KL and the
+        `self` reflection LM. No copy of its own where the run has one: TRL's reference model, or for LoRA the
+        policy with its adapters off; else (full fine-tuning, kl_coef 0) the frozen copy."""
         if self.trainer.ref_model is not None:
             return nullcontext(self.trainer.ref_model)
-        if hasattr(self.policy, "disable_adapter"):  # LoRA: the base is the same module with adapters off
+        if hasattr(self.policy, "disable_adapter"):
             return self._adapters_off()
-        if self._frozen_base is None:  # full fine-tuning without a KL term: keep one frozen copy
-            self._frozen_base = copy.deepcopy(self._initial_policy).requires_grad_(False).eval()
         return nullcontext(self._frozen_base)
 
     @contextmanager
