@@ -63,6 +63,9 @@ class LoopConfig(Section):
     keep_signal_member: bool = Field(
         False, description="keep the member with the most within-prompt reward variance (at first the seed "
         "prompt) in the population, whatever its rank on GEPA's front")
+    reuse_fast_rollouts: bool = Field(False, description="fst: RL steps fill each member's G/K slots of a problem "
+                                      "first with the rollouts the cycle's fast phase sampled under that member on "
+                                      "that problem (CISPO-weighted by their stored log-probs), and sample only the rest")
 
 
 class RLConfig(Section):

@@ -21,10 +21,10 @@ def test_trl_version_is_the_pinned_one():
 
 
 def make_learner(model_path, work_dir, task, problems: int, members: int, lora: dict | None = None,
-                 **rl) -> SlowLearner:
+                 sampling: dict | None = None, **rl) -> SlowLearner:
     """A slow learner on the tiny model: G = 4 rollouts per problem, a constant learning rate."""
     config = parse_config({
-        "model": {"path": model_path, "max_new_tokens": 6, **({"lora": lora} if lora else {})},
+        "model": {"path": model_path, "max_new_tokens": 6, **({"lora": lora} if lora else {}), **(sampling or {})},
         "loop": {"steps": 2, "problems_per_step": problems, "rollouts_per_problem": 4, "population_size": members},
         "rl": {"warmup_steps": 0, **rl},
     })

@@ -1,5 +1,6 @@
 """GEPA adapter over the current policy: a candidate is {"system_prompt": text}; scoring it on a problem is
-one rollout of the policy under that system prompt, scored by the task's verifier."""
+one rollout of the policy under that system prompt, scored by the task's verifier. With `record` set, every
+rollout is also kept there (loop.reuse_fast_rollouts: the slow phase may train on them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from gepa.core.adapter import EvaluationBatch
 
 from fastslow.fast.records import reflective_record
-from fastslow.policy import Sampling, chat_messages, generate
+from fastslow.policy import Completion, Sampling, chat_messages, sample
 from fastslow.tasks import Problem, Task, Verdict
 
 COMPONENT = "system_prompt"
@@ -19,8 +20,13 @@ COMPONENT = "system_prompt"
 @dataclass
 class Rollout:
     problem: Problem
-    completion: str
+    system_prompt: str
+    sample: Completion  # token ids and the sampler's log-probs
     verdict: Verdict
+
+    @property
+    def completion(self) -> str:
+        return self.sample.text
 
 
 @dataclass
@@ -38,17 +44,21 @@ class PolicyAdapter:
     def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None):
         self.model, self.tokenizer, self.task, self.sampling = model, tokenizer, task, sampling
         self.counter = counter or RolloutCounter()
+        self.record: list[Rollout] | None = None  # a list: every rollout is appended to it
 
     def rollouts(self, pairs: Sequence[tuple[str, Problem]]) -> list[Rollout]:
         """One batched generation for many (system prompt, problem) pairs, then the verifier on each."""
         if not pairs:
             return []
         start = time.perf_counter()
-        completions = generate(
+        completions = sample(
             self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs], self.sampling
         )
         scored = time.perf_counter()
-        rollouts = [Rollout(problem, c, self.task.score(problem, c)) for (_, problem), c in zip(pairs, completions)]
+        rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))
+                    for (prompt, problem), c in zip(pairs, completions)]
+        if self.record is not None:
+            self.record.extend(rollouts)
         self.counter.rollouts += len(pairs)
         self.counter.seconds_generate += scored - start
         self.counter.seconds_score += time.perf_counter() - scored

@@ -11,7 +11,8 @@ through peft, the optimizer and the scheduler. We keep three things in our hands
 Problems whose G rewards are all equal carry no gradient, so their rows leave the batch before the reference
 and policy passes (TRL would run both over every row): on the micro task that is most of an update's cost.
 Every row's prompt starts with a member's system prompt, so sampling and both passes run each shared prefix once
-(fastslow.shared_prefix).
+(fastslow.shared_prefix). With loop.reuse_fast_rollouts a row may instead carry a rollout the fast phase sampled
+(fastslow.fast.reuse): its tokens, reward and the sampler's log-probs, which become CISPO's pi_old.
 Private TRL seams used (trl pinned, tests/test_trl_seam.py, tests/test_shared_prefix.py):
 `_generate_and_score_completions` (and that it reads `self.beta` to decide on reference log-probs),
 `_generate_single_turn`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the `fused_lm_head` forward
@@ -23,7 +24,7 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,28 +37,35 @@ from trl.models import unwrap_model_for_generation
 from fastslow import shared_prefix
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
+from fastslow.fast.adapter import Rollout
 from fastslow.fast.population import Member, assign_prompts
-from fastslow.policy import EntropyRecorder, chat_messages
-from fastslow.slow.objective import cispo_loss, group_advantages, reward_signal, row_weights, within_prompt_variance
+from fastslow.fast.reuse import ReusableRollouts
+from fastslow.policy import EntropyRecorder, Sampling, chat_messages, sample_ids
+from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reward_signal,
+                                     row_weights, within_prompt_variance)
 from fastslow.tasks import Problem, Task
 
 
 class FSTGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with the paper's advantages and CISPO aggregation."""
 
-    def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
-                 share_prefixes: bool = True, **kwargs):
+    def __init__(self, *args, sampling: Sampling, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.sampling = sampling  # the fast phase's and evaluation's (fastslow.policy.Sampling.of(config.model))
+        self.share_prefixes = sampling.share_prefixes
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
-        self.share_prefixes = share_prefixes
         self.member_of_slot: torch.Tensor | None = None  # set per step for the `member` advantage baseline
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
+        self.reused_rows: list[Rollout | None] = []  # per row: the fast-phase rollout it reuses (SlowLearner.step)
+        self.importance = ImportanceStats()
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
 
     def _generate_and_score_completions(self, inputs):
         self.step_rewards, self.step_entropies = [], []
+        self.reused_rows = [row.get("reused") for row in inputs]
         start = time.perf_counter()
         kl_coef, self.beta = self.beta, 0.0  # TRL would take reference log-probs of every row; we do, below, of kept rows
         try:
@@ -125,14 +133,36 @@ class FSTGRPOTrainer(GRPOTrainer):
         return out.log_probs[:, -width:]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix) unless
-        `_sharing` is off, and the policy's entropy recorded at every sampled token (`step_entropies`).
-        vLLM, continuous batching and images stay with TRL."""
-        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+        """The rows' completions: a reused fast-phase rollout's where `SlowLearner.step` gave one, the rest sampled.
+        The log-probs are the sampler's where known (reused rows, vLLM) and None (ratio 1) for rows the current
+        weights sampled here; TRL turns None into NaN (fastslow.slow.objective.behaviour_logps)."""
+        reused = self.reused_rows or [None] * len(prompt_ids)
+        fresh = [i for i, rollout in enumerate(reused) if rollout is None]
+        sampled, sampled_logprobs = self._sample([prompt_ids[i] for i in fresh], images, multimodal_fields,
                                                  has_tool_images)
-        entropy = EntropyRecorder()
-        with (
+        if len(fresh) == len(prompt_ids):
+            return sampled, sampled_logprobs
+        completions, logprobs = [None] * len(prompt_ids), [None] * len(prompt_ids)
+        for i, rollout in enumerate(reused):
+            if rollout is not None:
+                if list(rollout.sample.prompt_ids) != list(prompt_ids[i]):
+                    raise FastSlowError("a reused rollout's prompt tokens differ from the trainer's; set "
+                                        "loop.reuse_fast_rollouts: false and report the tokenizer")
+                completions[i], logprobs[i] = rollout.sample.ids, rollout.sample.logprobs
+        for n, i in enumerate(fresh):
+            completions[i] = sampled[n]
+            logprobs[i] = sampled_logprobs[n] if sampled_logprobs else [None] * len(sampled[n])
+        return completions, logprobs
+
+    def _sample(self, prompt_ids, images, multimodal_fields, has_tool_images):
+        """HF sampling through fastslow.policy.sample_ids, the fast phase's and evaluation's sampler (each prefix the
+        rows share computed once); vLLM, continuous batching and images stay with TRL, vLLM with one request per row
+        (TRL's server mode would sample a group's G completions from its first row's prompt)."""
+        if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
+            if not prompt_ids and not self.use_vllm:
+                return [], None
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, 1, has_tool_images)
+        with (  # entered by every process, also one with nothing to sample: ZeRO-3 gathers the weights here
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                 generation_kwargs=self.generation_kwargs,
@@ -140,24 +170,17 @@ class FSTGRPOTrainer(GRPOTrainer):
             ) as model,
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id, share=self._sharing,
-                                                generation_config=self.generation_config,
-                                                logits_processor=LogitsProcessorList([entropy]))
-        eos = set(self.eos_token_ids)
-        completions = []
-        for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
-            end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
-            completions.append(row[:end])
-        lengths = [len(c) for c in completions]
-        self.step_entropies.extend(zip(entropy.row_sums(lengths), lengths))
-        return completions, None
+            sampled = sample_ids(model, prompt_ids, replace(self.sampling, share_prefixes=self._sharing),
+                                 self._tokenizer.pad_token_id, self.eos_token_ids) if prompt_ids else []
+        return [ids for ids, _ in sampled], None
 
     def _compute_loss(self, model, inputs):
         logps = self._completion_logps(model, inputs)
-        old_logps = inputs.get("old_per_token_logps")
+        old_logps = behaviour_logps(logps, inputs.get("sampling_per_token_logps"))
+        self.importance.add(logps, inputs.get("sampling_per_token_logps"), inputs["completion_mask"], self.epsilon_high)
         return cispo_loss(
             logps,
-            logps.detach() if old_logps is None else old_logps,
+            old_logps,
             inputs["advantages"],
             inputs["completion_mask"],
             inputs["row_weight"],
@@ -190,7 +213,7 @@ def select_rows(batch: dict, rows: torch.Tensor) -> dict:
 @dataclass
 class StepStats:
     reward_mean: float
-    rollouts: int
+    rollouts: int  # rows trained on: G per problem
     kept_problems: int
     loss: float
     grad_norm: float  # of the policy gradient, before clipping
@@ -201,6 +224,14 @@ class StepStats:
     seconds_generate: float
     seconds_score: float
     seconds_update: float
+    reused_rollouts: int = 0  # of `rollouts`, taken from the fast phase (the rest were sampled by this step)
+    reused_reward_mean: float | None = None  # their mean reward (against reward_mean: GEPA's selection bias)
+    importance_ratio_mean: float | None = None  # pi_theta / pi_old over tokens with sampler log-probs (None: none)
+    importance_capped_share: float | None = None  # share of those tokens whose ratio exceeded rl.importance_cap
+
+    @property
+    def fresh_rollouts(self) -> int:
+        return self.rollouts - self.reused_rollouts
 
     def metrics(self) -> dict:
         """The step's columns of metrics.jsonl (`rollouts` is a counter the loop keeps)."""
@@ -297,7 +328,7 @@ class SlowLearner:
             peft_config=peft_config,
             advantage_eps=config.rl.advantage_eps,
             drop_zero_variance=config.rl.drop_zero_variance,
-            share_prefixes=config.model.share_prefixes,
+            sampling=Sampling.of(config.model),
         )
         world = self.trainer.accelerator.num_processes
         if config.loop.problems_per_step % world:
@@ -343,30 +374,38 @@ class SlowLearner:
         with self.policy.disable_adapter():
             yield self.policy
 
-    def reward(self, prompts, completions, problem_id, **kwargs) -> list[float]:
+    def reward(self, prompts, completions, problem_id, reused, **kwargs) -> list[float]:
+        """The verifier's reward of each row; a reused rollout keeps the one the fast phase measured."""
         start = time.perf_counter()
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        rewards = [self.task.score(self.problems[pid], text).reward for pid, text in zip(problem_id, texts)]
+        rewards = [rollout.verdict.reward if rollout else self.task.score(self.problems[pid], text).reward
+                   for pid, text, rollout in zip(problem_id, texts, reused)]
         self.trainer.step_rewards.extend(rewards)
         self.seconds_score += time.perf_counter() - start
         return rewards
 
-    def step(self, problems: list[Problem], population: list[Member]) -> StepStats:
-        """One RL step: G rollouts per problem (G/K per member), advantages per problem, one optimizer step."""
+    def step(self, problems: list[Problem], population: list[Member],
+             reusable: ReusableRollouts | None = None) -> StepStats:
+        """One RL step: G rollouts per problem (G/K per member, taken first from `reusable`, the fast phase's
+        rollouts under those members), advantages per problem, one optimizer step."""
         trainer, accelerator = self.trainer, self.trainer.accelerator
         G = self.config.loop.rollouts_per_problem
+        slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
+        # every process takes from its own copy of the store for ALL the step's problems, so the copies stay equal
+        reused = {p.id: reusable.take(p, slots) if reusable else [None] * G for p in problems}
         share = len(problems) // accelerator.num_processes  # each process takes whole problems (whole groups)
         mine = problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
         self.problems = {p.id: p for p in mine}
-        slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
         rows = [
-            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id}
+            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id,
+             "reused": rollout}
             for p in mine
-            for member in slots
+            for member, rollout in zip(slots, reused[p.id])
         ]
         member_of_slot = torch.tensor([next(k for k, m in enumerate(population) if m is slot) for slot in slots])
         trainer.member_of_slot = member_of_slot if self.config.rl.advantage_baseline == "member" else None
         self.seconds_score = 0.0
+        trainer.importance = ImportanceStats()
         start = time.perf_counter()
         loss = trainer.training_step(self.model, rows, None)
         # clip_grad_norm_ returns the norm before clipping; an infinite bound measures it and changes nothing
@@ -381,6 +420,11 @@ class SlowLearner:
         rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
         entropies = accelerator.gather(torch.tensor(trainer.step_entropies, device=device, dtype=torch.float64))
         signal = reward_signal(rewards.view(-1, G), member_of_slot)
+        importance = trainer.importance
+        ratio_sum, capped, tokens = accelerator.gather(torch.tensor(
+            [[importance.ratio_sum, importance.capped, importance.tokens]], dtype=torch.float64,
+            device=device)).sum(0).tolist()
+        reused_rewards = [rollout.verdict.reward for taken in reused.values() for rollout in taken if rollout]
         return StepStats(
             reward_mean=float(rewards.mean()),
             rollouts=len(problems) * G,
@@ -394,6 +438,10 @@ class SlowLearner:
             seconds_generate=trainer.seconds_rollouts - self.seconds_score,
             seconds_score=self.seconds_score,
             seconds_update=(done - start) - trainer.seconds_rollouts,
+            reused_rollouts=len(reused_rewards),
+            reused_reward_mean=sum(reused_rewards) / len(reused_rewards) if reused_rewards else None,
+            importance_ratio_mean=ratio_sum / tokens if tokens else None,
+            importance_capped_share=capped / tokens if tokens else None,
         )
 
     # --- checkpointing (the loop decides when; fastslow.checkpoint decides where) ---
