@@ -1,7 +1,7 @@
 """Validation accuracy of FST with and without rollout reuse (loop.reuse_fast_rollouts), RL for reference, at matched
 training samples, over seeds.
 
-    python benchmarks/reuse_accuracy.py [--preset small] [--seeds 3] [--out experiments/reuse] [--workers N] [--steps N]
+    python benchmarks/reuse_accuracy.py [--preset small] [--seeds 3] [--out experiments/reuse] [--workers N] [--steps N] [--no-rl]
 
 The efficiency experiment's runs (micro model, its default task, the preset's sizes; same data plan per seed):
 runs are trained by fastslow.experiments (cached under OUT/runs). Per run: val accuracy at the last step, its running
@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/reuse"))
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the preset's; to check)")
+    parser.add_argument("--no-rl", action="store_true", help="leave out the RL reference runs")
     args = parser.parse_args()
 
     base = copy.deepcopy(presets.MICRO_BASE)
@@ -40,10 +41,10 @@ def main() -> None:
     for key, value in {**settings["overrides"], **({"loop.steps": args.steps} if args.steps else {})}.items():
         set_dotted(base, key, value)
     command = (f"python benchmarks/reuse_accuracy.py --preset {args.preset} --seeds {args.seeds} --out {args.out}"
-               + (f" --steps {args.steps}" if args.steps else ""))
+               + (f" --steps {args.steps}" if args.steps else "") + (" --no-rl" if args.no_rl else ""))
     exp = Experiment("reuse", args.preset, args.seeds, args.out, base, settings, args.workers or default_workers(),
                      command)
-    variants = {"fst": ("fst", False), "fst + reuse": ("fst", True), "rl": ("rl", False)}
+    variants = {"fst": ("fst", False), "fst + reuse": ("fst", True), **({} if args.no_rl else {"rl": ("rl", False)})}
     configs = {name: [exp.config(mode, seed, tag="reuse" if reuse else None, **{"loop.reuse_fast_rollouts": reuse})
                       for seed in range(args.seeds)] for name, (mode, reuse) in variants.items()}
     started = time.perf_counter()

@@ -22,6 +22,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
+from fastslow import engine
 from fastslow.checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint, set_rng_state
 from fastslow.config import Config
 from fastslow.data import DataPlan
@@ -70,6 +71,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     seed_prompt = config.task.seed_prompt or task.seed_prompt
     plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
                     ordered=getattr(task, "ordered", False))
+    engine.check(config)
     tokenizer = load_tokenizer(config.model.path)
     prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     model = load_model(config.model.path, config.model.dtype)
@@ -92,9 +94,10 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         policy, base = model.requires_grad_(False), None  # frozen weights: KL is 0 by construction
         if torch.cuda.is_available():
             policy.cuda()
-    sampling = Sampling.of(config.model)
+    sampling = Sampling.of(config.model)  # how every rollout is sampled, by one engine (None: transformers on `policy`)
+    sampler = engine.vllm_engine(config, learner)
     fast_counter = RolloutCounter()
-    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter)
+    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter, sampler)
 
     population = [Member(SEED_ID, seed_prompt)]
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
@@ -104,7 +107,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     def evaluation(step: int) -> dict[str, Any]:
         result = evaluate(policy, base, tokenizer, task, val, population[0].text, seed_prompt,
                           samples=config.eval.samples, kl_prompts=config.eval.kl_prompts, sampling=sampling,
-                          seed=config.seed * 1_000_003 + step)
+                          seed=config.seed * 1_000_003 + step, engine=sampler)
         return asdict(result)
 
     def log(row: dict[str, Any]) -> None:

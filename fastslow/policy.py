@@ -189,14 +189,18 @@ def sample_ids(model: nn.Module, prompt_ids: Sequence[Sequence[int]], sampling: 
 
 
 def sample(model: nn.Module, tokenizer, conversations: Sequence[list[dict[str, str]]], sampling: Sampling,
-           batch_size: int = 64) -> list[Completion]:
-    """Sample one completion per conversation (`sample_ids` on its prompt tokens), decoded."""
-    was_training = model.training
-    model.eval()
+           batch_size: int = 64, engine=None) -> list[Completion]:
+    """Sample one completion per conversation, decoded: `sample_ids` on its prompt tokens with `model`, or the run's
+    generation `engine` (fastslow.engine; None: transformers on `model`)."""
     prompts = prompt_token_ids(tokenizer, conversations, sampling.chat_template_kwargs)
-    sampled = sample_ids(model, prompts, sampling, tokenizer.pad_token_id, eos_token_ids(model, tokenizer),
-                         batch_size)
-    model.train(was_training)
+    if engine is not None:
+        sampled = engine.sample(prompts, sampling)
+    else:
+        was_training = model.training
+        model.eval()
+        sampled = sample_ids(model, prompts, sampling, tokenizer.pad_token_id, eos_token_ids(model, tokenizer),
+                             batch_size)
+        model.train(was_training)
     texts = tokenizer.batch_decode([ids for ids, _ in sampled], skip_special_tokens=True)
     return [Completion(list(p), ids, logprobs, text) for p, (ids, logprobs), text in zip(prompts, sampled, texts)]
 

@@ -41,8 +41,10 @@ class PolicyAdapter:
 
     propose_new_texts = None  # gepa 0.1.4 looks this attribute up; None means "use the reflection LM"
 
-    def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None):
+    def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None,
+                 engine=None):
         self.model, self.tokenizer, self.task, self.sampling = model, tokenizer, task, sampling
+        self.engine = engine  # fastslow.engine (None: transformers on `model`)
         self.counter = counter or RolloutCounter()
         self.record: list[Rollout] | None = None  # a list: every rollout is appended to it
 
@@ -51,9 +53,8 @@ class PolicyAdapter:
         if not pairs:
             return []
         start = time.perf_counter()
-        completions = sample(
-            self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs], self.sampling
-        )
+        completions = sample(self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs],
+                             self.sampling, engine=self.engine)
         scored = time.perf_counter()
         rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))
                     for (prompt, problem), c in zip(pairs, completions)]

@@ -239,7 +239,7 @@ class StepStats:
 
 
 def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
-    rl, loop, model = config.rl, config.loop, config.model
+    rl, loop, model, engine = config.rl, config.loop, config.model, config.engine
     return GRPOConfig(
         output_dir=str(output_dir),
         loss_type="cispo",
@@ -276,6 +276,13 @@ def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
         log_completions=False,
         seed=config.seed,
         ddp_find_unused_parameters=False,
+        use_vllm=engine.kind == "vllm",  # fastslow.engine
+        vllm_mode=engine.vllm_mode,
+        vllm_server_base_url=engine.server_url,
+        vllm_gpu_memory_utilization=engine.gpu_memory_utilization,
+        vllm_max_model_length=engine.max_model_len,
+        # CISPO's own ratio is pi_theta / pi_vllm, capped (fastslow.slow.objective.behaviour_logps): not TRL's second one
+        vllm_importance_sampling_correction=False,
     )
 
 
@@ -415,6 +422,7 @@ class SlowLearner:
         trainer.lr_scheduler.step()
         self.model.zero_grad()
         trainer.state.global_step += 1
+        self.sync_engine()
         done = time.perf_counter()
         device = accelerator.device
         rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
@@ -450,6 +458,17 @@ class SlowLearner:
                 "global_step": self.trainer.state.global_step}
 
     def load_optimizer_state(self, state: dict) -> None:
+        """After the checkpoint's weights were loaded into the policy: optimizer, scheduler, step, vLLM's weights."""
         self.trainer.optimizer.load_state_dict(state["optimizer"])
         self.trainer.lr_scheduler.load_state_dict(state["scheduler"])
         self.trainer.state.global_step = state["global_step"]
+        self.sync_engine()
+
+    def sync_engine(self) -> None:
+        """With vLLM (engine.kind), hand it the policy's current weights, on every process: GEPA and evaluation,
+        which sample on rank 0 only, then see the weights the next RL step starts from (TRL would sync lazily,
+        before its own next generation, and now skips that)."""
+        trainer = self.trainer
+        if trainer.use_vllm and trainer._last_loaded_step != trainer.state.global_step:
+            trainer.vllm_generation.sync_weights()
+            trainer._last_loaded_step = trainer.state.global_step
