@@ -10,4 +10,4 @@ source benchmarks/device_setup.sh
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"; echo "cores $(nproc)"; } | tee "$OUT/hardware.txt"
 timeout 200 python3 benchmarks/rollout_throughput.py --model qwen3-1.7b --problems 32 --rollouts 8 --members 4 \
     --system-tokens 300 --problem-tokens 100 --new-tokens 256 "$@" 2>&1 | grep -v "it/s\]" | tee "$OUT/rollout_throughput_qwen3-1.7b.md"
-timeout 80 python3 benchmarks/rollout_throughput.py --model micro "$@" 2>&1 | grep -v "it/s\]" | tee "$OUT/rollout_throughput_micro.md"
+timeout 90 python3 benchmarks/rollout_throughput.py --model micro "$@" 2>&1 | grep -v "it/s\]" | tee "$OUT/rollout_throughput_micro.md"

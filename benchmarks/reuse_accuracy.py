@@ -1,7 +1,8 @@
 """Validation accuracy of FST with and without rollout reuse (loop.reuse_fast_rollouts), RL for reference, at matched
 training samples, over seeds.
 
-    python benchmarks/reuse_accuracy.py [--preset small] [--seeds 3] [--out experiments/reuse] [--workers N] [--steps N] [--no-rl]
+    python benchmarks/reuse_accuracy.py [--preset small] [--seeds 3] [--out experiments/reuse] [--workers N]
+                                        [--steps N] [--no-rl]
 
 The efficiency experiment's runs (micro model, its default task, the preset's sizes; same data plan per seed):
 runs are trained by fastslow.experiments (cached under OUT/runs). Per run: val accuracy at the last step, its running
@@ -71,8 +72,8 @@ def main() -> None:
             ("ratio", "importance ratio mean (reused tokens)", 1, 3), ("capped", "share of reused tokens capped", 1, 4)]
     rows = [[label] + [fmt(stats.summarize([m[key] for m in measured[name]]), scale, digits) for name in measured]
             for key, label, scale, digits in keys]
-    diffs = [[label] + [fmt(stats.summarize([b[key] - a[key] for a, b in zip(measured["fst"], measured["fst + reuse"])]),
-                            100, 1)] for key, label, _, _ in keys[:3]]
+    pairs = list(zip(measured["fst"], measured["fst + reuse"]))
+    diffs = [[label, fmt(stats.summarize([b[key] - a[key] for a, b in pairs]), 100, 1)] for key, label, _, _ in keys[:3]]
     text = "\n".join([
         f"# FST with and without rollout reuse ({args.preset} preset, {args.seeds} seeds)", "",
         f"`{command}` — {time.strftime('%Y-%m-%d')}, training took {time.perf_counter() - started:.0f} s", "",

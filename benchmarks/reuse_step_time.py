@@ -5,8 +5,9 @@
 The runs are the efficiency experiment's (the micro model reflecting on itself, its default task) at a preset's
 sizes (fastslow.experiments.presets), one seed, one after the other in this process. A step's wall clock is the
 time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA, reflection) falls on its first step;
-evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last. Prints a markdown table (and writes
-it to --out with the runs' metrics). `--tiny`: a few small steps, to check the script quickly.
+evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last. The process's CPU time per step is
+measured too: on a shared machine it depends less on what else runs. Prints a markdown table (and writes it to --out
+with the runs' metrics). `--tiny`: a few small steps, to check the script quickly.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: boo
 def measure(config) -> dict:
     from fastslow.loop import run
 
+    cpu_at_row = []  # this process's CPU seconds (all threads) when each metrics row is logged
     start = time.perf_counter()
-    path = run(config)
+    path = run(config, observer=lambda row: cpu_at_row.append(time.process_time()))
     total = time.perf_counter() - start
     rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
     steps = rows[1:]
     wall = [b["wall_time"] - a["wall_time"] for a, b in zip(rows, steps)]
+    cpu = [b - a for a, b in zip(cpu_at_row, cpu_at_row[1:])]
     later = [w for w, r in zip(wall, steps) if r["cycle"] >= 1]  # cycle 0 re-scores only the seed prompt
 
     def per_step(key: str) -> float:
@@ -61,6 +64,7 @@ def measure(config) -> dict:
     generated = steps[-1]["rl_rollouts"] + steps[-1]["fast_rollouts"]
     return {
         "seconds per RL step": sum(wall) / len(wall),
+        "CPU seconds per RL step": sum(cpu) / len(cpu),
         "seconds per step, cycles >= 1": sum(later) / len(later) if later else float("nan"),
         "generate + score (s/step)": per_step("seconds_generate") + per_step("seconds_score"),
         "reflect (s/step)": per_step("seconds_reflect"),
@@ -95,11 +99,15 @@ def main() -> None:
             print(f"{name}: {results[name]['seconds per RL step']:.2f} s per step", flush=True)
     rl = results["rl"]["seconds per RL step"]
     keys = [k for k in results["rl"] if not k.startswith("_")]
-    lines = [f"preset {args.preset}{' (tiny)' if args.tiny else ''}, {len(results['rl']['_rows']) - 1} steps, {device}, "
+    steps = len(results["rl"]["_rows"]) - 1
+    lines = [f"preset {args.preset}{' (tiny)' if args.tiny else ''}, {steps} steps, {device}, "
              f"load average before start {load:.1f}, {time.strftime('%Y-%m-%d %H:%M')}", "",
              "| | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    rl_cpu = results["rl"]["CPU seconds per RL step"]
     lines.append("| **× RL per step** | " + " | ".join(f"**{r['seconds per RL step'] / rl:.2f}**"
                                                       for r in results.values()) + " |")
+    lines.append("| × RL in CPU time (robust to other load) | " + " | ".join(
+        f"{r['CPU seconds per RL step'] / rl_cpu:.2f}" for r in results.values()) + " |")
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(f"{r[key]:.2f}" for r in results.values()) + " |")
     table = "\n".join(lines)

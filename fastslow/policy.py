@@ -154,7 +154,9 @@ class _SampledLogprobs:
     def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
         if self.previous is not None:
             self.columns.append(self.previous.gather(1, new_tokens[:, -1:].to(self.previous.device)))
-        return torch.cat(self.columns, dim=1) if self.columns else new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+        if not self.columns:  # nothing was sampled
+            return new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+        return torch.cat(self.columns, dim=1)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from fastslow import policy
 from fastslow.fast.adapter import PolicyAdapter, Rollout
 from fastslow.fast.population import Member
 from fastslow.fast.reuse import ReusableRollouts
-from fastslow.policy import Completion, Sampling, chat_messages, load_model, load_tokenizer
+from fastslow.policy import Completion, Sampling, chat_messages
 from fastslow.slow import trainer as slow_trainer
 from fastslow.tasks import Verdict
 

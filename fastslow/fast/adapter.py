@@ -53,8 +53,8 @@ class PolicyAdapter:
         if not pairs:
             return []
         start = time.perf_counter()
-        completions = sample(self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs],
-                             self.sampling, engine=self.engine)
+        conversations = [chat_messages(prompt, problem.prompt) for prompt, problem in pairs]
+        completions = sample(self.model, self.tokenizer, conversations, self.sampling, engine=self.engine)
         scored = time.perf_counter()
         rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))
                     for (prompt, problem), c in zip(pairs, completions)]

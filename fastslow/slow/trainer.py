@@ -281,7 +281,7 @@ def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
         vllm_server_base_url=engine.server_url,
         vllm_gpu_memory_utilization=engine.gpu_memory_utilization,
         vllm_max_model_length=engine.max_model_len,
-        # CISPO's own ratio is pi_theta / pi_vllm, capped (fastslow.slow.objective.behaviour_logps): not TRL's second one
+        # CISPO's own ratio is pi_theta / pi_vllm, capped (objective.behaviour_logps), not TRL's second one
         vllm_importance_sampling_correction=False,
     )
 
