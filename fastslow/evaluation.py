@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastslow.policy import Sampling, chat_messages, completion_distributions, generate
+from fastslow.policy import Sampling, chat_messages, completion_distributions, sample
 from fastslow.tasks import Problem, Task
 
 
@@ -37,11 +37,11 @@ class EvalResult:
 
 
 def accuracy(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: str, samples: int,
-             sampling: Sampling) -> tuple[float, list[list[str]], list[float]]:
+             sampling: Sampling, engine=None) -> tuple[float, list[list[str]], list[float]]:
     """Fraction of `samples` completions per problem that solve it (reward 1), averaged over problems;
-    the completions and the solved fraction per problem."""
+    the completions and the solved fraction per problem. `engine`: fastslow.engine (None: transformers on `model`)."""
     conversations = [chat_messages(prompt, p.prompt) for p in problems for _ in range(samples)]
-    completions = generate(model, tokenizer, conversations, sampling)
+    completions = [c.text for c in sample(model, tokenizer, conversations, sampling, engine=engine)]
     grouped = [completions[i * samples : (i + 1) * samples] for i in range(len(problems))]
     per_problem = [sum(task.score(p, c).reward >= SOLVED for c in cs) / samples for p, cs in zip(problems, grouped)]
     return sum(per_problem) / max(len(per_problem), 1), grouped, per_problem
@@ -81,7 +81,8 @@ def kl_and_entropy(model, base: BaseWeights | None, tokenizer, conversations, co
 
 
 def evaluate(model, base: BaseWeights | None, tokenizer, task: Task, problems: Sequence[Problem], best_prompt: str,
-             seed_prompt: str, *, samples: int, kl_prompts: int, sampling: Sampling, seed: int) -> EvalResult:
+             seed_prompt: str, *, samples: int, kl_prompts: int, sampling: Sampling, seed: int,
+             engine=None) -> EvalResult:
     """`base` None means the weights are the base weights (gepa mode): KL is 0 by construction."""
     was_training = model.training
     model.eval()
@@ -90,10 +91,10 @@ def evaluate(model, base: BaseWeights | None, tokenizer, task: Task, problems: S
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)
         best_acc, best_completions, per_problem = accuracy(model, tokenizer, task, problems, best_prompt, samples,
-                                                           sampling)
+                                                           sampling, engine)
         seed_acc = (
             best_acc if seed_prompt == best_prompt
-            else accuracy(model, tokenizer, task, problems, seed_prompt, samples, sampling)[0]
+            else accuracy(model, tokenizer, task, problems, seed_prompt, samples, sampling, engine)[0]
         )
         held_out = problems[:kl_prompts]
         conversations = [chat_messages(best_prompt, p.prompt) for p in held_out]

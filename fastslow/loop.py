@@ -4,7 +4,8 @@ same loop: `rl` never runs the fast phase, `gepa` never runs the slow one.
   for each cycle c:
       anchors    = problems of the next T planned batches
       fast phase = re-score the population under the current weights, GEPA on the anchors, top-K of the front
-      slow phase = T CISPO steps; each problem's G rollouts split G/K over the population
+      slow phase = T CISPO steps; each problem's G rollouts split G/K over the population (with
+                   loop.reuse_fast_rollouts filled first from the fast phase's rollouts under those members)
       evaluate every `eval.every` steps; checkpoint at the end of the cycle
 """
 
@@ -22,6 +23,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
+from fastslow import engine
 from fastslow.checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint, set_rng_state
 from fastslow.config import Config
 from fastslow.data import DataPlan
@@ -70,6 +72,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     seed_prompt = config.task.seed_prompt or task.seed_prompt
     plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
                     ordered=getattr(task, "ordered", False))
+    engine.check(config)
     tokenizer = load_tokenizer(config.model.path)
     prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     model = load_model(config.model.path, config.model.dtype)
@@ -95,10 +98,10 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             policy.cuda()
     if own_reflection and config.reflection.kind == "self":  # the starting weights this process holds, no copy
         reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
-    sampling = Sampling(config.model.max_new_tokens, config.model.temperature, config.model.top_p,
-                        config.model.chat_template_kwargs, config.model.share_prefixes)
+    sampling = Sampling.of(config.model)  # how every rollout is sampled, by one engine (None: transformers on `policy`)
+    sampler = engine.vllm_engine(config, learner)
     fast_counter = RolloutCounter()
-    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter)
+    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter, sampler)
 
     population = [Member(SEED_ID, seed_prompt)]
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
@@ -108,7 +111,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     def evaluation(step: int) -> dict[str, Any]:
         result = evaluate(policy, base, tokenizer, task, val, population[0].text, seed_prompt,
                           samples=config.eval.samples, kl_prompts=config.eval.kl_prompts, sampling=sampling,
-                          seed=config.seed * 1_000_003 + step)
+                          seed=config.seed * 1_000_003 + step, engine=sampler)
         return asdict(result)
 
     def log(row: dict[str, Any]) -> None:
@@ -138,7 +141,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     last_step = config.loop.steps
     for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
         fast_seconds = {"seconds_generate": 0.0, "seconds_score": 0.0, "seconds_reflect": 0.0}
-        reflection_failed = None
+        reflection_failed, reusable = None, None
 
         # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
         if config.mode != "rl":
@@ -156,10 +159,11 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population,
                                       keep_signal_member=config.loop.keep_signal_member,
-                                      refuse=prompt_room.refusal)
+                                      refuse=prompt_room.refusal,
+                                      keep_rollouts=config.mode == "fst" and config.loop.reuse_fast_rollouts)
             if processes.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
-            population = fast.population
+            population, reusable = fast.population, fast.reusable  # the cycle's steps consume `reusable`
             counters["fast_rollouts"] += fast.rollouts
             counters["budget_carry"] = budget - fast.metric_calls
             counters["reflection_calls"] += fast.reflection_calls
@@ -178,8 +182,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             batch = plan.batch(step)
             row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
             if learner is not None:
-                stats = learner.step(batch, population)
-                counters["rl_rollouts"] += stats.rollouts
+                stats = learner.step(batch, population, reusable)
+                counters["rl_rollouts"] += stats.fresh_rollouts
                 row |= stats.metrics()
                 for member_id, variance in stats.member_signal.items():
                     if variance is not None:

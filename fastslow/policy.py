@@ -101,47 +101,131 @@ class Sampling:
     chat_template_kwargs: dict[str, Any] | None = None
     share_prefixes: bool = True  # fastslow.shared_prefix
 
+    @classmethod
+    def of(cls, model_config) -> Sampling:
+        """How rollouts are sampled under `model_config` (config.ModelConfig): RL steps, GEPA and evaluation alike."""
+        return cls(model_config.max_new_tokens, model_config.temperature, model_config.top_p,
+                   model_config.chat_template_kwargs, model_config.share_prefixes)
+
+
+@dataclass
+class Completion:
+    """One sampled completion: its prompt's token ids, its own (up to and including the first end-of-sequence token,
+    as TRL keeps them), and per token log softmax(logits / temperature) under the weights that sampled it (None when
+    greedy): the distribution TRL's trainer computes for π_θ, so a rollout sampled by the current weights has
+    importance ratio 1. TRL's log-probs ignore top_p, and so do these. `entropy`: π_θ's next-token entropy summed
+    over its tokens (None where the engine does not give it: vLLM), the RL step's `member_entropy` for a reused row."""
+
+    prompt_ids: list[int]
+    ids: list[int]
+    logprobs: list[float] | None
+    text: str
+    entropy: float | None = None
+
+
+def prompt_token_ids(tokenizer, conversations: Sequence[list[dict[str, str]]],
+                     chat_template_kwargs: dict[str, Any] | None = None) -> list[list[int]]:
+    """Each conversation's prompt tokens, tokenised the way TRL's trainer tokenises its rows, so that a completion
+    sampled here continues exactly the prompt the trainer would train it under."""
+    if not conversations:
+        return []
+    return tokenizer.apply_chat_template(list(conversations), tokenize=True, add_generation_prompt=True,
+                                         return_dict=True, **(chat_template_kwargs or {}))["input_ids"]
+
+
+def eos_token_ids(model: nn.Module, tokenizer) -> list[int]:
+    """The tokens that end a completion, as TRL's trainer takes them: the tokenizer's and the generation config's."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return ids if tokenizer.eos_token_id in ids else [tokenizer.eos_token_id, *ids]
+
+
+class _SampledLogprobs:
+    """Records log softmax(scores / temperature) of each sampled token. `generate` calls it with each step's logits
+    before its temperature and top-p warpers, and with the tokens sampled so far: the previous step's token is
+    looked up in the previous step's distribution (the last token after `generate` returns, in `finish`)."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.previous, self.columns = temperature, None, []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.columns.append(self.previous.gather(1, input_ids[:, -1:]))
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.columns.append(self.previous.gather(1, new_tokens[:, -1:].to(self.previous.device)))
+        if not self.columns:  # nothing was sampled
+            return new_tokens.new_zeros(new_tokens.shape, dtype=torch.float)
+        return torch.cat(self.columns, dim=1)
+
 
 @torch.no_grad()
-def generate(
-    model: nn.Module,
-    tokenizer,
-    conversations: Sequence[list[dict[str, str]]],
-    sampling: Sampling,
-    batch_size: int = 64,
-) -> list[str]:
-    """Sample one completion per conversation, batched; rows that share a prefix (a system prompt) are batched
-    together and the prefix is computed once (fastslow.shared_prefix). temperature 0 means greedy."""
-    was_training = model.training
-    model.eval()
-    prompts = [
-        tokenizer.apply_chat_template(
-            conv, tokenize=False, add_generation_prompt=True, **(sampling.chat_template_kwargs or {})
-        )
-        for conv in conversations
-    ]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompt_ids)), key=lambda i: prompt_ids[i])  # neighbours share prefixes
+def sample_ids(model: nn.Module, prompt_ids: Sequence[Sequence[int]], sampling: Sampling, pad_id: int,
+               eos_ids: Sequence[int], batch_size: int | None = None,
+               entropies: list[float] | None = None) -> list[tuple[list[int], list[float] | None]]:
+    """Sample one completion per prompt (token ids): its tokens up to and including the first end-of-sequence token,
+    and their log-probs (`Completion`). Rows that share a prefix (a system prompt) are batched together and the
+    prefix is computed once (fastslow.shared_prefix); `batch_size` rows at a time (None: all). temperature 0: greedy.
+    The settings are TRL's trainer's (top_k 0, no repetition penalty), passed explicitly: `generate` fills unset
+    ones from the checkpoint's generation config. `entropies`, when given, receives each row's next-token entropy of
+    π_θ summed over its tokens (EntropyRecorder), in the rows' order."""
+    from transformers import LogitsProcessorList
+
     greedy = sampling.temperature == 0
-    outputs: list[str] = [""] * len(prompt_ids)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        new_tokens = shared_prefix.generate(
-            model,
-            [prompt_ids[i] for i in rows],
-            tokenizer.pad_token_id,
-            share=sampling.share_prefixes,
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        for i, text in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            outputs[i] = text
-    model.train(was_training)
-    return outputs
+    settings = {"max_new_tokens": sampling.max_new_tokens, "do_sample": not greedy, "top_k": 0, "min_p": None,
+                "temperature": 1.0 if greedy else sampling.temperature, "top_p": 1.0 if greedy else sampling.top_p,
+                "repetition_penalty": 1.0, "eos_token_id": list(eos_ids), "pad_token_id": pad_id}
+    order = sorted(range(len(prompt_ids)), key=lambda i: list(prompt_ids[i]))  # neighbours share prefixes
+    step = batch_size or max(len(order), 1)
+    eos = set(eos_ids)
+    results: list[tuple[list[int], list[float] | None]] = [([], None)] * len(prompt_ids)
+    row_entropies = [0.0] * len(prompt_ids)
+    for start in range(0, len(order), step):
+        rows = order[start : start + step]
+        recorder = None if greedy else _SampledLogprobs(sampling.temperature)
+        entropy = EntropyRecorder() if entropies is not None else None
+        processors = LogitsProcessorList([p for p in (recorder, entropy) if p is not None])
+        new_tokens = shared_prefix.generate(model, [prompt_ids[i] for i in rows], pad_id, share=sampling.share_prefixes,
+                                            logits_processor=processors, **settings)
+        logprobs = recorder.finish(new_tokens).tolist() if recorder else [None] * len(rows)
+        for i, tokens, row_logprobs in zip(rows, new_tokens.tolist(), logprobs):
+            end = next((n + 1 for n, token in enumerate(tokens) if token in eos), len(tokens))
+            results[i] = (tokens[:end], row_logprobs[:end] if row_logprobs else None)
+        if entropy is not None:
+            for i, total in zip(rows, entropy.row_sums([len(results[i][0]) for i in rows])):
+                row_entropies[i] = total
+    if entropies is not None:
+        entropies.extend(row_entropies)
+    return results
+
+
+def sample(model: nn.Module, tokenizer, conversations: Sequence[list[dict[str, str]]], sampling: Sampling,
+           batch_size: int = 64, engine=None) -> list[Completion]:
+    """Sample one completion per conversation, decoded: `sample_ids` on its prompt tokens with `model`, or the run's
+    generation `engine` (fastslow.engine; None: transformers on `model`)."""
+    prompts = prompt_token_ids(tokenizer, conversations, sampling.chat_template_kwargs)
+    entropies: list[float | None] = []
+    if engine is not None:
+        sampled = engine.sample(prompts, sampling)
+        entropies = [None] * len(sampled)
+    else:
+        was_training = model.training
+        model.eval()
+        sampled = sample_ids(model, prompts, sampling, tokenizer.pad_token_id, eos_token_ids(model, tokenizer),
+                             batch_size, entropies)
+        model.train(was_training)
+    texts = tokenizer.batch_decode([ids for ids, _ in sampled], skip_special_tokens=True)
+    return [Completion(list(p), ids, logprobs, text, entropy)
+            for p, (ids, logprobs), text, entropy in zip(prompts, sampled, texts, entropies)]
+
+
+def generate(model: nn.Module, tokenizer, conversations: Sequence[list[dict[str, str]]], sampling: Sampling,
+             batch_size: int = 64) -> list[str]:
+    """The text of one sampled completion per conversation (`sample`)."""
+    return [c.text for c in sample(model, tokenizer, conversations, sampling, batch_size)]
 
 
 CHUNK_ELEMENTS = 2**26  # float32 elements of one chunk of next-token log-probabilities (256 MB)

@@ -14,7 +14,8 @@ def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["loop"] == {"steps": 12, "steps_per_cycle": 6, "population_size": 4, "rollouts_per_problem": 8,
-                                "problems_per_step": 32, "rollout_allocation": "even", "keep_signal_member": False}
+                                "problems_per_step": 32, "rollout_allocation": "even", "keep_signal_member": False,
+                                "reuse_fast_rollouts": False}
     assert resolved["rl"]["importance_cap"] == 4.0 and resolved["rl"]["kl_coef"] == 0.001
     assert resolved["rl"]["adam_betas"] == [0.9, 0.999] and resolved["rl"]["weight_decay"] == 0.0
     assert resolved["rl"]["warmup_steps"] == 10 and resolved["rl"]["drop_zero_variance"] is True
@@ -37,6 +38,8 @@ def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
     ({"seed": -1}, ["seed", "greater than or equal to 0"]),
     ({"checkpoint": {"keep": 0}}, ["checkpoint.keep"]),
     ({"model": {"path": "/no/such/model"}}, ["model.path", "/no/such/model"]),  # check looks at the model path
+    ({"engine": {"kind": "vllm", "vllm_mode": "remote"}}, ["engine.vllm_mode", "colocate"]),
+    ({"engine": {"server_url": "127.0.0.1:8000"}}, ["engine.server_url", "http"]),
 ])
 def test_check_rejects_invalid_configs(tmp_path, data, fragments):
     assert_user_error(fastslow("check", str(write(tmp_path, data))), *fragments)
@@ -87,6 +90,17 @@ def test_missing_model_path(tmp_path):
     result = run_in_tests_dir(tmp_path, tiny_run(tmp_path, str(tmp_path / "no-model")))
     assert_user_error(result, "model.path", "no-model")
     assert not (tmp_path / "runs" / "r").exists()  # nothing created for a run that cannot start
+
+
+def test_vllm_engine_without_vllm_installed(tmp_path, tiny_model_path):
+    try:  # where vLLM is installed, tests/test_vllm.py runs the engine
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    result = run_in_tests_dir(tmp_path, base_run(tmp_path, tiny_model_path, engine={"kind": "vllm"}))
+    assert_user_error(result, "engine.kind", "vllm is not installed", "extra vllm")
+    assert not (tmp_path / "runs" / "r").exists()
 
 
 def test_unreachable_reflection_endpoint(tmp_path, tiny_model_path):

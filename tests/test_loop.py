@@ -97,6 +97,21 @@ def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
         assert all(m["scores"] for m in cycle1["members"])
 
 
+def test_fst_with_rollout_reuse_trains_on_the_fast_phases_rollouts(tmp_path, tiny_model_path, monkeypatch):
+    config = tiny_config(tmp_path, tiny_model_path, "fst", loop={"reuse_fast_rollouts": True})
+    path, model = run_capturing_model(monkeypatch, config, reflection_lm=ScriptedReflectionLM())
+    steps = rows(path)[1:]
+    assert weights_changed(model, tiny_model_path)
+    assert all(r["reused_rollouts"] + r["fresh_rollouts"] == 4 * 4 for r in steps)  # G rollouts per problem
+    assert steps[-1]["rl_rollouts"] == sum(r["fresh_rollouts"] for r in steps)  # reused ones are not counted twice
+    # the re-scoring alone leaves one rollout per (carried member, anchor problem): every cycle reuses
+    assert all(sum(r["reused_rollouts"] for r in steps if r["cycle"] == c) > 0 for c in (0, 1))
+    for r in steps:  # a cycle's first step trains with the weights that sampled the fast phase: ratio 1
+        if r["importance_ratio_mean"] is not None and r["step"] in (1, 3):
+            assert abs(r["importance_ratio_mean"] - 1) < 1e-4 and r["importance_capped_share"] == 0
+    assert any(r["importance_ratio_mean"] is not None for r in steps)
+
+
 def test_lora_trains_adapters_and_checkpoints_them(tmp_path, tiny_model_path, monkeypatch):
     config = tiny_config(tmp_path, tiny_model_path, "rl", model={"lora": {"r": 4, "alpha": 8}}, report_to=["tensorboard"])
     path, model = run_capturing_model(monkeypatch, config)
@@ -188,8 +203,10 @@ def test_resume_while_the_run_is_going_is_refused_and_the_run_finishes_whole(tmp
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path):
-    steps = {"loop": {"steps": 8}}
+@pytest.mark.parametrize("reuse", [False, True], ids=["", "reusing-rollouts"])
+def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path, reuse):
+    """Checkpoints fall on cycle boundaries, where the cycle's stored rollouts are used up or dropped."""
+    steps = {"loop": {"steps": 8, "reuse_fast_rollouts": reuse}}
     straight_cfg, killed_cfg = tmp_path / "straight.json", tmp_path / "killed.json"
     straight_cfg.write_text(json.dumps(tiny_config(tmp_path / "a", tiny_model_path, "fst", **steps)))
     killed_cfg.write_text(json.dumps(tiny_config(tmp_path / "b", tiny_model_path, "fst", **steps)))

@@ -7,7 +7,7 @@ import torch
 
 from fastslow import policy
 from fastslow.evaluation import kl_and_entropy
-from fastslow.slow.objective import cispo_loss, group_advantages, row_weights
+from fastslow.slow.objective import ImportanceStats, behaviour_logps, cispo_loss, group_advantages, row_weights
 
 
 def test_advantages_normalised_once_over_the_whole_group_of_mixed_prompts():
@@ -51,6 +51,28 @@ def test_cispo_truncates_the_importance_ratio_above_only_and_stops_its_gradient(
     # a small ratio is NOT clipped from below (CISPO has no lower bound)
     low = cispo_loss(logps.detach(), torch.log(torch.tensor([[5.0, 5.0]])), adv, mask, w)
     assert math.isclose(low.item(), -(2 * 0.1 * 2.0 * math.log(0.5)), rel_tol=1e-5)
+
+
+def test_reused_rows_are_weighted_by_their_stored_log_probs_and_fresh_rows_by_ratio_one():
+    # row 0 reuses a stored rollout sampled with probabilities 0.25 and 0.8 (now 0.5 and 0.4); row 1 is fresh
+    # (NaN: no sampler log-probs, TRL's convention), its last token is padding
+    logps = torch.log(torch.tensor([[0.5, 0.4], [0.3, 0.2]])).requires_grad_()
+    stored = torch.tensor([[math.log(0.25), math.log(0.8)], [math.nan, 0.0]])
+    mask, adv, w = torch.tensor([[1.0, 1.0], [1.0, 0.0]]), torch.tensor([1.0, -1.0]), torch.tensor([1.0, 1.0])
+    old = behaviour_logps(logps, stored)
+    assert torch.equal(old[1, 0], logps[1, 0].detach()) and torch.equal(old[0], stored[0])
+    loss = cispo_loss(logps, old, adv, mask, w, importance_cap=4.0)
+    expected = -(2.0 * math.log(0.5) + 0.5 * math.log(0.4)) + 1.0 * math.log(0.3)  # ratios 2.0, 0.5; fresh 1
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+    loss.backward()
+    assert torch.allclose(logps.grad, torch.tensor([[-2.0, -0.5], [1.0, 0.0]]))
+    assert torch.equal(behaviour_logps(logps, None), logps.detach())  # no stored rows at all: on-policy
+
+    stats = ImportanceStats()  # over the stored tokens only: ratios 2.0 and 0.5, none above a cap of 1.5 but one
+    stats.add(logps, stored, mask, cap=1.5)
+    assert (stats.ratio_sum, stats.capped, stats.tokens) == (pytest.approx(2.5), 1, 2)
+    stats.add(logps, None, mask, cap=1.5)  # a loss call without sampler log-probs adds nothing
+    assert stats.tokens == 2
 
 
 def test_cispo_kl_term_is_k3_to_the_reference_and_masked():

@@ -40,14 +40,14 @@ def test_qwen3_math_recipe_runs_on_a_tiny_qwen3(tmp_path, monkeypatch):
     seen = []
     import fastslow.policy as policy
 
-    original = policy.generate
+    original = policy.sample
 
     def spy(model, tok, conversations, sampling, **kw):
         seen.append(tok.apply_chat_template(conversations[0], tokenize=False, add_generation_prompt=True,
                                             **(sampling.chat_template_kwargs or {})))
         return original(model, tok, conversations, sampling, **kw)
 
-    monkeypatch.setattr("fastslow.fast.adapter.generate", spy)
+    monkeypatch.setattr("fastslow.fast.adapter.sample", spy)
     path = run(config, reflection_lm=ScriptedReflectionLM())
     rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["val_accuracy"] is not None

@@ -1,5 +1,6 @@
 """Computing each shared prompt prefix once: the plan, and sampling that matches plain `generate`."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -99,7 +100,8 @@ def test_rl_rollouts_with_shared_prefixes_equal_trls_generation(tiny_model_path,
     task = ShortAnswerTask()
     learner = make_learner(tiny_model_path, tmp_path, task, problems=3, members=2)
     trainer, tokenizer = learner.trainer, learner.trainer.processing_class
-    trainer.generation_config.do_sample = False
+    trainer.generation_config.do_sample = False  # TRL's sampler and ours (fastslow.policy.sample_ids) greedy
+    trainer.sampling = dataclasses.replace(trainer.sampling, temperature=0)
     texts = [tokenizer.apply_chat_template(chat_messages(system, p.prompt), tokenize=False, add_generation_prompt=True)
              for p in task.problems("train", 3, 0) for system in SYSTEMS[:2] for _ in range(2)]
     prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]

@@ -21,10 +21,10 @@ def test_trl_version_is_the_pinned_one():
 
 
 def make_learner(model_path, work_dir, task, problems: int, members: int, lora: dict | None = None,
-                 **rl) -> SlowLearner:
+                 sampling: dict | None = None, **rl) -> SlowLearner:
     """A slow learner on the tiny model: G = 4 rollouts per problem, a constant learning rate."""
     config = parse_config({
-        "model": {"path": model_path, "max_new_tokens": 6, **({"lora": lora} if lora else {})},
+        "model": {"path": model_path, "max_new_tokens": 6, **({"lora": lora} if lora else {}), **(sampling or {})},
         "loop": {"steps": 2, "problems_per_step": problems, "rollouts_per_problem": 4, "population_size": members},
         "rl": {"warmup_steps": 0, **rl},
     })
@@ -322,3 +322,31 @@ def test_a_step_in_micro_batches_gives_the_one_pass_gradient(tiny_model_path, tm
     micro, whole = seen
     assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(micro, whole))
     assert any(g.abs().sum() > 0 for g in whole)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4}], ids=["full", "lora"])
+def test_gradient_checkpointing_keeps_fewer_activations_and_the_same_gradient(tiny_model_path, tmp_path, lora):
+    """rl.gradient_checkpointing: transformers' Trainer turns it on in train(), which the learner never calls, so it
+    must be on in the learner's own update: its forward keeps fewer bytes for backward, with the same gradient."""
+    task = ShortAnswerTask()
+    results = []
+    for checkpointing in (False, True):
+        learner = make_learner(tiny_model_path, tmp_path / str(checkpointing), task, problems=2, members=2, lora=lora,
+                               gradient_checkpointing=checkpointing)
+        trainer, model = learner.trainer, learner.model
+        trainer.share_prefixes = False  # checkpointing takes TRL's whole-row pass: compare it with itself
+        batch = synthetic_batch(trainer.processing_class, task.problems("train", 2, 0))
+        saved = []
+
+        def keep(tensor):
+            saved.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        model.train()
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            loss = trainer.compute_loss(model, batch)
+        trainer.accelerator.backward(loss)
+        results.append((sum(saved), gradients(model)))
+    (bytes_kept, grads_kept), (bytes_checkpointed, grads_checkpointed) = results
+    assert bytes_checkpointed < 0.5 * bytes_kept, (bytes_checkpointed, bytes_kept)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads_checkpointed, grads_kept))

@@ -1,5 +1,6 @@
 """GEPA adapter over the current policy: a candidate is {"system_prompt": text}; scoring it on a problem is
-one rollout of the policy under that system prompt, scored by the task's verifier."""
+one rollout of the policy under that system prompt, scored by the task's verifier. With `record` set, every
+rollout is also kept there (loop.reuse_fast_rollouts: the slow phase may train on them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from gepa.core.adapter import EvaluationBatch
 
 from fastslow.fast.records import reflective_record
-from fastslow.policy import Sampling, chat_messages, generate
+from fastslow.policy import Completion, Sampling, chat_messages, sample
 from fastslow.tasks import Problem, Task, Verdict
 
 COMPONENT = "system_prompt"
@@ -19,8 +20,13 @@ COMPONENT = "system_prompt"
 @dataclass
 class Rollout:
     problem: Problem
-    completion: str
+    system_prompt: str
+    sample: Completion  # token ids and the sampler's log-probs
     verdict: Verdict
+
+    @property
+    def completion(self) -> str:
+        return self.sample.text
 
 
 @dataclass
@@ -35,20 +41,25 @@ class PolicyAdapter:
 
     propose_new_texts = None  # gepa 0.1.4 looks this attribute up; None means "use the reflection LM"
 
-    def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None):
+    def __init__(self, model, tokenizer, task: Task, sampling: Sampling, counter: RolloutCounter | None = None,
+                 engine=None):
         self.model, self.tokenizer, self.task, self.sampling = model, tokenizer, task, sampling
+        self.engine = engine  # fastslow.engine (None: transformers on `model`)
         self.counter = counter or RolloutCounter()
+        self.record: list[Rollout] | None = None  # a list: every rollout is appended to it
 
     def rollouts(self, pairs: Sequence[tuple[str, Problem]]) -> list[Rollout]:
         """One batched generation for many (system prompt, problem) pairs, then the verifier on each."""
         if not pairs:
             return []
         start = time.perf_counter()
-        completions = generate(
-            self.model, self.tokenizer, [chat_messages(prompt, problem.prompt) for prompt, problem in pairs], self.sampling
-        )
+        conversations = [chat_messages(prompt, problem.prompt) for prompt, problem in pairs]
+        completions = sample(self.model, self.tokenizer, conversations, self.sampling, engine=self.engine)
         scored = time.perf_counter()
-        rollouts = [Rollout(problem, c, self.task.score(problem, c)) for (_, problem), c in zip(pairs, completions)]
+        rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))
+                    for (prompt, problem), c in zip(pairs, completions)]
+        if self.record is not None:
+            self.record.extend(rollouts)
         self.counter.rollouts += len(pairs)
         self.counter.seconds_generate += scored - start
         self.counter.seconds_score += time.perf_counter() - scored

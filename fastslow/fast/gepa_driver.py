@@ -21,6 +21,7 @@ from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutatio
 from fastslow.fast.adapter import COMPONENT, PolicyAdapter
 from fastslow.fast.population import Member, signal_member, top_k_from_front
 from fastslow.fast.records import resolve_template
+from fastslow.fast.reuse import ReusableRollouts
 from fastslow.guards import no_instruction
 from fastslow.reflection import ReflectionError
 from fastslow.tasks import Problem
@@ -35,6 +36,7 @@ class FastPhaseResult:
     reflection_failures: int
     seconds_reflect: float
     reflection_failed: bool  # every reflection failed: the previous population was kept
+    reusable: ReusableRollouts | None = None  # keep_rollouts: the rollouts under the new population's members
 
     @property
     def rollouts(self) -> int:
@@ -153,11 +155,14 @@ def run_fast_phase(
     rescore_population: bool = True,
     keep_signal_member: bool = False,
     refuse: Callable[[str], str | None] = no_instruction,
+    keep_rollouts: bool = False,
 ) -> FastPhaseResult:
     """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
     return the top-K of the per-instance Pareto front (with `keep_signal_member`, always including the member the
     weights learn most under: population.signal_member). `refuse(answer)`: why a reflection answer cannot become a
-    prompt, or None (fastslow.guards.PromptRoom.refusal: no instruction in it, too long for the context)."""
+    prompt, or None (fastslow.guards.PromptRoom.refusal: no instruction in it, too long for the context). With
+    `keep_rollouts`, also the rollouts sampled under the new population's members (fastslow.fast.reuse)."""
+    adapter.record = [] if keep_rollouts else None
     needs_scores = rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
     carried = rescore(population, anchors, adapter) if needs_scores else list(population)
     rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
@@ -203,6 +208,7 @@ def run_fast_phase(
     front = {anchors[i].id: idxs for i, idxs in result.per_val_instance_best_candidates.items()}
     keep = signal_member(members) if keep_signal_member else None
     new_population = carried if failed else top_k_from_front(members, front, population_size, keep)
+    recorded, adapter.record = adapter.record, None
     return FastPhaseResult(
         population=sorted(new_population, key=lambda m: -m.mean_score),
         metric_calls=result.total_metric_calls or 0,
@@ -211,4 +217,5 @@ def run_fast_phase(
         reflection_failures=reflection.failures,
         seconds_reflect=reflection.seconds,
         reflection_failed=failed,
+        reusable=ReusableRollouts(recorded, new_population) if keep_rollouts else None,
     )

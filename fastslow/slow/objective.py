@@ -3,12 +3,15 @@
 - Advantages are normalised ONCE per problem over all G rollouts, whatever prompt each rollout used:
   A_i = (r_i - mean_G) / (std_G + eps).
 - Groups whose G rewards are all equal carry no signal and are dropped (no resampling).
-- CISPO: loss = -E[ sg(min(rho_t, cap)) * A * log pi(y_t) ], rho_t the token importance ratio, truncated above
-  only; plus beta * KL to the starting weights (k3 estimator, as TRL).
+- CISPO: loss = -E[ sg(min(rho_t, cap)) * A * log pi(y_t) ], rho_t = pi_theta(y_t) / pi_old(y_t) the token
+  importance ratio, truncated above only; plus beta * KL to the starting weights (k3 estimator, as TRL). pi_old is
+  the sampler's log-prob where it is known (a reused fast-phase rollout, vLLM), else the current weights' (ratio 1).
 - Token losses are averaged per problem (over its kept rollouts' tokens), then over kept problems.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -98,3 +101,30 @@ def within_prompt_variance(samples: list[list[float]]) -> float | None:
     same way each time: a policy-gradient step has nothing to learn from under that prompt."""
     variances = [torch.tensor(s, dtype=torch.float64).var().item() for s in samples if len(s) > 1]
     return sum(variances) / len(variances) if variances else None
+
+
+def behaviour_logps(logps: torch.Tensor, sampled: torch.Tensor | None) -> torch.Tensor:
+    """pi_old per token [B, L]: the sampler's log-probs `sampled` where known, the current ones (detached: ratio 1)
+    where `sampled` is NaN or absent (rows the current weights sampled; TRL's convention)."""
+    current = logps.detach()
+    return current if sampled is None else torch.where(torch.isnan(sampled), current, sampled)
+
+
+@dataclass
+class ImportanceStats:
+    """How off-policy an update is: the token ratios pi_theta / pi_old over the tokens whose sampler log-probs are
+    known, summed, counted above the cap, and counted; accumulated over a step's loss calls."""
+
+    ratio_sum: float = 0.0
+    capped: int = 0
+    tokens: int = 0
+
+    @torch.no_grad()
+    def add(self, logps: torch.Tensor, sampled: torch.Tensor | None, mask: torch.Tensor, cap: float) -> None:
+        if sampled is None:
+            return
+        known = mask.bool() & ~torch.isnan(sampled)
+        ratio = torch.exp(logps.detach()[known] - sampled[known])
+        self.ratio_sum += float(ratio.sum())
+        self.capped += int((ratio > cap).sum())
+        self.tokens += int(known.sum())

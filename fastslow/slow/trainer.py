@@ -13,6 +13,8 @@ and policy passes (TRL would run both over every row): on the micro task that is
 Every row's prompt starts with a member's system prompt, so sampling and both passes run each shared prefix once
 (fastslow.shared_prefix). Both passes go through the rows in micro-batches of `rl.micro_batch_rows`, the policy
 pass accumulating the gradient for the one optimizer step, so memory grows with the micro-batch, not the batch.
+With loop.reuse_fast_rollouts a row may instead carry a rollout the fast phase sampled
+(fastslow.fast.reuse): its tokens, reward and the sampler's log-probs, which become CISPO's pi_old.
 Private TRL seams used (trl pinned, tests/test_trl_seam.py, tests/test_shared_prefix.py):
 `_generate_and_score_completions` (and that it reads `self.beta` to decide on reference log-probs),
 `_generate_single_turn`, `_prepare_inputs`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the
@@ -25,7 +27,7 @@ import copy
 import math
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,28 +41,36 @@ from trl.models import unwrap_model_for_generation
 from fastslow import shared_prefix
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
+from fastslow.fast.adapter import Rollout
 from fastslow.fast.population import Member, assign_prompts
-from fastslow.policy import EntropyRecorder, chat_messages
-from fastslow.slow.objective import cispo_loss, group_advantages, reward_signal, row_weights, within_prompt_variance
+from fastslow.fast.reuse import ReusableRollouts
+from fastslow.policy import Sampling, chat_messages, sample_ids
+from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reward_signal,
+                                     row_weights, within_prompt_variance)
 from fastslow.tasks import Problem, Task
 
 
 class FSTGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with the paper's advantages and CISPO aggregation."""
 
-    def __init__(self, *args, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
-                 share_prefixes: bool = True, micro_batch_rows: int = 8, **kwargs):
+    def __init__(self, *args, sampling: Sampling, advantage_eps: float = 1e-4, drop_zero_variance: bool = True,
+                 micro_batch_rows: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
+        self.sampling = sampling  # the fast phase's and evaluation's (fastslow.policy.Sampling.of(config.model))
+        self.share_prefixes = sampling.share_prefixes
         self.advantage_eps, self.drop_zero_variance = advantage_eps, drop_zero_variance
-        self.share_prefixes, self.micro_batch_rows = share_prefixes, micro_batch_rows
+        self.micro_batch_rows = micro_batch_rows
         self.member_of_slot: torch.Tensor | None = None  # set per step for the `member` advantage baseline
         self.step_rewards: list[float] = []  # this process's rewards, in row order (filled by the reward function)
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
+        self.reused_rows: list[Rollout | None] = []  # per row: the fast-phase rollout it reuses (SlowLearner.step)
+        self.importance = ImportanceStats()
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
 
     def _generate_and_score_completions(self, inputs):
         self.step_rewards, self.step_entropies = [], []
+        self.reused_rows = [row.get("reused") for row in inputs]
         start = time.perf_counter()
         kl_coef, self.beta = self.beta, 0.0  # TRL would take reference log-probs of every row; we do, below, of kept rows
         try:
@@ -181,14 +191,48 @@ class FSTGRPOTrainer(GRPOTrainer):
         return out.log_probs[:, -width:]
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        """TRL's transformers path, with each prefix the rows share computed once (fastslow.shared_prefix) unless
-        `_sharing` is off, and the policy's entropy recorded at every sampled token (`step_entropies`).
-        vLLM, continuous batching and images stay with TRL."""
+        """The rows' completions: a reused fast-phase rollout's where `SlowLearner.step` gave one, the rest sampled.
+        The log-probs are the sampler's where known (reused rows, vLLM) and None (ratio 1) for rows the current
+        weights sampled here; TRL turns None into NaN (fastslow.slow.objective.behaviour_logps)."""
+        reused = self.reused_rows or [None] * len(prompt_ids)
+        fresh = [i for i, rollout in enumerate(reused) if rollout is None]
+        entropies: list[float] = []  # of the fresh rows; none from vLLM
+        sampled, sampled_logprobs = self._sample([prompt_ids[i] for i in fresh], images, multimodal_fields,
+                                                 has_tool_images, entropies)
+        self._record_entropies(reused, fresh, sampled, entropies)
+        if len(fresh) == len(prompt_ids):
+            return sampled, sampled_logprobs
+        completions, logprobs = [None] * len(prompt_ids), [None] * len(prompt_ids)
+        for i, rollout in enumerate(reused):
+            if rollout is not None:
+                if list(rollout.sample.prompt_ids) != list(prompt_ids[i]):
+                    raise FastSlowError("a reused rollout's prompt tokens differ from the trainer's; set "
+                                        "loop.reuse_fast_rollouts: false and report the tokenizer")
+                completions[i], logprobs[i] = rollout.sample.ids, rollout.sample.logprobs
+        for n, i in enumerate(fresh):
+            completions[i] = sampled[n]
+            logprobs[i] = sampled_logprobs[n] if sampled_logprobs else [None] * len(sampled[n])
+        return completions, logprobs
+
+    def _record_entropies(self, reused, fresh, sampled, entropies) -> None:
+        """`step_entropies`, in row order: (summed token entropy of π_θ, tokens) of each row where known (a fresh HF
+        sample, a reused rollout the fast phase sampled through HF); (0, 0) elsewhere (vLLM)."""
+        rows = [(r.sample.entropy, len(r.sample.ids)) if r is not None and r.sample.entropy is not None else (0.0, 0)
+                for r in reused]
+        if entropies:
+            for n, i in enumerate(fresh):
+                rows[i] = (entropies[n], len(sampled[n]))
+        self.step_entropies.extend(rows)
+
+    def _sample(self, prompt_ids, images, multimodal_fields, has_tool_images, entropies: list[float]):
+        """HF sampling through fastslow.policy.sample_ids, the fast phase's and evaluation's sampler (each prefix the
+        rows share computed once); vLLM, continuous batching and images stay with TRL, vLLM with one request per row
+        (TRL's server mode would sample a group's G completions from its first row's prompt)."""
         if self.use_vllm or self.use_transformers_continuous_batching or images is not None or multimodal_fields:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
-        entropy = EntropyRecorder()
-        with (
+            if not prompt_ids and not self.use_vllm:
+                return [], None
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, 1, has_tool_images)
+        with (  # entered by every process, also one with nothing to sample: ZeRO-3 gathers the weights here
             unwrap_model_for_generation(
                 self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                 generation_kwargs=self.generation_kwargs,
@@ -196,24 +240,18 @@ class FSTGRPOTrainer(GRPOTrainer):
             ) as model,
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            new_tokens = shared_prefix.generate(model, prompt_ids, self._tokenizer.pad_token_id, share=self._sharing,
-                                                generation_config=self.generation_config,
-                                                logits_processor=LogitsProcessorList([entropy]))
-        eos = set(self.eos_token_ids)
-        completions = []
-        for row in new_tokens.tolist():  # up to and including the first EOS, as TRL keeps them
-            end = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
-            completions.append(row[:end])
-        lengths = [len(c) for c in completions]
-        self.step_entropies.extend(zip(entropy.row_sums(lengths), lengths))
-        return completions, None
+            sampled = sample_ids(model, prompt_ids, replace(self.sampling, share_prefixes=self._sharing),
+                                 self._tokenizer.pad_token_id, self.eos_token_ids,
+                                 entropies=entropies) if prompt_ids else []
+        return [ids for ids, _ in sampled], None
 
     def _compute_loss(self, model, inputs):
         logps = self._completion_logps(model, inputs)
-        old_logps = inputs.get("old_per_token_logps")
+        old_logps = behaviour_logps(logps, inputs.get("sampling_per_token_logps"))
+        self.importance.add(logps, inputs.get("sampling_per_token_logps"), inputs["completion_mask"], self.epsilon_high)
         return cispo_loss(
             logps,
-            logps.detach() if old_logps is None else old_logps,
+            old_logps,
             inputs["advantages"],
             inputs["completion_mask"],
             inputs["row_weight"],
@@ -246,7 +284,7 @@ def select_rows(batch: dict, rows: torch.Tensor) -> dict:
 @dataclass
 class StepStats:
     reward_mean: float
-    rollouts: int
+    rollouts: int  # rows trained on: G per problem
     kept_problems: int
     loss: float
     grad_norm: float  # of the policy gradient, before clipping
@@ -257,14 +295,33 @@ class StepStats:
     seconds_generate: float
     seconds_score: float
     seconds_update: float
+    reused_rollouts: int = 0  # of `rollouts`, taken from the fast phase (the rest were sampled by this step)
+    reused_reward_mean: float | None = None  # their mean reward (against reward_mean: GEPA's selection bias)
+    importance_ratio_mean: float | None = None  # pi_theta / pi_old over tokens with sampler log-probs (None: none)
+    importance_capped_share: float | None = None  # share of those tokens whose ratio exceeded rl.importance_cap
+
+    @property
+    def fresh_rollouts(self) -> int:
+        return self.rollouts - self.reused_rollouts
 
     def metrics(self) -> dict:
         """The step's columns of metrics.jsonl (`rollouts` is a counter the loop keeps)."""
-        return {key: value for key, value in asdict(self).items() if key != "rollouts"}
+        columns = {key: value for key, value in asdict(self).items() if key != "rollouts"}
+        return columns | {"fresh_rollouts": self.fresh_rollouts}
+
+
+def enable_activation_checkpointing(model, kwargs: dict | None) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (for a peft model, on its base
+    model). `activation_checkpointing_enable` from transformers 5.2x on, `gradient_checkpointing_enable` before."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs or None)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None)
 
 
 def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
-    rl, loop, model = config.rl, config.loop, config.model
+    rl, loop, model, engine = config.rl, config.loop, config.model, config.engine
     return GRPOConfig(
         output_dir=str(output_dir),
         loss_type="cispo",
@@ -301,6 +358,13 @@ def grpo_config(config: Config, output_dir: Path) -> GRPOConfig:
         log_completions=False,
         seed=config.seed,
         ddp_find_unused_parameters=False,
+        use_vllm=engine.kind == "vllm",  # fastslow.engine
+        vllm_mode=engine.vllm_mode,
+        vllm_server_base_url=engine.server_url,
+        vllm_gpu_memory_utilization=engine.gpu_memory_utilization,
+        vllm_max_model_length=engine.max_model_len,
+        # CISPO's own ratio is pi_theta / pi_vllm, capped (objective.behaviour_logps), not TRL's second one
+        vllm_importance_sampling_correction=False,
     )
 
 
@@ -358,7 +422,7 @@ class SlowLearner:
             peft_config=peft_config,
             advantage_eps=config.rl.advantage_eps,
             drop_zero_variance=config.rl.drop_zero_variance,
-            share_prefixes=config.model.share_prefixes,
+            sampling=Sampling.of(config.model),
             micro_batch_rows=config.rl.micro_batch_rows,
         )
         world = self.trainer.accelerator.num_processes
@@ -376,6 +440,8 @@ class SlowLearner:
 
         trainer.state = TrainerState()
         trainer.current_gradient_accumulation_steps = 1
+        if trainer.args.gradient_checkpointing:  # transformers' Trainer turns it on in train(), which we never call
+            enable_activation_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs)
         if hasattr(trainer, "_prepare_for_training"):  # transformers >= 5.2x: handles DeepSpeed/FSDP too
             model, _ = trainer._prepare_for_training(total_steps, None, None)
         else:
@@ -404,30 +470,38 @@ class SlowLearner:
         with self.policy.disable_adapter():
             yield self.policy
 
-    def reward(self, prompts, completions, problem_id, **kwargs) -> list[float]:
+    def reward(self, prompts, completions, problem_id, reused, **kwargs) -> list[float]:
+        """The verifier's reward of each row; a reused rollout keeps the one the fast phase measured."""
         start = time.perf_counter()
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        rewards = [self.task.score(self.problems[pid], text).reward for pid, text in zip(problem_id, texts)]
+        rewards = [rollout.verdict.reward if rollout else self.task.score(self.problems[pid], text).reward
+                   for pid, text, rollout in zip(problem_id, texts, reused)]
         self.trainer.step_rewards.extend(rewards)
         self.seconds_score += time.perf_counter() - start
         return rewards
 
-    def step(self, problems: list[Problem], population: list[Member]) -> StepStats:
-        """One RL step: G rollouts per problem (G/K per member), advantages per problem, one optimizer step."""
+    def step(self, problems: list[Problem], population: list[Member],
+             reusable: ReusableRollouts | None = None) -> StepStats:
+        """One RL step: G rollouts per problem (G/K per member, taken first from `reusable`, the fast phase's
+        rollouts under those members), advantages per problem, one optimizer step."""
         trainer, accelerator = self.trainer, self.trainer.accelerator
         G = self.config.loop.rollouts_per_problem
+        slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
+        # every process takes from its own copy of the store for ALL the step's problems, so the copies stay equal
+        reused = {p.id: reusable.take(p, slots) if reusable else [None] * G for p in problems}
         share = len(problems) // accelerator.num_processes  # each process takes whole problems (whole groups)
         mine = problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
         self.problems = {p.id: p for p in mine}
-        slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
         rows = [
-            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id}
+            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id,
+             "reused": rollout}
             for p in mine
-            for member in slots
+            for member, rollout in zip(slots, reused[p.id])
         ]
         member_of_slot = torch.tensor([next(k for k, m in enumerate(population) if m is slot) for slot in slots])
         trainer.member_of_slot = member_of_slot if self.config.rl.advantage_baseline == "member" else None
         self.seconds_score = 0.0
+        trainer.importance = ImportanceStats()
         start = time.perf_counter()
         loss = trainer.training_step(self.model, rows, None)
         # clip_grad_norm_ returns the norm before clipping; an infinite bound measures it and changes nothing
@@ -437,11 +511,17 @@ class SlowLearner:
         trainer.lr_scheduler.step()
         self.model.zero_grad()
         trainer.state.global_step += 1
+        self.sync_engine()
         done = time.perf_counter()
         device = accelerator.device
         rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
         entropies = accelerator.gather(torch.tensor(trainer.step_entropies, device=device, dtype=torch.float64))
         signal = reward_signal(rewards.view(-1, G), member_of_slot)
+        importance = trainer.importance
+        ratio_sum, capped, tokens = accelerator.gather(torch.tensor(
+            [[importance.ratio_sum, importance.capped, importance.tokens]], dtype=torch.float64,
+            device=device)).sum(0).tolist()
+        reused_rewards = [rollout.verdict.reward for taken in reused.values() for rollout in taken if rollout]
         return StepStats(
             reward_mean=float(rewards.mean()),
             rollouts=len(problems) * G,
@@ -455,6 +535,10 @@ class SlowLearner:
             seconds_generate=trainer.seconds_rollouts - self.seconds_score,
             seconds_score=self.seconds_score,
             seconds_update=(done - start) - trainer.seconds_rollouts,
+            reused_rollouts=len(reused_rewards),
+            reused_reward_mean=sum(reused_rewards) / len(reused_rewards) if reused_rewards else None,
+            importance_ratio_mean=ratio_sum / tokens if tokens else None,
+            importance_capped_share=capped / tokens if tokens else None,
         )
 
     # --- checkpointing (the loop decides when; fastslow.checkpoint decides where) ---
@@ -463,6 +547,17 @@ class SlowLearner:
                 "global_step": self.trainer.state.global_step}
 
     def load_optimizer_state(self, state: dict) -> None:
+        """After the checkpoint's weights were loaded into the policy: optimizer, scheduler, step, vLLM's weights."""
         self.trainer.optimizer.load_state_dict(state["optimizer"])
         self.trainer.lr_scheduler.load_state_dict(state["scheduler"])
         self.trainer.state.global_step = state["global_step"]
+        self.sync_engine()
+
+    def sync_engine(self) -> None:
+        """With vLLM (engine.kind), hand it the policy's current weights, on every process: GEPA and evaluation,
+        which sample on rank 0 only, then see the weights the next RL step starts from (TRL would sync lazily,
+        before its own next generation, and now skips that)."""
+        trainer = self.trainer
+        if trainer.use_vllm and trainer._last_loaded_step != trainer.state.global_step:
+            trainer.vllm_generation.sync_weights()
+            trainer._last_loaded_step = trainer.state.global_step

@@ -1,0 +1,124 @@
+"""Wall clock per RL step of RL, FST and FST with rollout reuse (loop.reuse_fast_rollouts), on the same data plan.
+
+    python benchmarks/reuse_step_time.py [--preset full] [--steps 12] [--threads 2] [--out DIR] [--tiny]
+
+The runs are the efficiency experiment's (the micro model reflecting on itself, its default task) at a preset's
+sizes (fastslow.experiments.presets), one seed, one after the other in this process. A step's wall clock is the
+time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA, reflection) falls on its first step;
+evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last. The process's CPU time per step is
+measured too: on a shared machine it depends less on what else runs. Prints a markdown table (and writes it to --out
+with the runs' metrics). `--tiny`: a few small steps, to check the script quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+VARIANTS = {"rl": ("rl", False), "fst": ("fst", False), "fst + reuse": ("fst", True)}
+TINY = {"loop.steps": 2, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
+        "loop.population_size": 2, "task.train_size": 16, "gepa.budget_passes": 1.0, "model.max_new_tokens": 8,
+        "reflection.max_new_tokens": 16}
+
+
+def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: bool, out: Path, bf16: bool):
+    from fastslow.config import parse_config, set_dotted
+    from fastslow.experiments import presets
+
+    data = copy.deepcopy(presets.MICRO_BASE)
+    data["task"] = copy.deepcopy(presets.SETTINGS["efficiency"]["task"])
+    overrides = {**presets.preset(preset)["overrides"], "eval.every": 10_000, "task.val_size": 8, "eval.samples": 1,
+                 "eval.kl_prompts": 0, "loop.reuse_fast_rollouts": reuse, "rl.bf16": bf16,
+                 **({"loop.steps": steps} if steps else {}), **(TINY if tiny else {})}
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    data.update(name=f"{mode}{'-reuse' if reuse else ''}", mode=mode, seed=0, output_dir=str(out))
+    return parse_config(data)
+
+
+def measure(config) -> dict:
+    from fastslow.loop import run
+
+    cpu_at_row = []  # this process's CPU seconds (all threads) when each metrics row is logged
+    start = time.perf_counter()
+    path = run(config, observer=lambda row: cpu_at_row.append(time.process_time()))
+    total = time.perf_counter() - start
+    rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+    steps = rows[1:]
+    wall = [b["wall_time"] - a["wall_time"] for a, b in zip(rows, steps)]
+    cpu = [b - a for a, b in zip(cpu_at_row, cpu_at_row[1:])]
+    later = [w for w, r in zip(wall, steps) if r["cycle"] >= 1]  # cycle 0 re-scores only the seed prompt
+
+    def per_step(key: str) -> float:
+        return sum(r.get(key) or 0.0 for r in steps) / len(steps)
+
+    ratios = [r["importance_ratio_mean"] for r in steps if r.get("importance_ratio_mean") is not None]
+    capped = [r["importance_capped_share"] for r in steps if r.get("importance_capped_share") is not None]
+    generated = steps[-1]["rl_rollouts"] + steps[-1]["fast_rollouts"]
+    return {
+        "seconds per RL step": sum(wall) / len(wall),
+        "CPU seconds per RL step": sum(cpu) / len(cpu),
+        "seconds per step, cycles >= 1": sum(later) / len(later) if later else float("nan"),
+        "generate + score (s/step)": per_step("seconds_generate") + per_step("seconds_score"),
+        "reflect (s/step)": per_step("seconds_reflect"),
+        "update (s/step)": per_step("seconds_update"),
+        "rollouts sampled per step (RL + GEPA)": generated / len(steps),
+        "of the RL rollouts, reused per step": per_step("reused_rollouts") if config.mode == "fst" else 0.0,
+        "importance ratio mean (reused tokens)": sum(ratios) / len(ratios) if ratios else float("nan"),
+        "share of reused tokens capped": sum(capped) / len(capped) if capped else float("nan"),
+        "run total incl. setup (s)": total,
+        "_rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="full", help="sizes: a preset of fastslow.experiments.presets")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the preset's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--bf16", action="store_true", help="rl.bf16 (bf16 autocast)")
+    parser.add_argument("--out", type=Path, default=None, help="write results.md and the runs' metrics here")
+    parser.add_argument("--tiny", action="store_true", help="a few small steps (checks the script)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (mode, reuse) in VARIANTS.items():
+            results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, Path(tmp), args.bf16))
+            print(f"{name}: {results[name]['seconds per RL step']:.2f} s per step", flush=True)
+    rl = results["rl"]["seconds per RL step"]
+    keys = [k for k in results["rl"] if not k.startswith("_")]
+    steps = len(results["rl"]["_rows"]) - 1
+    lines = [f"preset {args.preset}{' (tiny)' if args.tiny else ''}, {steps} steps, {device}, "
+             f"load average before start {load:.1f}, {time.strftime('%Y-%m-%d %H:%M')}", "",
+             "| | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    rl_cpu = results["rl"]["CPU seconds per RL step"]
+    lines.append("| **× RL per step** | " + " | ".join(f"**{r['seconds per RL step'] / rl:.2f}**"
+                                                      for r in results.values()) + " |")
+    lines.append("| × RL in CPU time (robust to other load) | " + " | ".join(
+        f"{r['CPU seconds per RL step'] / rl_cpu:.2f}" for r in results.values()) + " |")
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(f"{r[key]:.2f}" for r in results.values()) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.md").write_text(table + "\n")
+        for name, result in results.items():
+            (args.out / f"metrics-{name.replace(' + ', '-')}.jsonl").write_text(
+                "".join(json.dumps(row) + "\n" for row in result["_rows"]))
+
+
+if __name__ == "__main__":
+    main()
