@@ -104,7 +104,10 @@ def run(
 
     cfg = load_config(config, parse_overrides(set_))
     path = train_with_progress(cfg, resume)
-    console.print(f"run directory: {path}  (plots: fastslow report {path})")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # under `accelerate launch`, once
+        console.print(f"run directory: {path}  (plots: fastslow report {path})")
 
 
 def train_with_progress(cfg, resume: bool = False) -> Path:

@@ -60,9 +60,11 @@ class RunDir:
     def claim(cls, config: Config, resume: bool = False) -> RunDir:
         """Rank 0 claims the directory; under accelerate every rank learns the verdict (a refusal raises on all)."""
         from accelerate import PartialState
-        from accelerate.utils import broadcast_object_list
+        from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
-        processes = PartialState()
+        # the first use of accelerate's process state fixes it for the run: read ACCELERATE_USE_CPU as its
+        # Accelerator does, else CPU processes under torchrun each see a world of one and all claim the directory
+        processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
         run_dir, refusal = None, None
         if processes.is_main_process:
             try:

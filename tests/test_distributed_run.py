@@ -1,0 +1,40 @@
+"""`fastslow run` under several processes (what `accelerate launch` starts on GPUs), here two CPU processes (gloo)
+under torchrun: rank 0 owns the run directory and the fast phase, every rank trains on its share of each step."""
+
+import json
+import os
+import subprocess
+import sys
+
+from clirun import TESTS, write
+
+from test_loop import tiny_config
+
+
+def launch(*args, tmp_path, timeout=600):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]), "ACCELERATE_USE_CPU": "1",
+           "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fastslow", *map(str, args)], capture_output=True, text=True, cwd=TESTS, env=env,
+                          timeout=timeout)
+
+
+def test_fst_runs_under_two_processes_and_resumes(tmp_path, tiny_model_path):
+    """The run completes with one run directory, written once (no lock refused to rank 1, one closing line); each
+    step trains all problems_per_step x G rollouts across the two ranks; the finished run resumes to the same end."""
+    config = tiny_config(tmp_path / "runs", tiny_model_path, "fst", reflection={"kind": "local", "model": tiny_model_path},
+                         report_to=[], loop={"steps": 2})
+    path = write(tmp_path, config)
+    done = launch("run", path, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("run directory:") == 1, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "fst"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["rl_rollouts"] for r in rows[1:]] == [16, 32]  # 4 problems x G=4 per step, over both ranks
+    assert (run_dir / "population" / "cycle-0.json").is_file()
+    before = (run_dir / "metrics.jsonl").read_text()
+
+    resumed = launch("run", path, "--resume", tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / "metrics.jsonl").read_text().startswith(before)  # nothing written before is lost
