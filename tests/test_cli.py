@@ -98,7 +98,7 @@ def test_vllm_engine_without_vllm_installed(tmp_path, tiny_model_path):
         pytest.skip("vLLM is installed here")
     except ImportError:
         pass
-    result = run_in_tests_dir(tmp_path, base_run(tmp_path, tiny_model_path, engine={"kind": "vllm"}))
+    result = run_in_tests_dir(tmp_path, tiny_run(tmp_path, tiny_model_path, engine={"kind": "vllm"}))
     assert_user_error(result, "engine.kind", "vllm is not installed", "extra vllm")
     assert not (tmp_path / "runs" / "r").exists()
 
