@@ -99,7 +99,8 @@ def run(
     resume: Annotated[bool, typer.Option(help="continue the run from its newest checkpoint")] = False,
     set_: Overrides = None,
 ) -> None:
-    """Train: fst (both channels), rl (weights only) or gepa (prompts only), as the config's mode says."""
+    """Train: fst (both channels), rl (weights only), gepa (prompts only) or fst-distill (GEPA, then the best prompt
+    distilled into the weights), as the config's mode says."""
     from fastslow.config import load_config
 
     cfg = load_config(config, parse_overrides(set_))

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fastslow.errors import FastSlowError
 
-Mode = Literal["fst", "rl", "gepa"]
+Mode = Literal["fst", "rl", "gepa", "fst-distill"]
 
 
 class Section(BaseModel):
@@ -160,7 +160,10 @@ class CheckpointConfig(Section):
 
 class Config(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="run name: the run directory is output_dir/name")
-    mode: Mode = Field("fst", description="fst: both channels; rl: weights only; gepa: prompts only")
+    mode: Mode = Field("fst", description="fst: both channels; rl: weights only; gepa: prompts only; fst-distill: "
+                       "GEPA as in fst, but the slow phase distils the best prompt into the weights instead of RL "
+                       "(reverse KL from the weights under the seed prompt to the starting weights under the best "
+                       "prompt)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds the data plan, sampling and GEPA")
     output_dir: str = Field("runs", description="where run directories are made")
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -66,7 +66,9 @@ def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]
     front += "tags:\n- fastslow\n- fast-slow-training\n---\n\n"
     rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())
     table = f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows else "No metrics were recorded."
-    best = state.get("best_prompt") or ""
+    best = state.get("deployed_prompt", state.get("best_prompt")) or ""
+    distilled = (" This run (fst-distill) distilled the best evolved prompt into the weights, which are used under "
+                 "the seed prompt shown here." if config.mode == "fst-distill" else "")
     return front + f"""# {config.name}
 
 Trained with fastslow's Fast-Slow Training (mode `{config.mode}`): RL on the weights
@@ -81,7 +83,7 @@ and GEPA on a population of system prompts, interleaved.
 
 ## Best evolved prompt
 The chat template uses it as the system message when a conversation has none; `population.json` holds the
-whole final population.
+whole final population.{distilled}
 
 ```text
 {best}
@@ -119,13 +121,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     model = load_merged_model(checkpoint / "model", config.model.path)
     has_tokenizer = (checkpoint / "model" / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model" if has_tokenizer else resolve_model_path(config.model.path))
-    if state.get("best_prompt"):
+    prompt = state.get("deployed_prompt", state.get("best_prompt"))  # fst-distill: the seed prompt (older runs: none)
+    if prompt:
         if isinstance(tokenizer.chat_template, dict):  # named templates: patch each
             tokenizer.chat_template = {
-                name: with_default_system_prompt(t, state["best_prompt"]) for name, t in tokenizer.chat_template.items()
+                name: with_default_system_prompt(t, prompt) for name, t in tokenizer.chat_template.items()
             }
         elif tokenizer.chat_template:
-            tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template, state["best_prompt"])
+            tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template, prompt)
         else:
             raise FastSlowError(f"{config.model.path}: the tokenizer has no chat template to put the prompt in")
     population = {

@@ -1,11 +1,13 @@
-"""Fast-Slow Training, one cycle at a time (the paper's Algorithm 1). `rl` and `gepa` are settings of the
-same loop: `rl` never runs the fast phase, `gepa` never runs the slow one.
+"""Fast-Slow Training, one cycle at a time (the paper's Algorithm 1). The baselines are settings of the same loop:
+`rl` never runs the fast phase, `gepa` never runs the slow one, and `fst-distill`'s slow phase distils the best
+prompt into the weights (reverse KL, the student under the seed prompt) instead of RL.
 
   for each cycle c:
       anchors    = problems of the next T planned batches
       fast phase = re-score the population under the current weights, GEPA on the anchors, top-K of the front
       slow phase = T CISPO steps; each problem's G rollouts split G/K over the population (with
                    loop.reuse_fast_rollouts filled first from the fast phase's rollouts under those members)
+                   (fst-distill: T steps of reverse KL from π_θ(· | seed prompt) to π_base(· | best prompt))
       evaluate every `eval.every` steps; checkpoint at the end of the cycle
 """
 
@@ -104,12 +106,16 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter, sampler)
 
     population = [Member(SEED_ID, seed_prompt)]
+    student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
                 "budget_carry": 0}
     first_step, started = 1, time.perf_counter()
 
+    def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
+        return seed_prompt if config.mode == "fst-distill" else population[0].text
+
     def evaluation(step: int) -> dict[str, Any]:
-        result = evaluate(policy, base, tokenizer, task, val, population[0].text, seed_prompt,
+        result = evaluate(policy, base, tokenizer, task, val, deployed_prompt(), seed_prompt,
                           samples=config.eval.samples, kl_prompts=config.eval.kl_prompts, sampling=sampling,
                           seed=config.seed * 1_000_003 + step, engine=sampler)
         return asdict(result)
@@ -176,13 +182,14 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                                          metric_calls=fast.metric_calls, reflection_calls=fast.reflection_calls,
                                          reflection_failures=fast.reflection_failures)
 
-        # --- slow phase: T RL steps with the population frozen ---
+        # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
         measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
         for step in plan.cycle_steps(cycle, last_step):
             batch = plan.batch(step)
             row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
             if learner is not None:
-                stats = learner.step(batch, population, reusable)
+                stats = (learner.distill_step(batch, student, teacher=population[0]) if config.mode == "fst-distill"
+                         else learner.step(batch, population, reusable))
                 counters["rl_rollouts"] += stats.fresh_rollouts
                 row |= stats.metrics()
                 for member_id, variance in stats.member_signal.items():
@@ -210,7 +217,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 learner.policy if learner is not None else None,
                 learner.optimizer_state() if learner is not None else None,
                 {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
-                 "best_prompt": population[0].text, "counters": counters},
+                 "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
                 keep=config.checkpoint.keep,
             )
     return run_dir.path

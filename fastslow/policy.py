@@ -259,8 +259,7 @@ def completion_distributions(
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> NextTokenDistributions:
     """The next-token distributions of `model` at every position of `completions` (each ended by EOS), answering
-    `conversations`. One forward; its output embeddings project only the last position, which is compared with the
-    model's own logits there to know whether projecting the hidden states gives the model's distribution."""
+    `conversations` (next_token_distributions)."""
     prompts = [
         tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {}))
         for conv in conversations
@@ -271,23 +270,37 @@ def completion_distributions(
     # left padding: every completion ends at the right edge
     input_ids, attention = shared_prefix.left_pad([p + c for p, c in zip(prompt_ids, completion_ids)],
                                                   tokenizer.pad_token_id)
+    mask = shared_prefix.left_pad(completion_ids, tokenizer.pad_token_id, width=length)[1]
     device = next(model.parameters()).device
-    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-    mask = shared_prefix.left_pad(completion_ids, tokenizer.pad_token_id, width=length)[1].float().to(device)
-    tokens = inputs["input_ids"][:, -length:]
-    head, captured = model.get_output_embeddings(), []
+    return next_token_distributions(model, input_ids.to(device), attention.to(device), mask.float().to(device))
+
+
+def next_token_distributions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             completion_mask: torch.Tensor, head: nn.Module | None = None) -> NextTokenDistributions:
+    """The next-token distributions of `model` at the completion positions of `input_ids` [B, T], whose last
+    `completion_mask.shape[1]` columns are the completions (1 in the mask at a completion token). One forward, with
+    the gradient where autograd is on; its output embeddings (`head`, default the model's own: pass the unwrapped
+    model's when `model` is a DDP wrapper) project only the last position, which is compared with the model's own
+    logits there to know whether projecting the hidden states gives the model's distribution."""
+    length = completion_mask.shape[1]
+    tokens = input_ids[:, -length:]
+    head, captured = head or model.get_output_embeddings(), []
 
     def project_last_only(module, args):  # keep the hidden states; the head computes the last position alone
         if args:
             captured.append(args[0])
             return (args[0][:, -1:], *args[1:])
 
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     hook = head.register_forward_pre_hook(project_last_only)
     try:  # position t predicts token t+1: the last `length` + 1 positions, less the very last
         last_logits = model(**inputs, logits_to_keep=length + 1).logits
     finally:
         hook.remove()
-    if len(captured) == 1 and torch.allclose(head(captured[0][:, -1:]).float(), last_logits.float(), atol=1e-4):
-        return NextTokenDistributions(captured[0][:, :-1], head, mask, tokens, last_logits.shape[-1])
+    with torch.no_grad():
+        projects = len(captured) == 1 and torch.allclose(head(captured[0][:, -1:]).float(), last_logits.float(),
+                                                         atol=1e-4)
+    if projects:
+        return NextTokenDistributions(captured[0][:, :-1], head, completion_mask, tokens, last_logits.shape[-1])
     logits = model(**inputs, logits_to_keep=length + 1).logits[:, :-1]  # the model's own, whole
-    return NextTokenDistributions(logits, lambda x: x, mask, tokens, logits.shape[-1])
+    return NextTokenDistributions(logits, lambda x: x, completion_mask, tokens, logits.shape[-1])

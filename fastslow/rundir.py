@@ -30,7 +30,7 @@ METRIC_KEYS = (
     "seconds_update", "reflection_failed", "reflection_calls", "reflection_failures", "best_prompt_id", "wall_time",
     "kept_problems", "loss", "grad_norm", "within_prompt_signal", "within_prompt_variance_share", "member_entropy",
     "member_signal", "reused_rollouts", "fresh_rollouts", "reused_reward_mean", "importance_ratio_mean",
-    "importance_capped_share",
+    "importance_capped_share", "distill_kl",
 )
 LOCK = ".lock"
 

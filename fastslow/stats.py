@@ -334,7 +334,8 @@ def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL) -> d
     near-certain completion's log-probability is near zero, so the weights barely move."""
     by_cycle: dict[int, list[float]] = {}
     for row in rows:
-        if row.get("step") and "within_prompt_signal" in row and row.get("kept_problems") is not None:  # RL steps
+        rl_step = row.get("kept_problems") is not None and row.get("mode") != "fst-distill"  # (no reward trained on)
+        if row.get("step") and "within_prompt_signal" in row and rl_step:
             by_cycle.setdefault(row["cycle"], []).append(row["within_prompt_signal"] or 0.0)
     means = {cycle: sum(v) / len(v) for cycle, v in by_cycle.items()}
     return {cycle: mean for cycle, mean in means.items() if mean <= threshold}

@@ -16,6 +16,7 @@ from clirun import assert_user_error, fastslow
 from doubles import ScriptedReflectionLM
 
 import fastslow.loop as loop
+from fastslow import stats
 from fastslow.config import parse_config
 from fastslow.policy import load_model
 from fastslow.rundir import METRIC_KEYS
@@ -95,6 +96,29 @@ def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
         assert reflection.prompts and "Answer." in reflection.prompts[0]  # the seed prompt was reflected on
         assert metrics[-1]["fast_rollouts"] > 0
         assert all(m["scores"] for m in cycle1["members"])
+
+
+def test_fst_distill_evolves_prompts_and_distils_the_best_into_the_weights(tmp_path, tiny_model_path, monkeypatch):
+    """fst-distill: GEPA runs as in fst; each slow step is a distillation step (finite distill_kl), and evaluation
+    uses the distilled weights under the seed prompt. rl.kl_coef 0: the teacher is a frozen copy of the start."""
+    reflection = ScriptedReflectionLM()
+    config = tiny_config(tmp_path, tiny_model_path, "fst-distill", rl={"kl_coef": 0.0})
+    path, model = run_capturing_model(monkeypatch, config, reflection_lm=reflection)
+    metrics = rows(path)
+    assert [r["step"] for r in metrics] == [0, 1, 2, 3, 4] and all(set(METRIC_KEYS) <= set(r) for r in metrics)
+    assert metrics[0]["distill_kl"] is None
+    for row in metrics[1:]:
+        assert row["mode"] == "fst-distill" and math.isfinite(row["distill_kl"]) and row["distill_kl"] >= 0
+        assert row["loss"] == row["distill_kl"] and math.isfinite(row["grad_norm"])
+    for row in (metrics[0], metrics[2], metrics[4]):
+        assert row["val_accuracy"] == row["val_accuracy_seed_prompt"]
+    assert weights_changed(model, tiny_model_path) and metrics[-1]["kl_base"] > 0
+    assert metrics[-1]["rl_rollouts"] == 4 * 4 * 4 and metrics[-1]["fast_rollouts"] > 0
+    assert stats.starved_cycles(metrics) == {}  # no reward signal is trained on: nothing to warn about
+    cycle1 = json.loads((Path(path) / "population" / "cycle-1.json").read_text())
+    assert {m["text"] for m in cycle1["members"]} != {"Answer."} and reflection.prompts
+    state = json.loads((Path(path) / "checkpoints" / "step-000004" / "state.json").read_text())
+    assert state["deployed_prompt"] == "Answer." and state["best_prompt"] == cycle1["members"][0]["text"]
 
 
 def test_fst_with_rollout_reuse_trains_on_the_fast_phases_rollouts(tmp_path, tiny_model_path, monkeypatch):

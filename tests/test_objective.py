@@ -7,7 +7,8 @@ import torch
 
 from fastslow import policy
 from fastslow.evaluation import kl_and_entropy
-from fastslow.slow.objective import ImportanceStats, behaviour_logps, cispo_loss, group_advantages, row_weights
+from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reverse_kl_loss,
+                                     row_weights)
 
 
 def test_advantages_normalised_once_over_the_whole_group_of_mixed_prompts():
@@ -28,6 +29,27 @@ def test_zero_variance_groups_are_dropped_or_kept_by_setting():
     assert torch.all(adv[0] == 0) and torch.all(adv[2] == 0)
     _, kept_all = group_advantages(rewards, drop_zero_variance=False)
     assert kept_all.tolist() == [True, True, True]
+
+
+def test_reverse_kl_loss_is_the_exact_per_token_kl_weighted_per_row():
+    # vocab of 2; row 0 has 2 tokens, row 1 one token and a padded position (garbage there must not count)
+    student = torch.tensor([[[0.5, 0.5], [0.8, 0.2]], [[0.25, 0.75], [0.99, 0.01]]])
+    teacher = torch.tensor([[[0.25, 0.75], [0.5, 0.5]], [[0.5, 0.5], [0.01, 0.99]]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    weights = torch.tensor([0.5, 1.0])
+    row0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75) + 0.8 * math.log(0.8 / 0.5) + 0.2 * math.log(0.2 / 0.5)
+    row1 = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert math.isclose(row0, 0.1438410 + 0.1927448, rel_tol=1e-6)  # the numbers by hand
+    logits = student.log().requires_grad_(True)
+    loss = reverse_kl_loss(torch.log_softmax(logits, -1), teacher.log(), mask, weights)
+    assert math.isclose(float(loss), 0.5 * row0 + row1, rel_tol=1e-6)
+    # reverse KL's gradient in the student's logits: p (log p - log q - KL) at each position, times weight and mask;
+    # the teacher is a target, never trained
+    loss.backward()
+    kl = (student * (student.log() - teacher.log())).sum(-1, keepdim=True)
+    expected = student * (student.log() - teacher.log() - kl) * (mask * weights[:, None]).unsqueeze(-1)
+    assert torch.allclose(logits.grad, expected, atol=1e-6)
+    assert not reverse_kl_loss(student.log(), teacher.log().requires_grad_(True), mask, weights).requires_grad
 
 
 def test_row_weights_average_tokens_per_problem_then_over_kept_problems():

@@ -350,3 +350,70 @@ def test_gradient_checkpointing_keeps_fewer_activations_and_the_same_gradient(ti
     (bytes_kept, grads_kept), (bytes_checkpointed, grads_checkpointed) = results
     assert bytes_checkpointed < 0.5 * bytes_kept, (bytes_checkpointed, bytes_kept)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads_checkpointed, grads_kept))
+
+
+def prompt_kl(student_model, teacher_model, tokenizer, problems, student: str, teacher: str,
+              completions: list[str]) -> float:
+    """Token mean of the exact KL(π_student(· | student prompt) ‖ π_teacher(· | teacher prompt)) on fixed completions."""
+    from fastslow.policy import completion_distributions
+
+    with torch.no_grad():
+        p = completion_distributions(student_model, tokenizer, [chat_messages(student, x.prompt) for x in problems],
+                                     completions)
+        q = completion_distributions(teacher_model, tokenizer, [chat_messages(teacher, x.prompt) for x in problems],
+                                     completions)
+        log_p, log_q = p.log_probs(slice(None)), q.log_probs(slice(None))
+        return float(((log_p.exp() * (log_p - log_q)).sum(-1) * p.mask).sum() / p.mask.sum())
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4}], ids=["full", "lora"])
+def test_distill_steps_move_the_student_under_the_seed_prompt_toward_the_teacher(tiny_model_path, tmp_path, lora):
+    """The student (the weights under the seed prompt) moves toward the teacher, the starting weights under the best
+    prompt, on held-out problems; the teacher itself stays where it was."""
+    task = ShortAnswerTask()
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=4, members=1, lora=lora,
+                           learning_rate=1e-2 if lora else 1e-3)
+    tokenizer, problems = learner.trainer.processing_class, task.problems("train", 4, 0)
+    student, teacher = Member("seed", "Answer."), Member("c0-1", SYSTEMS[1])
+    start = load_model(tiny_model_path)
+    probe = task.problems("val", 6, 1)  # held out: the weights learn the prompt, not these problems
+    completions = ["abc", "a b", "xyz.", "hello", "q", "no"]
+
+    def to_teacher():  # (the student's KL to the teacher, the teacher's KL to the starting weights)
+        with learner.base_weights() as base:  # with LoRA: the policy itself, adapters off
+            frozen = prompt_kl(base, start, tokenizer, probe, teacher.text, teacher.text, completions)
+        return prompt_kl(learner.policy, start, tokenizer, probe, student.text, teacher.text, completions), frozen
+
+    before, _ = to_teacher()
+    torch.manual_seed(0)
+    reported = [learner.distill_step(problems, student, teacher) for _ in range(6)]
+    after, teacher_moved = to_teacher()
+    assert before > 0.1 and after < 0.75 * before
+    assert teacher_moved < 1e-6
+    assert all(math.isfinite(s.distill_kl) and s.distill_kl > 0 for s in reported)
+    assert reported[-1].distill_kl < reported[0].distill_kl
+    first = reported[0]
+    assert first.rollouts == 16 and first.kept_problems == 4 and first.loss == first.distill_kl
+    assert set(first.member_entropy) == {"seed"} and 0 <= first.reward_mean <= 1
+
+
+def test_a_distill_step_in_micro_batches_and_chunks_gives_the_one_pass_gradient(tiny_model_path, tmp_path,
+                                                                               monkeypatch):
+    """rl.micro_batch_rows 5 for 12 rows (teacher prompts trimmed per micro-batch), and chunks of one position at a
+    time: the same gradient as one pass over the whole distributions, and the same reported KL."""
+    from fastslow import policy
+
+    task, seen, reported = ShortAnswerTask(), [], []
+    for rows, chunk in ((5, 1), (64, 2**26)):
+        monkeypatch.setattr(policy, "CHUNK_ELEMENTS", chunk)
+        learner = make_learner(tiny_model_path, tmp_path / str(rows), task, problems=3, members=1,
+                               micro_batch_rows=rows)
+        model = learner.policy
+        learner.trainer.optimizer.optimizer.register_step_pre_hook(lambda *_: seen.append(gradients(model)))
+        torch.manual_seed(0)  # the same completions for both
+        reported.append(learner.distill_step(task.problems("train", 3, 0), Member("seed", "Answer."),
+                                             Member("c0-1", SYSTEMS[0])).distill_kl)
+    micro, whole = seen
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(micro, whole))
+    assert any(g.abs().sum() > 0 for g in whole)
+    assert math.isclose(reported[0], reported[1], rel_tol=1e-5)

@@ -7,6 +7,8 @@
   importance ratio, truncated above only; plus beta * KL to the starting weights (k3 estimator, as TRL). pi_old is
   the sampler's log-prob where it is known (a reused fast-phase rollout, vLLM), else the current weights' (ratio 1).
 - Token losses are averaged per problem (over its kept rollouts' tokens), then over kept problems.
+- FST-distill (mode fst-distill) replaces CISPO by the exact per-token reverse KL(pi_student || pi_teacher) over the
+  vocabulary, the same aggregation (reverse_kl_loss).
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ def cispo_loss(
     if ref_logps is not None and kl_coef:
         delta = ref_logps - logps
         per_token = per_token + kl_coef * (torch.exp(delta) - delta - 1)
+    return ((per_token * mask).sum(dim=1) * weights).sum()
+
+
+def reverse_kl_loss(student_logps: torch.Tensor, teacher_logps: torch.Tensor, mask: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+    """FST-distill's loss: sum over rows of weight * sum over tokens of KL(p_student || p_teacher) at that position,
+    exact over the vocabulary: sum_v p_s(v) (log p_s(v) - log p_t(v)). student_logps/teacher_logps [B, L, V]
+    (log-softmax; the teacher's carry no gradient), mask [B, L], weights [B] (row_weights: token mean per problem,
+    then mean over problems). Additive over positions, so a loss over chunks of positions is the sum of the chunks'."""
+    per_token = (student_logps.exp() * (student_logps - teacher_logps.detach())).sum(dim=-1)
     return ((per_token * mask).sum(dim=1) * weights).sum()
 
 

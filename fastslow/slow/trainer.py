@@ -19,6 +19,9 @@ Private TRL seams used (trl pinned, tests/test_trl_seam.py, tests/test_shared_pr
 `_generate_and_score_completions` (and that it reads `self.beta` to decide on reference log-probs),
 `_generate_single_turn`, `_prepare_inputs`, `_compute_loss`, `_get_per_token_logps_and_entropies` and the
 `fused_lm_head` forward TRL patches into the model (it never builds the [rows, tokens, vocab] logits).
+Mode fst-distill reuses all of it but the rollouts' rewards: `SlowLearner.distill_step` samples G completions per
+problem under the seed prompt and the loss is the reverse KL to the starting weights under the best prompt
+(docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from accelerate import PartialState
 from accelerate.utils import DistributedType
 from datasets import Dataset
 from transformers import LogitsProcessorList
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad as trl_pad
 
 from fastslow import shared_prefix
 from fastslow.config import Config
@@ -44,9 +49,9 @@ from fastslow.errors import FastSlowError
 from fastslow.fast.adapter import Rollout
 from fastslow.fast.population import Member, assign_prompts
 from fastslow.fast.reuse import ReusableRollouts
-from fastslow.policy import Sampling, chat_messages, sample_ids
-from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reward_signal,
-                                     row_weights, within_prompt_variance)
+from fastslow.policy import Sampling, chat_messages, next_token_distributions, prompt_token_ids, sample_ids
+from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reverse_kl_loss,
+                                     reward_signal, row_weights, within_prompt_variance)
 from fastslow.tasks import Problem, Task
 
 
@@ -65,6 +70,7 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
         self.reused_rows: list[Rollout | None] = []  # per row: the fast-phase rollout it reuses (SlowLearner.step)
         self.importance = ImportanceStats()
+        self.frozen_base = None  # fst-distill, full fine-tuning without a reference model: the starting weights
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
 
@@ -95,16 +101,24 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.seconds_rollouts = time.perf_counter() - start  # generation + reward calls + reference log-probs
         return out
 
+    @contextmanager
+    def _starting_weights(self, model):
+        """A module computing π_base, the starting weights, as TRL takes them: its reference model, or for LoRA the
+        policy `model` with its adapters off (through the wrapped model, so ZeRO-3 gathers the weights), else the
+        frozen copy SlowLearner keeps (on the main process for evaluation; on every process for fst-distill)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+        elif hasattr(self.accelerator.unwrap_model(model), "disable_adapter"):
+            with self.accelerator.unwrap_model(model).disable_adapter():
+                yield model
+        else:
+            yield self.frozen_base
+
     @torch.no_grad()
     def _reference_logps(self, batch) -> torch.Tensor:
-        """Log-probs of the completions under the starting weights, as TRL takes them: its reference model, or
-        for LoRA the policy with its adapters off (through the wrapped model, so ZeRO-3 gathers the weights)."""
-        if self.ref_model is not None:
-            model, base = self.ref_model, nullcontext()
-        else:
-            model, base = self.model, self.accelerator.unwrap_model(self.model).disable_adapter()
+        """Log-probs of the completions under the starting weights."""
         logps = torch.zeros(batch["completion_mask"].shape, device=batch["completion_mask"].device)
-        with base:
+        with self._starting_weights(self.model) as model:
             for rows, part in self._micro_batches(batch):
                 part_logps = self._completion_logps(model, part)
                 logps[rows, : part_logps.shape[1]] = part_logps[: len(rows)]  # (a filler row has no place)
@@ -246,6 +260,8 @@ class FSTGRPOTrainer(GRPOTrainer):
         return [ids for ids, _ in sampled], None
 
     def _compute_loss(self, model, inputs):
+        if "teacher_prompt_ids" in inputs:  # SlowLearner.distill_step's batch
+            return self._distill_loss(model, inputs)
         logps = self._completion_logps(model, inputs)
         old_logps = behaviour_logps(logps, inputs.get("sampling_per_token_logps"))
         self.importance.add(logps, inputs.get("sampling_per_token_logps"), inputs["completion_mask"], self.epsilon_high)
@@ -260,21 +276,58 @@ class FSTGRPOTrainer(GRPOTrainer):
             kl_coef=self.beta,
         )
 
+    def _distill_loss(self, model, inputs) -> torch.Tensor:
+        """FST-distill: the rows' weighted sum of the exact per-token reverse KL(π_θ(· | seed prompt) ‖ π_base(· |
+        teacher prompt)) at their completion positions (objective.reverse_kl_loss); the teacher is the starting
+        weights, a fixed target (docs/DESIGN.md). The full next-token distributions exist one chunk of positions at a
+        time, and each chunk's are recomputed in backward (activation checkpointing) instead of kept, so no
+        [rows, tokens, vocab] tensor lives through the step."""
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+
+        def distributions(module, prompt_ids, prompt_mask):
+            head = self.accelerator.unwrap_model(module).get_output_embeddings()
+            return next_token_distributions(module, torch.cat([prompt_ids, completion_ids], dim=1),
+                                            torch.cat([prompt_mask, completion_mask], dim=1), completion_mask, head)
+
+        with self.accelerator.autocast():
+            with torch.no_grad(), self._starting_weights(model) as base:
+                teacher = distributions(base, inputs["teacher_prompt_ids"], inputs["teacher_prompt_mask"])
+            student = distributions(model, inputs["prompt_ids"], inputs["prompt_mask"])
+
+            def chunk_loss(student_states, teacher_states, mask):
+                with torch.no_grad(), self._starting_weights(model):  # its output embeddings too (LoRA may adapt them)
+                    teacher_logps = torch.log_softmax(teacher.project(teacher_states).float(), dim=-1)
+                student_logps = torch.log_softmax(student.project(student_states).float(), dim=-1)
+                return reverse_kl_loss(student_logps, teacher_logps, mask, inputs["row_weight"])
+
+            return sum(torch.utils.checkpoint.checkpoint(chunk_loss, student.states[:, positions],
+                                                         teacher.states[:, positions], student.mask[:, positions],
+                                                         use_reentrant=False)
+                       for positions in student.chunks())
+
+
+LEFT_PADDED = {"prompt_": "prompt_mask", "teacher_prompt_": "teacher_prompt_mask"}  # column prefix -> its mask
+
 
 def select_rows(batch: dict, rows: torch.Tensor) -> dict:
     """The batch restricted to `rows` (a bool mask over its rows), without the padding columns only the dropped
-    rows needed: prompts are left-padded, completions and the per-token tensors aligned with them right-padded."""
-    n, prompt_width, completion_width = rows.shape[0], batch["prompt_ids"].shape[1], batch["completion_ids"].shape[1]
-    prompt_used = batch["prompt_mask"][rows].any(dim=0).nonzero()
+    rows needed: prompts (and FST-distill's teacher prompts) are left-padded, completions and the per-token tensors
+    aligned with them right-padded."""
+    n, completion_width = rows.shape[0], batch["completion_ids"].shape[1]
+    first = {}
+    for prefix, mask in LEFT_PADDED.items():
+        if mask in batch:
+            used = batch[mask][rows].any(dim=0).nonzero()
+            first[prefix] = int(used.min()) if len(used) else batch[mask].shape[1] - 1
     completion_used = batch["completion_mask"][rows].any(dim=0).nonzero()
-    first = int(prompt_used.min()) if len(prompt_used) else prompt_width - 1
     last = int(completion_used.max()) + 1 if len(completion_used) else 1
     selected = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
             value = value[rows]
-            if key.startswith("prompt_"):
-                value = value[:, first:]
+            prefix = next((p for p in first if key.startswith(p)), None)
+            if prefix is not None:
+                value = value[:, first[prefix]:]
             elif value.dim() == 2 and value.shape[1] == completion_width:
                 value = value[:, :last]
         selected[key] = value
@@ -299,6 +352,7 @@ class StepStats:
     reused_reward_mean: float | None = None  # their mean reward (against reward_mean: GEPA's selection bias)
     importance_ratio_mean: float | None = None  # pi_theta / pi_old over tokens with sampler log-probs (None: none)
     importance_capped_share: float | None = None  # share of those tokens whose ratio exceeded rl.importance_cap
+    distill_kl: float | None = None  # fst-distill: reverse KL(student || teacher) per token, before the update
 
     @property
     def fresh_rollouts(self) -> int:
@@ -393,7 +447,8 @@ def member_entropy(entropies: torch.Tensor, slots: list[Member]) -> dict[str, fl
 
 
 class SlowLearner:
-    """Owns the trainable weights. `step(problems, population)` is one RL step of the slow phase."""
+    """Owns the trainable weights. `step(problems, population)` is one RL step of the slow phase;
+    `distill_step(problems, student, teacher)` one FST-distill step instead."""
 
     def __init__(self, config: Config, model, tokenizer, task: Task, work_dir: Path):
         from peft import LoraConfig
@@ -410,7 +465,9 @@ class SlowLearner:
         # Full fine-tuning without the KL term has no reference model, and evaluation's KL needs the starting weights:
         # one frozen copy, where evaluation runs (the main process), taken before TRL patches the model's forward (a
         # copy of the patched model would run the patched original's weights, the live ones).
-        keep_base = lora is None and config.rl.kl_coef == 0 and PartialState().is_main_process
+        # fst-distill's teacher needs them on every process.
+        keep_base = lora is None and config.rl.kl_coef == 0 and (PartialState().is_main_process
+                                                                 or config.mode == "fst-distill")
         frozen_base = copy.deepcopy(model).requires_grad_(False).eval() if keep_base else None
         args = grpo_config(config, work_dir)
         self.trainer = FSTGRPOTrainer(
@@ -432,6 +489,7 @@ class SlowLearner:
             )
         self.model = self._prepare(config.loop.steps)
         self._frozen_base = frozen_base.to(self.trainer.accelerator.device) if frozen_base is not None else None
+        self.trainer.frozen_base = self._frozen_base
 
     def _prepare(self, total_steps: int):
         """What transformers' Trainer does before its first step: optimizer, scheduler, accelerate wrapping."""
@@ -459,16 +517,7 @@ class SlowLearner:
         """A context yielding a module that computes π_base (the starting weights): for evaluation's KL and the
         `self` reflection LM. No copy of its own where the run has one: TRL's reference model, or for LoRA the
         policy with its adapters off; else (full fine-tuning, kl_coef 0) the frozen copy."""
-        if self.trainer.ref_model is not None:
-            return nullcontext(self.trainer.ref_model)
-        if hasattr(self.policy, "disable_adapter"):
-            return self._adapters_off()
-        return nullcontext(self._frozen_base)
-
-    @contextmanager
-    def _adapters_off(self):
-        with self.policy.disable_adapter():
-            yield self.policy
+        return self.trainer._starting_weights(self.policy)
 
     def reward(self, prompts, completions, problem_id, reused, **kwargs) -> list[float]:
         """The verifier's reward of each row; a reused rollout keeps the one the fast phase measured."""
@@ -489,8 +538,7 @@ class SlowLearner:
         slots = assign_prompts(population, G, self.config.loop.rollout_allocation)
         # every process takes from its own copy of the store for ALL the step's problems, so the copies stay equal
         reused = {p.id: reusable.take(p, slots) if reusable else [None] * G for p in problems}
-        share = len(problems) // accelerator.num_processes  # each process takes whole problems (whole groups)
-        mine = problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+        mine = self._my_share(problems)
         self.problems = {p.id: p for p in mine}
         rows = [
             {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id,
@@ -504,14 +552,7 @@ class SlowLearner:
         trainer.importance = ImportanceStats()
         start = time.perf_counter()
         loss = trainer.training_step(self.model, rows, None)
-        # clip_grad_norm_ returns the norm before clipping; an infinite bound measures it and changes nothing
-        max_norm = self.config.rl.max_grad_norm or float("inf")
-        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
-        self.model.zero_grad()
-        trainer.state.global_step += 1
-        self.sync_engine()
+        grad_norm = self._optimizer_step()
         done = time.perf_counter()
         device = accelerator.device
         rewards = accelerator.gather(torch.tensor(trainer.step_rewards, device=device)).float().cpu()
@@ -540,6 +581,71 @@ class SlowLearner:
             importance_ratio_mean=ratio_sum / tokens if tokens else None,
             importance_capped_share=capped / tokens if tokens else None,
         )
+
+    def distill_step(self, problems: list[Problem], student: Member, teacher: Member) -> StepStats:
+        """One FST-distill step: G completions per problem sampled by the student, π_θ under `student`'s prompt (the
+        seed prompt), and one optimizer step on the exact per-token reverse KL(π_θ(· | student) ‖ π_base(· | teacher))
+        at their positions (the teacher: the starting weights under the population's best prompt), token mean per
+        problem, then mean over problems. Rewards are measured (reward_mean), never trained on."""
+        trainer, accelerator = self.trainer, self.trainer.accelerator
+        G, tokenizer = self.config.loop.rollouts_per_problem, trainer.processing_class
+        rows = [p for p in self._my_share(problems) for _ in range(G)]
+
+        def prompts(member: Member) -> list[list[int]]:
+            return prompt_token_ids(tokenizer, [chat_messages(member.text, p.prompt) for p in rows],
+                                    self.config.model.chat_template_kwargs or None)
+
+        student_ids, teacher_ids = prompts(student), prompts(teacher)
+        self.model.train()
+        start, entropies = time.perf_counter(), []
+        completions, _ = trainer._sample(student_ids, None, None, False, entropies)
+        generated = time.perf_counter()
+        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+        rewards = [self.task.score(p, text).reward for p, text in zip(rows, texts)]
+        scored = time.perf_counter()
+        device, pad = accelerator.device, tokenizer.pad_token_id
+        batch = {"completion_ids": trl_pad([torch.tensor(c, dtype=torch.long) for c in completions], pad),
+                 "completion_mask": trl_pad([torch.ones(len(c), dtype=torch.long) for c in completions], 0)}
+        for name, ids in (("prompt", student_ids), ("teacher_prompt", teacher_ids)):
+            batch[f"{name}_ids"], batch[f"{name}_mask"] = shared_prefix.left_pad(ids, pad)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        tokens = batch["completion_mask"].sum(dim=1).float()
+        # as the RL step's: token mean per problem, mean over ALL processes' problems (DDP averages gradients)
+        batch["row_weight"] = row_weights(torch.ones(len(rows) // G, dtype=torch.bool, device=device), tokens,
+                                          len(problems)) * accelerator.num_processes
+        loss = trainer._accumulate_gradient(self.model, batch)
+        grad_norm = self._optimizer_step()
+        done = time.perf_counter()
+        distill_kl = float(accelerator.gather(loss.unsqueeze(0)).sum()) / accelerator.num_processes
+        rewards = accelerator.gather(torch.tensor(rewards, device=device)).float().cpu()
+        entropy = accelerator.gather(torch.tensor([[sum(entropies), float(tokens.sum())]], dtype=torch.float64,
+                                                  device=device)).sum(0).tolist()
+        return StepStats(
+            reward_mean=float(rewards.mean()), rollouts=len(problems) * G, kept_problems=len(problems),
+            loss=distill_kl, grad_norm=float(grad_norm), within_prompt_signal=None, within_prompt_variance_share=None,
+            member_entropy={student.id: entropy[0] / entropy[1]} if entropies and entropy[1] else {},
+            member_signal={}, seconds_generate=generated - start, seconds_score=scored - generated,
+            seconds_update=done - scored, distill_kl=distill_kl,
+        )
+
+    def _my_share(self, problems: list[Problem]) -> list[Problem]:
+        """This process's problems: each process takes whole problems (whole groups)."""
+        accelerator = self.trainer.accelerator
+        share = len(problems) // accelerator.num_processes
+        return problems[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+
+    def _optimizer_step(self) -> float:
+        """Clip, step the optimizer and the scheduler, hand vLLM the new weights. Returns the gradient norm before
+        clipping (an infinite bound measures it and changes nothing)."""
+        trainer = self.trainer
+        grad_norm = trainer.accelerator.clip_grad_norm_(self.model.parameters(),
+                                                        self.config.rl.max_grad_norm or float("inf"))
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        self.model.zero_grad()
+        trainer.state.global_step += 1
+        self.sync_engine()
+        return float(grad_norm)
 
     # --- checkpointing (the loop decides when; fastslow.checkpoint decides where) ---
     def optimizer_state(self) -> dict:
