@@ -260,11 +260,7 @@ def completion_distributions(
 ) -> NextTokenDistributions:
     """The next-token distributions of `model` at every position of `completions` (each ended by EOS), answering
     `conversations` (next_token_distributions)."""
-    prompts = [
-        tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {}))
-        for conv in conversations
-    ]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = prompt_token_ids(tokenizer, conversations, chat_template_kwargs)  # as they were sampled
     completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
     length = max(len(c) for c in completion_ids)
     # left padding: every completion ends at the right edge

@@ -282,16 +282,24 @@ def plot_kl(runs: Sequence[Run]) -> Figure | None:
     return fig
 
 
-def plot_entropy(runs: Sequence[Run]) -> Figure | None:
-    fig, ax = figure("Policy entropy", "RL step", "entropy, nats/token")
+def _step_lines(ax, runs: Sequence[Run], key: str, floor: float | None = None, secondary: bool = False) -> bool:
+    """Each run's `key` against the RL step, one line per run in its colour (values raised to `floor` for a log
+    scale; `secondary`: dotted and unlabelled, beside a run's main line). Returns whether any run had the column."""
+    style = {"linestyle": ":", "alpha": 0.7} if secondary else {"marker": "o", "markersize": 3}
     drawn = False
     for i, run in enumerate(runs):
-        x, y = run.series("step", "entropy")
+        x, y = run.series("step", key)
         if not len(x):
             continue
-        ax.plot(x, y, color=_color(i), marker="o", markersize=3, label=run.label)
+        ax.plot(x, y if floor is None else np.maximum(y, floor), color=_color(i),
+                label=None if secondary else run.label, **style)
         drawn = True
-    if not drawn:
+    return drawn
+
+
+def plot_entropy(runs: Sequence[Run]) -> Figure | None:
+    fig, ax = figure("Policy entropy", "RL step", "entropy, nats/token")
+    if not _step_lines(ax, runs, "entropy"):
         return None
     ax.legend(fontsize=8)
     return fig
@@ -299,17 +307,9 @@ def plot_entropy(runs: Sequence[Run]) -> Figure | None:
 
 def plot_signal(runs: Sequence[Run]) -> Figure | None:
     fig, ax = figure("Where the RL signal comes from", "RL step", "share")
-    drawn = False
-    for i, run in enumerate(runs):
-        x, y = run.series("step", "within_prompt_signal")
-        if not len(x):
-            continue
-        ax.plot(x, y, color=_color(i), marker="o", markersize=3, label=run.label)
-        xv, yv = run.series("step", "within_prompt_variance_share")
-        ax.plot(xv, yv, color=_color(i), linestyle=":", alpha=0.7)
-        drawn = True
-    if not drawn:
+    if not _step_lines(ax, runs, "within_prompt_signal"):
         return None
+    _step_lines(ax, runs, "within_prompt_variance_share", secondary=True)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(title="solid: kept problems varying within a member · dotted: within-member share of reward variance",
               fontsize=8, title_fontsize=7)
@@ -338,14 +338,7 @@ def plot_member_entropy(runs: Sequence[Run]) -> Figure | None:
 
 def plot_grad_norm(runs: Sequence[Run]) -> Figure | None:
     fig, ax = figure("Policy gradient norm (before clipping)", "RL step", "gradient norm (log scale)")
-    drawn = False
-    for i, run in enumerate(runs):
-        x, y = run.series("step", "grad_norm")
-        if not len(x):
-            continue
-        ax.plot(x, np.maximum(y, 1e-12), color=_color(i), marker="o", markersize=3, label=run.label)
-        drawn = True
-    if not drawn:
+    if not _step_lines(ax, runs, "grad_norm", floor=1e-12):
         return None
     ax.set_yscale("log")
     ax.legend(fontsize=8)

@@ -38,7 +38,6 @@ import torch.utils.checkpoint
 from accelerate import PartialState
 from accelerate.utils import DistributedType
 from datasets import Dataset
-from transformers import LogitsProcessorList
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad as trl_pad
