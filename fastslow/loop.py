@@ -154,9 +154,9 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             anchors = plan.anchor_set(cycle, last_step)
             budget = fast_budget(config, len(anchors)) + counters["budget_carry"]
             work_dir = run_dir.path / "gepa" / f"cycle-{cycle}"
-            shutil.rmtree(work_dir, ignore_errors=True)  # scratch left by a run killed mid-cycle
             fast = None
             if is_main:
+                shutil.rmtree(work_dir, ignore_errors=True)  # scratch left by a run killed mid-cycle
                 fast_counter.seconds_generate = fast_counter.seconds_score = 0.0
                 fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
                                       population_size=config.loop.population_size,

@@ -141,6 +141,8 @@ class RunDir:
             self.path.rmdir()
 
     def log(self, row: dict[str, Any]) -> None:
+        if not self.writer:  # other ranks read the directory, never write it
+            return
         row = {key: row.get(key) for key in METRIC_KEYS} | row
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -156,10 +158,14 @@ class RunDir:
 
     def truncate_metrics(self, last_step: int) -> None:
         """On resume: drop rows written after the checkpoint (the killed run's lost steps are redone)."""
+        if not self.writer:
+            return
         kept = [row for row in self.rows() if row["step"] <= last_step]
         write_text_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def write_population(self, cycle: int, population: list[Member], **extra: Any) -> None:
+        if not self.writer:
+            return
         data = {"cycle": cycle, **extra, "members": [m.to_json() for m in population],
                 "best": population[0].id if population else None}
         write_text_atomic(self.path / "population" / f"cycle-{cycle}.json", json.dumps(data, indent=1))

@@ -14,6 +14,7 @@ from clirun import TESTS, assert_user_error, fastslow, snapshot, tiny_run, write
 import fastslow.loop as loop
 from fastslow.config import parse_config
 from fastslow.errors import FastSlowError
+from fastslow.fast.population import Member
 from fastslow.rundir import LOCK, RunDir
 
 HOLD = ("import sys, time; from pathlib import Path; from fastslow.rundir import RunLock; "
@@ -85,6 +86,7 @@ import sys
 from accelerate import PartialState
 from fastslow.config import parse_config
 from fastslow.errors import FastSlowError
+from fastslow.fast.population import Member
 from fastslow.rundir import RunDir
 
 PartialState(cpu=True)  # two CPU processes under torchrun (on GPUs PartialState() alone sees them)
@@ -103,3 +105,18 @@ def test_under_several_processes_rank_0_claims_and_every_rank_learns_the_verdict
                             timeout=300, env={**os.environ, "PYTHONPATH": str(TESTS.parent), "ACCELERATE_USE_CPU": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("refused: ") == 2 and "no run to resume" in result.stdout, result.stdout
+
+
+def test_a_rank_that_does_not_own_the_run_directory_writes_nothing_to_it(tmp_path, tiny_model_path):
+    """Under several processes every rank runs the loop, and only rank 0 may write: two ranks rewriting
+    metrics.jsonl on resume once raced on the same temporary file."""
+    config = parse_config(tiny_run(tmp_path, tiny_model_path))
+    config.run_dir.mkdir(parents=True)
+    (config.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 0}) + "\n" + json.dumps({"step": 1}) + "\n")
+    before = snapshot(config.run_dir)
+    reader = RunDir(config, resume=True, writer=False)
+    reader.start()
+    reader.log({"step": 2})
+    reader.truncate_metrics(0)
+    reader.write_population(0, [Member("seed", "Answer.")])
+    assert snapshot(config.run_dir) == before
