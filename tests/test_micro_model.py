@@ -138,9 +138,35 @@ def test_cli_pretrain_needs_steps_or_minutes():
 
 
 @pytest.mark.slow
-def test_cli_eval_json_prints_the_four_fractions():
-    result = CliRunner().invoke(app, ["micro", "eval", "--json", "--n", "4"])
+def test_near_misses_drop_one_op_or_swap_two_neighbours_and_skip_commuting_ones():
+    from fastslow.micro.evaluate import near_miss_cases, near_misses
+    from fastslow.micro.language import parse_program
+
+    a, b, c = parse_program("reverse,sort,double")
+    assert near_misses((a, b, c)) == [(b, c), (a, c), (a, b), (b, a, c), (a, c, b)]
+    commuting = StringProgramTask(program="upper,shift:1")  # the swap computes the same answer: not a miss
+    cases = near_miss_cases([commuting], 4, seed=0)
+    assert {near for _, _, near in cases} == {"Shift each letter forward by 1.", "Write in capitals."}
+    assert len(cases) == 4 and all(task is commuting for task, _, _ in cases)
+
+
+def test_varied_share_counts_groups_whose_rewards_differ():
+    from fastslow.micro.evaluate import varied_share
+
+    assert varied_share([1, 1, 0, 1, 0, 0, 1, 0.5], group=2) == 0.5
+    assert varied_share([1, 1, 1, 1], group=4) == 0.0
+
+
+def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_reflector():
+    """The policy is confident under the right instruction (low but positive entropy); a reflector given by path
+    writes the proposals, so the policy as its own reflector measures the same as `reflection_improves`."""
+    result = CliRunner().invoke(app, ["micro", "eval", "--n", "8", "--json", "--reflector", "micro", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"with_instruction", "with_seed_prompt", "reflection_improves", "zero_reward_family_seed_prompt"}
+    assert set(summary) == {"with_instruction", "with_seed_prompt", "reflection_improves",
+                            "zero_reward_family_seed_prompt", "answer_entropy", "near_miss_varied", "reflector_improves"}
     assert all(0 <= v <= 1 for v in summary.values())
+    assert 0 < summary["answer_entropy"] < 0.5
+    assert summary["reflector_improves"] == summary["reflection_improves"]
+    without = CliRunner().invoke(app, ["micro", "eval", "--n", "2", "--json", "--device", "cpu"])
+    assert json.loads(without.stdout)["reflector_improves"] is None

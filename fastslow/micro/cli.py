@@ -47,9 +47,11 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="seeds the held-out programs and problems")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     device: Annotated[Optional[str], typer.Option(help="cuda or cpu (default: cuda if available)")] = None,
+    reflector: Annotated[Optional[str], typer.Option(help="a separate reflection model to measure "
+                                                          "(reflector_improves)")] = None,
 ) -> None:
     """Measure the model's abilities on held-out programs: instruction following, reflection, ..."""
     from fastslow.micro.evaluate import evaluate_micro, format_table
 
-    results = evaluate_micro(model, n=n, seed=seed, device=device)
+    results = evaluate_micro(model, n=n, seed=seed, device=device, reflector_path=reflector)
     typer.echo(json.dumps(results["summary"]) if as_json else format_table(results))

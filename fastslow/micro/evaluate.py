@@ -6,7 +6,14 @@
   (its own completions, scored by the task), writes a new instruction; the fraction of proposals that raise
   the reward on those 3 problems (what GEPA's acceptance test checks).
 - zero_reward_family_seed_prompt: star-graph path finding under the seed prompt (should be ~0).
-All decoding is greedy, so the numbers are deterministic for a model and seed.
+- answer_entropy: the mean next-token entropy (nats/token) of answers sampled at temperature 1 under the right
+  instruction, on held-out programs: how uncertain the policy is where RL has to learn (the paper's LLMs: 0.15-0.45).
+- near_miss_varied: the share of problems whose 4 samples at temperature 1 differ in reward under a near-miss
+  instruction (one op dropped, or two neighbouring ops swapped): where RL has a signal from a valid but weak prompt.
+- reflector_improves: `reflection_improves` with a separate reflection model writing the proposals (the policy still
+  makes the failures and follows the proposal); None when no reflector is given.
+Decoding is greedy except for the two uncertainty measurements, which sample with a fixed torch seed, so every
+number is deterministic for a model, seed and machine.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import random
 import torch
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, program_spec
-from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
+from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
+from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
 from fastslow.tasks.micro import COUNT_RULES, CipherTask, CountingTask, StarGraphTask, StringProgramTask
 
 GREEDY = Sampling(max_new_tokens=40, temperature=0)
 REFLECT = Sampling(max_new_tokens=160, temperature=0)
+SAMPLED = Sampling(max_new_tokens=40, temperature=1.0)
 PROGRAMS = 20  # held-out programs per measurement; problems are spread over them
+SAMPLES = 4  # samples per problem in the uncertainty measurements (the paper's regime needs G > 1 to vary)
 
 
 def accuracy(model, tokenizer, cases: list[tuple], prompt_of) -> float:
@@ -37,8 +46,49 @@ def cases_for(tasks: list, n: int, seed: int) -> list[tuple]:
     return [(task, p) for task, k in zip(tasks, per_task) for p in task.problems("val", k, seed)]
 
 
-def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int = 3) -> list[dict]:
-    """One reflection per task: seed prompt -> 3 failures with feedback -> new instruction -> re-scored."""
+def answer_entropy(model, tokenizer, cases: list[tuple]) -> float:
+    """Mean next-token entropy per answer token of SAMPLES answers per case, sampled under the right instruction."""
+    completions = sample(model, tokenizer, [chat_messages(task.instruction, p.prompt) for task, p in cases
+                                            for _ in range(SAMPLES)], SAMPLED)
+    return sum(c.entropy for c in completions) / max(1, sum(len(c.ids) for c in completions))
+
+
+def near_misses(program: tuple) -> list[tuple]:
+    """The programs one slip away: one op dropped, or two neighbouring ops swapped."""
+    dropped = [program[:i] + program[i + 1:] for i in range(len(program))]
+    swapped = [program[:i] + (program[i + 1], program[i]) + program[i + 2:] for i in range(len(program) - 1)]
+    return [p for p in dropped + swapped if p and p != program]
+
+
+def near_miss_cases(tasks: list, n: int, seed: int) -> list[tuple]:
+    """(task, problem, near-miss instruction): `n` problems spread over the tasks' near misses, leaving out a near
+    miss that computes the task's own answer on 20 probe problems (commuting ops: not a miss)."""
+    pairs = [(task, near) for task in tasks for near in near_misses(task.program)
+             if any(run_program(near, p.prompt) != p.answer for p in task.problems("val", 20, seed + 1))]
+    per_pair = [n // len(pairs) + (i < n % len(pairs)) for i in range(len(pairs))]
+    return [(task, p, describe(near)) for (task, near), k in zip(pairs, per_pair) for p in task.problems("val", k, seed)]
+
+
+def near_miss_varied(model, tokenizer, cases: list[tuple]) -> float:
+    """Share of near-miss cases whose SAMPLES sampled answers differ in reward (RL's group advantage is non-zero)."""
+    completions = generate(model, tokenizer, [chat_messages(near, p.prompt) for _, p, near in cases
+                                              for _ in range(SAMPLES)], SAMPLED)
+    rewards = [task.score(p, c).reward for (task, p, _), c in
+               zip([case for case in cases for _ in range(SAMPLES)], completions)]
+    return varied_share(rewards, SAMPLES)
+
+
+def varied_share(rewards: list[float], group: int) -> float:
+    """The share of consecutive groups of `group` rewards that are not all equal."""
+    groups = [rewards[i:i + group] for i in range(0, len(rewards), group)]
+    return sum(len(set(g)) > 1 for g in groups) / max(1, len(groups))
+
+
+def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int = 3,
+                      reflector: tuple | None = None) -> list[dict]:
+    """One reflection per task: seed prompt -> 3 failures with feedback -> new instruction -> re-scored.
+    `reflector` (model, tokenizer) writes the proposals; by default the policy reflects on itself."""
+    reflect_model, reflect_tokenizer = reflector or (model, tokenizer)
     trials = []
     for task in tasks:
         problems = task.problems("val", 4 * minibatch, seed)
@@ -52,7 +102,7 @@ def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int =
         )
         for t in trials
     ]
-    proposals = generate(model, tokenizer, [chat_messages(None, prompt) for prompt in prompts], REFLECT)
+    proposals = generate(reflect_model, reflect_tokenizer, [chat_messages(None, prompt) for prompt in prompts], REFLECT)
     for trial, proposal in zip(trials, proposals):
         trial["proposal"] = extract_instruction(proposal)
     rescored = generate(
@@ -66,11 +116,17 @@ def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int =
     return trials
 
 
-def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, device: str | None = None) -> dict:
-    """All measurements; `summary` holds the four headline fractions, `rows` the full table."""
+def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, device: str | None = None,
+                   reflector_path: str | None = None) -> dict:
+    """All measurements; `summary` holds the headline numbers, `rows` the full table."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model(model_path, dtype="float32", device=device), load_tokenizer(model_path)
     model.eval()
+    reflector = None
+    if reflector_path is not None:
+        reflector = load_model(reflector_path, dtype="float32", device=device), load_tokenizer(reflector_path)
+        reflector[0].eval()
+    torch.manual_seed(seed)  # the sampled measurements
     rng = random.Random(seed)
     held_out = [StringProgramTask(program_seed=seed * 1000 + i) for i in range(PROGRAMS)]
     seen = [StringProgramTask(program=program_spec(p)) for p in rng.sample([p for p in TRAIN_PROGRAMS if len(p) > 1], PROGRAMS)]
@@ -85,15 +141,22 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
         return task.seed_prompt
 
     held_cases, star_cases = cases_for(held_out, n, seed), cases_for(star, n, seed)
+    near_cases = near_miss_cases(held_out, n, seed)
     by_length = {k: [c for c in held_cases if len(c[0].program) == k] for k in (2, 3)}
     summary = {
         "with_instruction": accuracy(model, tokenizer, held_cases, instruction),
         "with_seed_prompt": accuracy(model, tokenizer, held_cases, seed_prompt),
         "reflection_improves": None,
         "zero_reward_family_seed_prompt": accuracy(model, tokenizer, star_cases, seed_prompt),
+        "answer_entropy": answer_entropy(model, tokenizer, held_cases),
+        "near_miss_varied": near_miss_varied(model, tokenizer, near_cases),
+        "reflector_improves": None,
     }
     reflection_tasks = [StringProgramTask(program_seed=seed * 1000 + 500 + i) for i in range(max(1, n // 2))]
     trials = reflection_trials(model, tokenizer, reflection_tasks, seed)
+    if reflector is not None:
+        reflected = reflection_trials(model, tokenizer, reflection_tasks, seed, reflector=reflector)
+        summary["reflector_improves"] = sum(t["improved"] for t in reflected) / max(1, len(reflected))
     k = max(1, n // 20)  # other families' reflection cases grow with n
     other_trials = reflection_trials(model, tokenizer, counting[:k] + star + ciphers[:k], seed)
     summary["reflection_improves"] = sum(t["improved"] for t in trials) / max(1, len(trials))
@@ -114,6 +177,12 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
          sum(t["exact"] for t in trials) / max(1, len(trials)), len(trials)),
         ("reflection on counting, stargraph, cipher: raises reward", "seed prompt + 3 failures",
          sum(t["improved"] for t in other_trials) / max(1, len(other_trials)), len(other_trials)),
+        ("strings, held-out programs: answer entropy (nats/token, T=1)", "instruction", summary["answer_entropy"],
+         len(held_cases) * SAMPLES),
+        (f"strings, held-out programs: problems whose {SAMPLES} samples differ in reward (T=1)", "near miss",
+         summary["near_miss_varied"], len(near_cases)),
+        ("reflection on held-out programs by the reflector: raises reward", "seed prompt + 3 failures",
+         summary["reflector_improves"], len(trials) if reflector is not None else 0),
     ]
     examples = [{"program": program_spec(t["task"].program), "proposal": t["proposal"], "reward": t["reward"]}
                 for t in trials[:5]]
@@ -123,7 +192,13 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
 def format_table(results: dict) -> str:
     """A Markdown table of every measurement (also pasted into docs/MICRO.md)."""
     lines = ["| ability | prompt | score | cases |", "|---|---|---|---|"]
-    lines += [f"| {name} | {prompt} | {score:.2f} | {count} |" for name, prompt, score, count in results["rows"]]
+    lines += [f"| {name} | {prompt} | {_number(score)} | {count} |" for name, prompt, score, count in results["rows"]]
     lines += ["", "Reflection examples (held-out programs):"]
     lines += [f"- `{e['program']}` -> \"{e['proposal']}\" (reward {e['reward']:.2f})" for e in results["reflection_examples"]]
     return "\n".join(lines)
+
+
+def _number(score: float | None) -> str:
+    if score is None:
+        return "n/a"
+    return f"{score:.3f}" if 0 < score < 0.1 else f"{score:.2f}"
