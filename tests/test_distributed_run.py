@@ -2,6 +2,7 @@
 under torchrun: rank 0 owns the run directory and the fast phase, every rank trains on its share of each step."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,3 +39,16 @@ def test_fst_runs_under_two_processes_and_resumes(tmp_path, tiny_model_path):
     resumed = launch("run", path, "--resume", tmp_path=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (run_dir / "metrics.jsonl").read_text().startswith(before)  # nothing written before is lost
+
+
+def test_fst_distill_runs_under_two_processes(tmp_path, tiny_model_path):
+    """The distillation step (the student's and the teacher's passes, the LM head called on their hidden states) keeps
+    both ranks in step: the run ends and each step logs one finite distill_kl (0 while the best prompt is the seed
+    prompt: student and teacher are then the same)."""
+    config = tiny_config(tmp_path / "runs", tiny_model_path, "fst-distill",
+                         reflection={"kind": "local", "model": tiny_model_path}, report_to=[], loop={"steps": 2})
+    done = launch("run", write(tmp_path, config), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "runs" / "fst-distill" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(math.isfinite(r["distill_kl"]) and r["distill_kl"] >= 0 for r in rows[1:])

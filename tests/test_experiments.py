@@ -15,7 +15,7 @@ from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
 from fastslow.experiments import REGISTRY, read_config_file, run_experiment
 from fastslow.experiments.common import Experiment, config_hash, is_complete, parallel, train_job
-from fastslow.experiments.presets import PRESETS, experiment_settings
+from fastslow.experiments.presets import PRESETS, experiment_settings, select_suite
 from fastslow.report import load_run
 from fastslow.tasks import load_task
 from fastslow.tasks.sequence import SequenceTask
@@ -202,6 +202,28 @@ def test_settings_layer_defaults_preset_and_config_file():
 def test_default_string_tasks_start_from_their_own_instruction(task):
     # docs/RESULTS.md measures these tasks under their instruction: a changed held-out list must not swap the program
     assert task["seed_prompt"] == load_task(task["name"], **task["args"]).instruction
+
+
+def candidate(family: str, accuracy: float, varied: float, n: int) -> dict:
+    return {"task": {"name": family, "args": {"n": n}}, "accuracy": accuracy, "problems_with_variance": varied}
+
+
+def test_the_suite_rule_keeps_weak_prompts_with_an_rl_signal_the_most_varied_per_family_in_candidate_order():
+    measured = [
+        candidate("strings", 0.20, 0.30, 0),
+        candidate("strings", 0.01, 0.50, 1),  # too weak: RL would start from ~0
+        candidate("strings", 0.35, 0.50, 2),  # too strong
+        candidate("strings", 0.02, 0.10, 3),  # both bounds are inside
+        candidate("strings", 0.30, 0.09, 4),  # too little signal
+        candidate("strings", 0.10, 0.40, 5),
+        candidate("strings", 0.10, 0.35, 6),
+        candidate("cipher", 0.34, 0.20, 7),
+    ]
+    suite, lacking = select_suite(measured)
+    assert [t["args"]["n"] for t in suite] == [0, 5, 6, 7]  # strings 5, 6, 0 beat 3 on variance; candidate order
+    assert lacking is None
+    suite, lacking = select_suite(measured[:2])
+    assert [t["args"]["n"] for t in suite] == [0] and lacking == "1 of 3 tasks; 1 of 2 families"
 
 
 def test_unknown_experiment_settings_are_named():

@@ -39,6 +39,14 @@ WEAK = {"name": "strings", "args": {"program_seed": 20},
                        "letters."}
 AGNOSTIC = "Solve the task."
 
+# The task suite (issue 13): the paper's regime, chosen by this rule from what the base model does before any
+# training (`python benchmarks/task_suite.py` measures every candidate: mean@4 at temperature 1 on 64 validation
+# problems, and the share of problems whose 4 samples differ in reward), never from how FST and RL compare. A
+# candidate qualifies with accuracy in [2%, 34%] under its seed prompt and >= 10% of problems varied; each family
+# keeps its `per_family` candidates with the most problems varied (RL's signal from the first step), then the first
+# in candidate order. The suite needs `min_tasks` tasks from `min_families` families.
+SUITE_RULE = {"accuracy": (0.02, 0.34), "min_varied": 0.10, "per_family": 3, "min_tasks": 3, "min_families": 2}
+
 SETTINGS: dict[str, dict[str, Any]] = {
     "efficiency": {"task": WEAK, "modes": ["fst", "rl", "gepa"]},
     "asymptote": {"task": WEAK},
@@ -67,6 +75,28 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "zero-reward": {"task": {"name": "stargraph", "args": {"degree": 3, "arm_length": 3}},
                     "modes": ["fst", "rl"]},
 }
+
+
+
+def select_suite(measured: list[dict[str, Any]], rule: dict[str, Any] = SUITE_RULE) -> tuple[list[dict], str | None]:
+    """The suite SUITE_RULE picks from measured candidates ({"task": config, "accuracy", "problems_with_variance"},
+    in candidate order), and None, or what the suite lacks."""
+    low, high = rule["accuracy"]
+    qualified = [(i, m) for i, m in enumerate(measured)
+                 if low <= m["accuracy"] <= high and m["problems_with_variance"] >= rule["min_varied"]]
+    by_family: dict[str, list[tuple[int, dict]]] = {}
+    for i, m in sorted(qualified, key=lambda im: (-im[1]["problems_with_variance"], im[0])):
+        family = by_family.setdefault(m["task"]["name"], [])
+        if len(family) < rule["per_family"]:
+            family.append((i, m))
+    suite = [m["task"] for i, m in sorted(im for family in by_family.values() for im in family)]
+    lacking = []
+    if len(suite) < rule["min_tasks"]:
+        lacking.append(f"{len(suite)} of {rule['min_tasks']} tasks")
+    if len(by_family) < rule["min_families"]:
+        lacking.append(f"{len(by_family)} of {rule['min_families']} families")
+    return suite, "; ".join(lacking) or None
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {
