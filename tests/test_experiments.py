@@ -15,7 +15,7 @@ from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
 from fastslow.experiments import REGISTRY, read_config_file, run_experiment
 from fastslow.experiments.common import Experiment, config_hash, is_complete, parallel, train_job
-from fastslow.experiments.presets import PRESETS, experiment_settings, select_suite
+from fastslow.experiments.presets import PRESETS, SUITE_V3, experiment_settings, select_suite
 from fastslow.report import load_run
 from fastslow.tasks import load_task
 from fastslow.tasks.sequence import SequenceTask
@@ -224,6 +224,15 @@ def test_the_suite_rule_keeps_weak_prompts_with_an_rl_signal_the_most_varied_per
     assert lacking is None
     suite, lacking = select_suite(measured[:2])
     assert [t["args"]["n"] for t in suite] == [0] and lacking == "1 of 3 tasks; 1 of 2 families"
+
+
+@pytest.mark.parametrize("task", SUITE_V3)
+def test_the_v3_suite_starts_each_task_from_a_near_miss_of_its_instruction(task):
+    from fastslow.micro.evaluate import near_misses
+    from fastslow.micro.language import describe
+
+    program = load_task(task["name"], **task["args"]).program
+    assert task["seed_prompt"] in [describe(near) for near in near_misses(program)]
 
 
 def test_unknown_experiment_settings_are_named():

@@ -46,6 +46,17 @@ AGNOSTIC = "Solve the task."
 # keeps its `per_family` candidates with the most problems varied (RL's signal from the first step), then the first
 # in candidate order. The suite needs `min_tasks` tasks from `min_families` families.
 SUITE_RULE = {"accuracy": (0.02, 0.34), "min_varied": 0.10, "per_family": 3, "min_tasks": 3, "min_families": 2}
+# What the rule picks for micro model v3 (250 candidates, docs/logs/suite/task_suite_v3_2026-12-01_2core.md): three
+# held-out string programs, each under its instruction with two neighbouring ops swapped. One family only, so v3
+# does not meet the rule: no other family has a weak prompt under which its samples differ (issue 13's micro model v4).
+SUITE_V3 = [
+    {"name": "strings", "args": {"program_seed": 5},
+     "seed_prompt": "Remove the vowels, then move the first 3 letters to the end, then reverse the letters."},
+    {"name": "strings", "args": {"program_seed": 24},
+     "seed_prompt": "Sort the letters, then keep every other letter, then move the first 3 letters to the end."},
+    {"name": "strings", "args": {"program_seed": 38},
+     "seed_prompt": "Remove the vowels, then swap each pair of letters, then move the first 2 letters to the end."},
+]
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "efficiency": {"task": WEAK, "modes": ["fst", "rl", "gepa"]},
