@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from fastslow.evaluation import accuracy
-from fastslow.policy import Sampling, load_model, load_tokenizer
+from fastslow.evaluation import prompt_signal
+from fastslow.policy import load_model, load_tokenizer
 from fastslow.tasks import load_task
 
 AGNOSTIC = "Solve the task."
@@ -37,11 +37,7 @@ CANDIDATES = [  # (task config, prompt; None = the task's own instruction)
 def measure(model, tokenizer, spec: dict, prompt: str | None, n: int, samples: int) -> dict:
     task = load_task(spec["name"], **spec.get("args", {}))
     prompt = prompt if prompt is not None else getattr(task, "instruction", task.seed_prompt)
-    problems = task.problems("val", n, seed=0)
-    acc, _, per_problem = accuracy(model, tokenizer, task, problems, prompt, samples,
-                                   Sampling(max_new_tokens=24, temperature=1.0))
-    varied = sum(0 < p < 1 for p in per_problem) / len(per_problem)
-    return {"task": spec, "prompt": prompt, "accuracy": round(acc, 3), "problems_with_variance": round(varied, 3)}
+    return {"task": spec, "prompt": prompt, **prompt_signal(model, tokenizer, task, prompt, n, samples)}
 
 
 def main() -> None:

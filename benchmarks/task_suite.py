@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from base_accuracy import measure  # noqa: E402
-
-from fastslow.experiments.presets import SUITE_RULE, select_suite  # noqa: E402
-from fastslow.micro.evaluate import near_misses  # noqa: E402
-from fastslow.micro.language import describe, held_out_program, parse_program  # noqa: E402
-from fastslow.policy import load_model, load_tokenizer  # noqa: E402
-from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, count_instruction  # noqa: E402
+from fastslow.evaluation import prompt_signal
+from fastslow.experiments.presets import SUITE_RULE, select_suite
+from fastslow.micro.evaluate import near_misses
+from fastslow.micro.language import describe, held_out_program, parse_program
+from fastslow.policy import load_model, load_tokenizer
+from fastslow.tasks import load_task
+from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, count_instruction
 
 
 def candidates(programs: int) -> list[dict]:
@@ -66,9 +64,9 @@ def main() -> None:
           "| problems with reward variance |\n|---|---|---|---|")
     started, measured = time.perf_counter(), []
     for task in candidates(args.programs):
-        spec = {k: v for k, v in task.items() if k != "seed_prompt"}
-        row = measure(model, tokenizer, spec, task["seed_prompt"], args.problems, args.samples)
-        measured.append({**row, "task": task})
+        row = prompt_signal(model, tokenizer, load_task(task["name"], **task["args"]), task["seed_prompt"],
+                            args.problems, args.samples)
+        measured.append({"task": task, **row})
         print(f"| {task['name']} {json.dumps(task['args'])} | {task['seed_prompt']} | {100 * row['accuracy']:.1f}% "
               f"| {100 * row['problems_with_variance']:.0f}% |", flush=True)
     suite, lacking = select_suite(measured)

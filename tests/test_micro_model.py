@@ -170,3 +170,18 @@ def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_refl
     assert summary["reflector_improves"] == summary["reflection_improves"]
     without = CliRunner().invoke(app, ["micro", "eval", "--n", "2", "--json", "--device", "cpu"])
     assert json.loads(without.stdout)["reflector_improves"] is None
+
+
+def test_prompt_signal_measures_accuracy_and_the_share_of_problems_whose_samples_differ(micro):
+    """What the task suite's rule reads (benchmarks/task_suite.py): the confident v3 model is right and unanimous
+    under a single op's instruction, and wrong under the task-agnostic prompt."""
+    from fastslow.evaluation import prompt_signal
+
+    model, tokenizer = micro
+    torch.manual_seed(0)
+    task = StringProgramTask(program="reverse")
+    right = prompt_signal(model, tokenizer, task, task.instruction, problems=16, samples=4)
+    generic = prompt_signal(model, tokenizer, task, task.seed_prompt, problems=16, samples=4)
+    assert right["accuracy"] >= 0.9 and right["problems_with_variance"] <= 0.2
+    assert generic["accuracy"] <= 0.15
+    assert 0 <= generic["problems_with_variance"] <= 1
