@@ -88,7 +88,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-
 def select_suite(measured: list[dict[str, Any]], rule: dict[str, Any] = SUITE_RULE) -> tuple[list[dict], str | None]:
     """The suite SUITE_RULE picks from measured candidates ({"task": config, "accuracy", "problems_with_variance"},
     in candidate order), and None, or what the suite lacks."""
@@ -100,7 +99,8 @@ def select_suite(measured: list[dict[str, Any]], rule: dict[str, Any] = SUITE_RU
         family = by_family.setdefault(m["task"]["name"], [])
         if len(family) < rule["per_family"]:
             family.append((i, m))
-    suite = [m["task"] for i, m in sorted(im for family in by_family.values() for im in family)]
+    chosen = sorted((im for family in by_family.values() for im in family), key=lambda im: im[0])
+    suite = [m["task"] for _, m in chosen]
     lacking = []
     if len(suite) < rule["min_tasks"]:
         lacking.append(f"{len(suite)} of {rule['min_tasks']} tasks")
