@@ -124,10 +124,9 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         row = {"mode": config.mode, **counters, "best_prompt_id": population[0].id,
                "wall_time": time.perf_counter() - started, **row}
         row.pop("budget_carry")
-        if is_main:
-            run_dir.log(row)
-            if observer:
-                observer(row)
+        run_dir.log(row)  # a no-op on ranks that do not own the run directory
+        if is_main and observer:
+            observer(row)
 
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
     if checkpoint is not None:
@@ -177,10 +176,9 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             reflection_failed = fast.reflection_failed
             fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
                             "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}
-            if is_main:
-                run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
-                                         metric_calls=fast.metric_calls, reflection_calls=fast.reflection_calls,
-                                         reflection_failures=fast.reflection_failures)
+            run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
+                                     metric_calls=fast.metric_calls, reflection_calls=fast.reflection_calls,
+                                     reflection_failures=fast.reflection_failures)
 
         # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
         measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
