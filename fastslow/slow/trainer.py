@@ -69,7 +69,7 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.step_entropies: list[tuple[float, int]] = []  # per row: (summed token entropy, tokens), in row order
         self.reused_rows: list[Rollout | None] = []  # per row: the fast-phase rollout it reuses (SlowLearner.step)
         self.importance = ImportanceStats()
-        self.frozen_base = None  # fst-distill, full fine-tuning without a reference model: the starting weights
+        self.frozen_base = None  # full fine-tuning without a reference model: the starting weights (SlowLearner)
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
 
@@ -487,8 +487,7 @@ class SlowLearner:
                 f"loop.problems_per_step ({config.loop.problems_per_step}) must be divisible by the number of processes ({world})"
             )
         self.model = self._prepare(config.loop.steps)
-        self._frozen_base = frozen_base.to(self.trainer.accelerator.device) if frozen_base is not None else None
-        self.trainer.frozen_base = self._frozen_base
+        self.trainer.frozen_base = frozen_base.to(self.trainer.accelerator.device) if frozen_base is not None else None
 
     def _prepare(self, total_steps: int):
         """What transformers' Trainer does before its first step: optimizer, scheduler, accelerate wrapping."""
