@@ -84,31 +84,36 @@ def varied_share(rewards: list[float], group: int) -> float:
     return sum(len(set(g)) > 1 for g in groups) / max(1, len(groups))
 
 
-def reflection_trials(model, tokenizer, tasks: list, seed: int, minibatch: int = 3,
-                      reflector: tuple | None = None) -> list[dict]:
-    """One reflection per task: seed prompt -> 3 failures with feedback -> new instruction -> re-scored.
-    `reflector` (model, tokenizer) writes the proposals; by default the policy reflects on itself."""
-    reflect_model, reflect_tokenizer = reflector or (model, tokenizer)
-    trials = []
+def failure_sets(model, tokenizer, tasks: list, seed: int, minibatch: int = 3) -> list[dict]:
+    """Per task, `minibatch` validation problems the policy gets wrong under the seed prompt (tasks with fewer
+    failures are left out): what a reflection is shown."""
+    sets = []
     for task in tasks:
         problems = task.problems("val", 4 * minibatch, seed)
         outputs = generate(model, tokenizer, [chat_messages(task.seed_prompt, p.prompt) for p in problems], GREEDY)
         failures = [(p, o) for p, o in zip(problems, outputs) if task.score(p, o).reward == 0][:minibatch]
         if len(failures) == minibatch:
-            trials.append({"task": task, "failures": failures})
+            sets.append({"task": task, "failures": failures})
+    return sets
+
+
+def reflect(model, tokenizer, sets: list[dict], reflector: tuple | None = None) -> list[dict]:
+    """One reflection per failure set: its failures with feedback -> new instruction -> re-scored by the policy.
+    `reflector` (model, tokenizer) writes the proposals; by default the policy reflects on itself."""
+    reflect_model, reflect_tokenizer = reflector or (model, tokenizer)
     prompts = [
         render_reflection_prompt(
             GENERIC_PROMPT, [reflective_record(p.prompt, o, t["task"].score(p, o).feedback) for p, o in t["failures"]]
         )
-        for t in trials
+        for t in sets
     ]
     proposals = generate(reflect_model, reflect_tokenizer, [chat_messages(None, prompt) for prompt in prompts], REFLECT)
-    for trial, proposal in zip(trials, proposals):
-        trial["proposal"] = extract_instruction(proposal)
+    trials = [{**t, "proposal": extract_instruction(proposal)} for t, proposal in zip(sets, proposals)]
     rescored = generate(
         model, tokenizer, [chat_messages(t["proposal"], p.prompt) for t in trials for p, _ in t["failures"]], GREEDY
     )
     for i, trial in enumerate(trials):
+        minibatch = len(trial["failures"])
         outs = rescored[i * minibatch : (i + 1) * minibatch]
         trial["reward"] = sum(trial["task"].score(p, o).reward for (p, _), o in zip(trial["failures"], outs)) / minibatch
         trial["improved"] = trial["reward"] > 0  # the seed prompt scored 0 on these failures
@@ -153,12 +158,13 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
         "reflector_improves": None,
     }
     reflection_tasks = [StringProgramTask(program_seed=seed * 1000 + 500 + i) for i in range(max(1, n // 2))]
-    trials = reflection_trials(model, tokenizer, reflection_tasks, seed)
+    failures = failure_sets(model, tokenizer, reflection_tasks, seed)  # the same cases for both reflection LMs
+    trials = reflect(model, tokenizer, failures)
     if reflector is not None:
-        reflected = reflection_trials(model, tokenizer, reflection_tasks, seed, reflector=reflector)
+        reflected = reflect(model, tokenizer, failures, reflector)
         summary["reflector_improves"] = sum(t["improved"] for t in reflected) / max(1, len(reflected))
     k = max(1, n // 20)  # other families' reflection cases grow with n
-    other_trials = reflection_trials(model, tokenizer, counting[:k] + star + ciphers[:k], seed)
+    other_trials = reflect(model, tokenizer, failure_sets(model, tokenizer, counting[:k] + star + ciphers[:k], seed))
     summary["reflection_improves"] = sum(t["improved"] for t in trials) / max(1, len(trials))
     rows = [
         ("strings, held-out programs", "instruction", summary["with_instruction"], len(held_cases)),
