@@ -59,6 +59,12 @@ def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
     return found
 
 
+def deployed_prompt(state: dict) -> str | None:
+    """The system prompt a checkpoint's weights are used with: the best evolved prompt, or for fst-distill the seed
+    prompt (checkpoints before fst-distill record only the best)."""
+    return state.get("deployed_prompt", state.get("best_prompt"))
+
+
 def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
     base = config.model.path
     is_hub_id = base != "micro" and not Path(base).expanduser().exists()
@@ -66,7 +72,7 @@ def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]
     front += "tags:\n- fastslow\n- fast-slow-training\n---\n\n"
     rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())
     table = f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows else "No metrics were recorded."
-    best = state.get("deployed_prompt", state.get("best_prompt")) or ""
+    best = deployed_prompt(state) or ""
     distilled = (" This run (fst-distill) distilled the best evolved prompt into the weights, which are used under "
                  "the seed prompt shown here." if config.mode == "fst-distill" else "")
     return front + f"""# {config.name}
@@ -121,7 +127,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     model = load_merged_model(checkpoint / "model", config.model.path)
     has_tokenizer = (checkpoint / "model" / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model" if has_tokenizer else resolve_model_path(config.model.path))
-    prompt = state.get("deployed_prompt", state.get("best_prompt"))  # fst-distill: the seed prompt (older runs: none)
+    prompt = deployed_prompt(state)
     if prompt:
         if isinstance(tokenizer.chat_template, dict):  # named templates: patch each
             tokenizer.chat_template = {
