@@ -10,7 +10,9 @@ Candidates, fixed before anything is measured:
   (one op dropped, two neighbouring ops swapped; fastslow.micro.evaluate.near_misses);
 - cipher: a program and a secret substitution of 1-4 letter pairs, under the program's instruction;
 - counting: a letter rule under the instruction of a neighbouring rule (a near miss);
-- stargraph: shapes at and past the edge of pretraining (degree 2-4, arms 2-3) under the path-finding instruction.
+- stargraph: shapes at and past the edge of pretraining (degree 2-4, arms 2-3) under the path-finding instruction;
+- code (micro model v4's family: the problem states the program): 2 and 3 ops, held-out and pretraining programs,
+  under the seed prompt and under the strategy prompt.
 Prints one row per candidate, then the suite and what it lacks; `--json` writes both.
 """
 
@@ -29,7 +31,8 @@ from fastslow.micro.evaluate import near_misses
 from fastslow.micro.language import describe, held_out_program, parse_program
 from fastslow.policy import load_model, load_tokenizer
 from fastslow.tasks import load_task
-from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, count_instruction
+from fastslow.micro.language import GENERIC_PROMPT
+from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction
 
 
 def candidates(programs: int) -> list[dict]:
@@ -47,6 +50,10 @@ def candidates(programs: int) -> list[dict]:
     for degree, arm in ((4, 3), (5, 2), (5, 3), (2, 4), (3, 4), (4, 4)):
         found.append({"name": "stargraph", "args": {"degree": degree, "arm_length": arm},
                       "seed_prompt": STARGRAPH_INSTRUCTION})
+    for ops in (2, 3):
+        for programs in ("held_out", "train"):
+            for prompt in (GENERIC_PROMPT, STEP_STRATEGY):
+                found.append({"name": "code", "args": {"ops": ops, "programs": programs}, "seed_prompt": prompt})
     return found
 
 
@@ -56,16 +63,18 @@ def main() -> None:
     parser.add_argument("--programs", type=int, default=40, help="held-out string programs screened")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="room for a worked answer of 3 lines")
     parser.add_argument("--json", type=Path, default=None, help="write the measurements and the suite here")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
+    device = "cuda" if torch.cuda.is_available() else None
+    model, tokenizer = load_model(args.model, device=device), load_tokenizer(args.model)
     print(f"| task | seed prompt | accuracy (mean@{args.samples}, T=1, {args.problems} problems) "
           "| problems with reward variance |\n|---|---|---|---|")
     started, measured = time.perf_counter(), []
     for task in candidates(args.programs):
         row = prompt_signal(model, tokenizer, load_task(task["name"], **task["args"]), task["seed_prompt"],
-                            args.problems, args.samples)
+                            args.problems, args.samples, args.max_new_tokens)
         measured.append({"task": task, **row})
         print(f"| {task['name']} {json.dumps(task['args'])} | {task['seed_prompt']} | {100 * row['accuracy']:.1f}% "
               f"| {100 * row['problems_with_variance']:.0f}% |", flush=True)

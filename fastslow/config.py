@@ -144,7 +144,7 @@ class ReflectionConfig(Section):
         if self.template != "auto":
             return self.template
         reflector = policy_path if self.kind == "self" else self.model
-        return "compact" if reflector == "micro" else "gepa"
+        return "compact" if reflector in ("micro", "micro-v4") else "gepa"  # the shipped micro models
 
 
 class EvalConfig(Section):

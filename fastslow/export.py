@@ -67,7 +67,7 @@ def deployed_prompt(state: dict) -> str | None:
 
 def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
     base = config.model.path
-    is_hub_id = base != "micro" and not Path(base).expanduser().exists()
+    is_hub_id = base not in MICRO_MODELS and not Path(base).expanduser().exists()
     front = "---\n" + (f"base_model: {base}\n" if is_hub_id else "") + "library_name: transformers\n"
     front += "tags:\n- fastslow\n- fast-slow-training\n---\n\n"
     rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())

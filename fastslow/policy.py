@@ -20,13 +20,16 @@ from fastslow import shared_prefix
 from fastslow.errors import FastSlowError
 
 MICRO_MODEL_DIR = Path(__file__).parent / "micro" / "model"
+# Shipped checkpoints by short name: v3 (the default: follows instructions exactly and reflects) and v4 (a fallible
+# policy that does not reflect; pair it with `reflection: {kind: local, model: micro}`). docs/MICRO.md.
+MICRO_MODELS = {"micro": MICRO_MODEL_DIR, "micro-v4": MICRO_MODEL_DIR.parent / "model-v4"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model_path(path: str) -> str:
-    """'micro' names the embedded model; an existing directory is used as is; anything else is a hub id."""
-    if path == "micro":
-        return str(MICRO_MODEL_DIR)
+    """'micro' / 'micro-v4' name the embedded models; an existing directory is used as is; anything else is a hub id."""
+    if path in MICRO_MODELS:
+        return str(MICRO_MODELS[path])
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():

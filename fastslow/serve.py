@@ -56,7 +56,7 @@ class ChatModel:
         from fastslow.guards import context_length
         from fastslow.policy import load_model, load_tokenizer, resolve_model_path
 
-        self.name = "micro" if model_dir == "micro" else Path(resolve_model_path(model_dir)).name
+        self.name = model_dir if model_dir in MICRO_MODELS else Path(resolve_model_path(model_dir)).name
         self.tokenizer = load_tokenizer(model_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_dir, "auto", device).eval().requires_grad_(False)

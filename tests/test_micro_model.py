@@ -164,7 +164,8 @@ def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_refl
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert set(summary) == {"with_instruction", "with_seed_prompt", "reflection_improves",
-                            "zero_reward_family_seed_prompt", "answer_entropy", "near_miss_varied", "reflector_improves"}
+                            "zero_reward_family_seed_prompt", "answer_entropy", "near_miss_varied", "reflector_improves",
+                            "code_seed_prompt", "code_strategy", "code_seed_varied"}
     assert all(0 <= v <= 1 for v in summary.values())
     assert 0 < summary["answer_entropy"] < 0.5
     assert summary["reflector_improves"] == summary["reflection_improves"]

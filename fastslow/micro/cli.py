@@ -28,21 +28,26 @@ def pretrain(
     shard_mb: Annotated[Optional[int], typer.Option(help="split model.safetensors into shards of this size")] = None,
     init: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint instead of fresh weights")] = None,
     torch_compile: Annotated[bool, typer.Option("--compile", help="compile the decoder layers (torch.compile)")] = False,
+    version: Annotated[str, typer.Option(help="v3 (exact executor that reflects, 14M) or v4 (fallible policy, 6M)")] = "v3",
 ) -> None:
-    """Train the micro model from scratch on the generated corpus."""
+    """Train a micro model from scratch on the generated corpus."""
+    from fastslow.micro.pretrain import VERSIONS
     from fastslow.micro.pretrain import pretrain as run_pretrain
 
     if (steps is None) == (minutes is None):
         raise FastSlowError("pretrain: give exactly one of --steps or --minutes")  # one line, from `fastslow`
+    if version not in VERSIONS:
+        raise FastSlowError(f"pretrain --version: expected one of {VERSIONS}, got {version!r}")
     summary = run_pretrain(out, steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-                           workers=workers, device=device, shard_mb=shard_mb, init=init, torch_compile=torch_compile)
+                           workers=workers, device=device, shard_mb=shard_mb, init=init, torch_compile=torch_compile,
+                           version=version)
     if summary["rank"] == 0:
         typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
 
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="model directory, or 'micro' for the shipped checkpoint")] = "micro",
+    model: Annotated[str, typer.Option(help="model directory, or 'micro' / 'micro-v4' for a shipped checkpoint")] = "micro",
     n: Annotated[int, typer.Option(help="problems (or reflection cases) per measurement")] = 100,
     seed: Annotated[int, typer.Option(help="seeds the held-out programs and problems")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,

@@ -1,12 +1,16 @@
-"""The micro model's pretraining corpus, generated on the fly, in exactly the formats the engine uses.
+"""The micro models' pretraining corpora, generated on the fly, in exactly the formats the engine uses.
 
-Three kinds of chat examples (messages -> assistant answer):
+Four kinds of chat examples (messages -> assistant answer):
 - instruct:  [system: an instruction, user: problem.prompt] -> the answer of the instructed program.
 - generic:   [system: a generic prompt (or none), user: problem.prompt] -> base behaviour: a plausible but
              usually wrong answer (a random program's output; for star graphs the path read backwards).
 - reflect:   [user: render_reflection_prompt(current, records, "compact")] -> "```\\n<instruction>\\n```",
              records built with the tasks' own `score()` from what following `current` produces.
+- code:      [system: any prompt, user: a stated program and input] -> its output, in one line, or one line per step
+             when the system prompt holds the strategy `STEP_STRATEGY` (micro model v4 only).
 
+Two corpora mix them (`CORPORA`): v3's (an exact executor that also reflects) and v4's (a fallible executor that
+does not reflect: micro model v4 is a policy, and a separate model reflects; see fastslow.micro.slips).
 `batches()` streams padded token batches from worker processes (torch DataLoader), deterministic from a seed.
 """
 
@@ -26,28 +30,33 @@ from fastslow.micro.language import (
     TRAIN_PROGRAMS,
     describe,
     is_held_out,
+    parse_program,
     program_spec,
     random_program,
     run_program,
 )
+from fastslow.micro.slips import SLIPS, follow_fallibly, work_fallibly
 from fastslow.micro.tokenizer import IM_END, build_tokenizer, chatml
 from fastslow.policy import chat_messages
 from fastslow.tasks.base import Problem
 from fastslow.tasks.micro import (
     COUNT_RULES,
     STARGRAPH_INSTRUCTION,
+    STEP_STRATEGY,
     CipherTask,
+    CodeTask,
     CountingTask,
     StarGraphTask,
     StringProgramTask,
+    code_input,
     count,
     count_instruction,
     split_of,
     worked_path,
 )
 
-KINDS = ("instruct", "generic", "reflect")
-KIND_WEIGHTS = (0.40, 0.08, 0.52)
+KINDS = ("instruct", "generic", "reflect", "code")
+CORPORA = {"v3": (0.40, 0.08, 0.52, 0.0), "v4": (0.55, 0.10, 0.0, 0.35)}  # corpus -> weight of each kind
 FAMILIES = ("strings", "counting", "stargraph", "cipher")
 
 
@@ -116,6 +125,40 @@ def instruct_example(rng: random.Random) -> Example:
     return Example("instruct", chat_messages(instruction, problem.prompt), follow(rng, instruction, problem))
 
 
+def fallible_instruct_example(rng: random.Random) -> Example:
+    """v4: as `instruct_example`, but string programs are followed by a fallible executor (slips.SLIPS)."""
+    example = instruct_example(rng)
+    program = INSTRUCTION_TO_PROGRAM.get(example.messages[0]["content"])
+    if program is None:  # counting and star graphs stay exact
+        return example
+    text = example.messages[-1]["content"]
+    return Example("instruct", example.messages, follow_fallibly(rng, program, text, SLIPS["instruction"]))
+
+
+CODE_TASKS = [CodeTask(ops=n, programs="train") for n in (1, 2, 3)]
+
+
+def code_system_prompt(rng: random.Random) -> tuple[str | None, bool]:
+    """A system prompt for a code problem, and whether it asks for the worked strategy. Prompts that name a
+    program (an instruction of the language) do not change the stated program: the problem states the task."""
+    other = rng.choice(GENERIC_PROMPTS + (None, describe(random_program(rng))))
+    if rng.random() < 0.5:
+        return other, False
+    return rng.choice((STEP_STRATEGY, f"{other} {STEP_STRATEGY}" if other else STEP_STRATEGY)), True
+
+
+def code_example(rng: random.Random) -> Example:
+    task = rng.choices(CODE_TASKS, (0.15, 0.35, 0.5))[0]
+    problem = train_problem(rng, task)
+    program, text = parse_program(problem.info["program"]), code_input(problem.prompt)
+    system, worked = code_system_prompt(rng)
+    if worked:
+        answer = "\n".join(work_fallibly(rng, program, text, SLIPS["worked"]))
+    else:
+        answer = follow_fallibly(rng, program, text, SLIPS["direct"])
+    return Example("code", chat_messages(system, problem.prompt), answer)
+
+
 def generic_example(rng: random.Random) -> Example:
     task = random_task(rng, rng.choices(("strings", "counting", "stargraph"), (0.5, 0.2, 0.3))[0])
     problem = train_problem(rng, task)
@@ -176,11 +219,14 @@ def reflect_example(rng: random.Random) -> Example:
     return Example("reflect", chat_messages(None, prompt), f"```\n{target}\n```")
 
 
-MAKERS = {"instruct": instruct_example, "generic": generic_example, "reflect": reflect_example}
+MAKERS = {
+    "v3": {"instruct": instruct_example, "generic": generic_example, "reflect": reflect_example},
+    "v4": {"instruct": fallible_instruct_example, "generic": generic_example, "code": code_example},
+}
 
 
-def sample_example(rng: random.Random) -> Example:
-    return MAKERS[rng.choices(KINDS, KIND_WEIGHTS)[0]](rng)
+def sample_example(rng: random.Random, corpus: str = "v3") -> Example:
+    return MAKERS[corpus][rng.choices(KINDS, CORPORA[corpus])[0]](rng)
 
 
 # ---- tokens ---------------------------------------------------------------------------------------------
@@ -212,19 +258,20 @@ def example_length(example: Example) -> int:
 class CorpusStream(IterableDataset):
     """An endless stream of batches; each DataLoader worker draws from its own seeded generator."""
 
-    def __init__(self, seed: int, batch_size: int, max_len: int = 1024, rank: int = 0):
-        self.seed, self.batch_size, self.max_len, self.rank = seed, batch_size, max_len, rank
+    def __init__(self, seed: int, batch_size: int, max_len: int = 1024, rank: int = 0, corpus: str = "v3"):
+        self.seed, self.batch_size, self.max_len, self.rank, self.corpus = seed, batch_size, max_len, rank, corpus
 
     def __iter__(self):
         info = get_worker_info()
-        rng = random.Random(f"corpus/{self.seed}/{self.rank}/{info.id if info else 0}")
+        stream = "corpus" if self.corpus == "v3" else f"corpus-{self.corpus}"  # v3's data stays as it was
+        rng = random.Random(f"{stream}/{self.seed}/{self.rank}/{info.id if info else 0}")
         if info:
             torch.set_num_threads(1)  # workers only pad small tensors; leave the cores to the other workers
         tokenizer = build_tokenizer()
         while True:
             # Draw a pool, sort it by length and cut it into batches: short and long examples (instructions,
             # reflections) then pad to their own widths instead of the pool's longest.
-            pool = [sample_example(rng) for _ in range(POOL_BATCHES * self.batch_size)]
+            pool = [sample_example(rng, self.corpus) for _ in range(POOL_BATCHES * self.batch_size)]
             pool = [e for e in pool if example_length(e) <= self.max_len]  # rare overlong examples are skipped
             pool.sort(key=example_length)
             chunks = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
@@ -234,10 +281,11 @@ class CorpusStream(IterableDataset):
                     yield encode_batch(tokenizer, chunk)
 
 
-def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024, rank: int = 0) -> DataLoader:
+def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024, rank: int = 0,
+            corpus: str = "v3") -> DataLoader:
     """Batches in a fixed order for a fixed (seed, rank, workers): workers take turns; ranks draw disjoint streams."""
     return DataLoader(
-        CorpusStream(seed, batch_size, max_len, rank),
+        CorpusStream(seed, batch_size, max_len, rank, corpus),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=8 if workers else None,
@@ -246,10 +294,10 @@ def batches(seed: int, batch_size: int, workers: int, max_len: int = 1024, rank:
     )
 
 
-def preview(seed: int = 0, n: int = 6) -> list[str]:
+def preview(seed: int = 0, n: int = 6, corpus: str = "v3") -> list[str]:
     """A few examples as the model sees them (for docs and debugging)."""
     rng = random.Random(seed)
-    return [chatml(e.messages) + e.answer + IM_END for e in (sample_example(rng) for _ in range(n))]
+    return [chatml(e.messages) + e.answer + IM_END for e in (sample_example(rng, corpus) for _ in range(n))]
 
 
-__all__ = ["Example", "KINDS", "sample_example", "example_length", "encode_batch", "CorpusStream", "batches", "preview"]
+__all__ = ["Example", "KINDS", "CORPORA", "sample_example", "example_length", "encode_batch", "CorpusStream", "batches", "preview"]

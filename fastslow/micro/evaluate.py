@@ -12,6 +12,9 @@
   instruction (one op dropped, or two neighbouring ops swapped): where RL has a signal from a valid but weak prompt.
 - reflector_improves: `reflection_improves` with a separate reflection model writing the proposals (the policy still
   makes the failures and follows the proposal); None when no reflector is given.
+- code_seed_prompt, code_strategy, code_seed_varied: the code family (the problem states a held-out 3-op program),
+  mean@4 at temperature 1 under the seed prompt and under the strategy prompt (STEP_STRATEGY: an instruction-only
+  gain when it is higher), and the share of problems whose samples differ in reward under the seed prompt.
 Decoding is greedy except for the two uncertainty measurements, which sample with a fixed torch seed, so every
 number is deterministic for a model, seed and machine.
 """
@@ -24,14 +27,24 @@ import torch
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
+from fastslow.evaluation import prompt_signal
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
-from fastslow.tasks.micro import COUNT_RULES, CipherTask, CountingTask, StarGraphTask, StringProgramTask
+from fastslow.tasks.micro import (
+    COUNT_RULES,
+    STEP_STRATEGY,
+    CipherTask,
+    CodeTask,
+    CountingTask,
+    StarGraphTask,
+    StringProgramTask,
+)
 
 GREEDY = Sampling(max_new_tokens=40, temperature=0)
 REFLECT = Sampling(max_new_tokens=160, temperature=0)
 SAMPLED = Sampling(max_new_tokens=40, temperature=1.0)
 PROGRAMS = 20  # held-out programs per measurement; problems are spread over them
 SAMPLES = 4  # samples per problem in the uncertainty measurements (the paper's regime needs G > 1 to vary)
+CODE_TOKENS = 48  # a worked answer: up to 3 lines of up to 16 letters
 
 
 def accuracy(model, tokenizer, cases: list[tuple], prompt_of) -> float:
@@ -157,6 +170,11 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
         "near_miss_varied": near_miss_varied(model, tokenizer, near_cases),
         "reflector_improves": None,
     }
+    code = CodeTask(ops=3)
+    seed_signal = prompt_signal(model, tokenizer, code, code.seed_prompt, n, SAMPLES, max_new_tokens=CODE_TOKENS)
+    strategy_signal = prompt_signal(model, tokenizer, code, STEP_STRATEGY, n, SAMPLES, max_new_tokens=CODE_TOKENS)
+    summary.update(code_seed_prompt=seed_signal["accuracy"], code_strategy=strategy_signal["accuracy"],
+                   code_seed_varied=seed_signal["problems_with_variance"])
     reflection_tasks = [StringProgramTask(program_seed=seed * 1000 + 500 + i) for i in range(max(1, n // 2))]
     failures = failure_sets(model, tokenizer, reflection_tasks, seed)  # the same cases for both reflection LMs
     trials = reflect(model, tokenizer, failures)
@@ -189,6 +207,11 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
          summary["near_miss_varied"], len(near_cases)),
         ("reflection on held-out programs by the reflector: raises reward", "seed prompt + 3 failures",
          summary["reflector_improves"], len(trials) if reflector is not None else 0),
+        (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "seed prompt",
+         summary["code_seed_prompt"], n),
+        (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "strategy (one line per step)",
+         summary["code_strategy"], n),
+        (f"code: problems whose {SAMPLES} samples differ in reward (T=1)", "seed prompt", summary["code_seed_varied"], n),
     ]
     examples = [{"program": program_spec(t["task"].program), "proposal": t["proposal"], "reward": t["reward"]}
                 for t in trials[:5]]

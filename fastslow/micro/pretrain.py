@@ -1,4 +1,4 @@
-"""Pretrain the micro model from scratch on the generated corpus (fastslow.micro.corpus).
+"""Pretrain a micro model from scratch on a generated corpus (fastslow.micro.corpus).
 
 A small Qwen3-style causal LM over characters, trained with next-token loss on the assistant answers only.
 Runs on one GPU (bf16 autocast), on several through torchrun (data parallel: each rank streams its own
@@ -20,17 +20,24 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-from fastslow.micro.corpus import KINDS, batches
+from fastslow.micro.corpus import CORPORA, KINDS, batches
 from fastslow.micro.tokenizer import IM_END, build_tokenizer
 
-# ~14M parameters: 28 MB saved in bfloat16, run in float32 (see _run_in_float32). The issue's feasibility runs found
-# program induction (reflection) needs this size: 4.8M parameters inferred 4% of unseen programs, 14.3M 67%.
-MODEL_SIZE = dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
-                  num_key_value_heads=2, head_dim=64)
+# A version names a corpus and a size. v3, ~14M parameters (28 MB saved in bfloat16, run in float32: see
+# _run_in_float32): the issue's feasibility runs found program induction (reflection) needs this size (4.8M parameters
+# inferred 4% of unseen programs, 14.3M 67%). v4 is a policy only (a separate model reflects), so half the width:
+# ~6.3M parameters, 13 MB, which leaves room in the repository for v3 beside it as its reflector.
+MODEL_SIZES = {
+    "v3": dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
+               num_key_value_heads=2, head_dim=64),
+    "v4": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=64),
+}
+VERSIONS = tuple(MODEL_SIZES)
 
 
-def micro_config(tokenizer, **overrides) -> Qwen3Config:
-    size = {**MODEL_SIZE, **overrides}
+def micro_config(tokenizer, version: str = "v3", **overrides) -> Qwen3Config:
+    size = {**MODEL_SIZES[version], **overrides}
     return Qwen3Config(
         vocab_size=len(tokenizer),
         max_position_embeddings=2048,
@@ -95,6 +102,7 @@ def pretrain(
     log_every: int = 100,
     init: str | Path | None = None,
     torch_compile: bool = False,
+    version: str = "v3",
     **size,
 ) -> dict:
     """Train for `steps` steps, or for about `minutes` (the step count is then fixed from the speed measured
@@ -103,7 +111,8 @@ def pretrain(
     Under torchrun every rank trains on `batch_size` examples per step (the global batch is
     batch_size x ranks) and rank 0 writes the checkpoint. `init` continues from an earlier checkpoint (its
     size, new optimizer state and learning-rate schedule); its pretrain_log.json is kept in the new one.
-    `torch_compile` runs each decoder layer through torch.compile (dynamic shapes: batch widths vary)."""
+    `torch_compile` runs each decoder layer through torch.compile (dynamic shapes: batch widths vary). `version`
+    picks the corpus and, for fresh weights, the size (MODEL_SIZES; `size` overrides single fields)."""
     if (steps is None) == (minutes is None):
         raise ValueError("give exactly one of steps or minutes")
     started = time.time()
@@ -119,7 +128,7 @@ def pretrain(
     if init is not None:
         model = Qwen3ForCausalLM.from_pretrained(init, dtype=torch.float32).to(device)
     else:
-        model = Qwen3ForCausalLM(micro_config(tokenizer, **size)).to(device)
+        model = Qwen3ForCausalLM(micro_config(tokenizer, version, **size)).to(device)
     trained = DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda") else None) if world > 1 else model
     if torch_compile:  # regional: the 8 decoder layers share one compiled graph, so it compiles in seconds
         for layer in model.model.layers:
@@ -135,7 +144,8 @@ def pretrain(
     total = steps if steps is not None else None
     log, window, step_times = [], torch.zeros(len(KINDS), 2, device=device), []
     model.train()
-    loader = iter(batches(seed, batch_size, workers, rank=rank))
+    loader = iter(batches(seed, batch_size, workers, rank=rank, corpus=version))
+    kinds = [kind for kind, weight in zip(KINDS, CORPORA[version]) if weight > 0]  # the kinds this corpus has
     train_started = time.time()
     step = 0
     while total is None or step < total:
@@ -167,7 +177,8 @@ def pretrain(
                         print(f"stopped by the time limit at step {step} of {total}", flush=True)
                     total = step
             _all_reduce(window)
-            losses = {kind: round((window[i, 0] / window[i, 1].clamp(min=1)).item(), 4) for i, kind in enumerate(KINDS)}
+            losses = {kind: round((window[i, 0] / window[i, 1].clamp(min=1)).item(), 4)
+                      for i, kind in enumerate(KINDS) if kind in kinds}
             row = {"step": step, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - train_started, 1),
                    **{f"loss_{k}": v for k, v in losses.items()}}
             log.append(row)
@@ -192,9 +203,10 @@ def pretrain(
         "rank": 0,
         "command": ("" if world == 1 else f"torchrun --nproc-per-node {world} -m ")
                    + f"fastslow micro pretrain --steps {step} --batch-size {batch_size} --lr {lr} --warmup {warmup} "
-                   f"--seed {seed} --workers {workers}" + (f" --init {init}" if init is not None else "")
+                   f"--seed {seed} --workers {workers}" + (f" --version {version}" if version != "v3" else "")
+                   + (f" --init {init}" if init is not None else "")
                    + (" --compile" if torch_compile else ""),
-        "parameters": n_params, "steps": step, "batch_size": batch_size, "ranks": world, "lr": lr, "warmup": warmup,
+        "version": version, "parameters": n_params, "steps": step, "batch_size": batch_size, "ranks": world, "lr": lr, "warmup": warmup,
         "seed": seed, "workers": workers, "compile": torch_compile, "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "train_seconds": round(time.time() - train_started, 1), "total_seconds": round(time.time() - started, 1),

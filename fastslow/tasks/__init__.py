@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "cipher": "fastslow.tasks.micro:CipherTask",
     "stargraph": "fastslow.tasks.micro:StarGraphTask",
     "counting": "fastslow.tasks.micro:CountingTask",
+    "code": "fastslow.tasks.micro:CodeTask",
     # real tasks
     "codeio": "fastslow.tasks.codeio:CodeIOTask",
     "math": "fastslow.tasks.math:MathTask",

@@ -6,6 +6,8 @@
 - `stargraph` (StarGraphTask): path finding in a star graph; the seed prompt scores ~0, the right
               instruction makes the model do it (it works back from the goal, then writes the path).
 - `counting`  (CountingTask): count letters of a kind; the answer is a number.
+- `code`      (CodeTask): the problem states a program and an input (like CodeIO shows the code); the answer is
+              the output. The prompt cannot name the task, only add strategy: working one step per line helps.
 
 All share the task-agnostic seed prompt "Transform the text.". Rewards are binary exact match.
 Problems are deterministic from (split, seed); splits never share an input (chosen by a hash of the prompt).
@@ -21,6 +23,8 @@ import zlib
 from fastslow.errors import FastSlowError
 from fastslow.micro.language import (
     GENERIC_PROMPT,
+    HELD_OUT_PROGRAMS,
+    TRAIN_PROGRAMS,
     VOWELS,
     describe,
     held_out_program,
@@ -33,6 +37,7 @@ from fastslow.micro.language import (
 from fastslow.tasks.base import SPLITS, Problem, Verdict
 
 STARGRAPH_INSTRUCTION = "Find the path from the start to the goal."
+STEP_STRATEGY = "Write the result of each step on its own line."  # the code family's strategy (micro model v4)
 COUNT_RULES = ("letters", "vowels") + tuple(f"letter:{c}" for c in string.ascii_lowercase)
 
 
@@ -250,3 +255,65 @@ class CountingTask:
             return Verdict(1.0, "Correct.")
         why = f"got {got}." if got.isdigit() else "the output is not a number."
         return Verdict(0.0, f"Wrong. Expected {problem.answer}, {why}")
+
+
+def last_line(completion: str) -> str:
+    return (completion.strip().splitlines() or [""])[-1].strip()
+
+
+class CodeTask:
+    """Each problem states a program of `ops` ops and an input, `program reverse,shift:2\ninput hello`; the answer is
+    the output ('jgnnq'). Programs come from the held-out compositions (never in pretraining) or the pretraining ones
+    (`programs`). The last line of the output is scored, so a worked answer (one line per step) counts."""
+
+    name = "code"
+    seed_prompt = GENERIC_PROMPT
+    instruction = STEP_STRATEGY  # the best prompt there is: the task is in the problem, the prompt adds strategy
+
+    def __init__(self, ops: int = 3, programs: str = "held_out"):
+        if ops not in (1, 2, 3):
+            raise FastSlowError(f"task.args.ops: expected 1, 2 or 3 ops per program, got {ops}")
+        pool = {"held_out": HELD_OUT_PROGRAMS, "train": TRAIN_PROGRAMS}.get(programs)
+        if pool is None:
+            raise FastSlowError(f"task.args.programs: expected 'held_out' or 'train', got {programs!r}")
+        self.ops, self.programs = ops, programs
+        self.pool = [p for p in pool if len(p) == ops]
+        if not self.pool:
+            raise FastSlowError(f"task.args: no {programs} programs of {ops} op(s) (held-out programs have 2-3 ops)")
+
+    def sample(self, rng: random.Random) -> Problem:
+        """One random problem (any split); the corpus uses this to build pretraining examples."""
+        program = rng.choice(self.pool)
+        text = random_word(rng, *input_length(program))
+        return Problem("", code_prompt(program, text), run_program(program, text), {"program": program_spec(program)})
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        return _make_problems(f"{self.name}/{self.ops}/{self.programs}", split, n, seed, self.sample)
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        got = last_line(completion)
+        if got == problem.answer:
+            return Verdict(1.0, "Correct.")
+        steps = [line.strip() for line in completion.strip().splitlines()]
+        program = parse_program(problem.info["program"])
+        if len(steps) == len(program) > 1:  # a worked answer: name the first wrong step
+            text = code_input(problem.prompt)
+            for i, op in enumerate(program):
+                text = run_program((op,), text)
+                if steps[i] != text:
+                    return Verdict(0.0, f"Wrong. Expected '{problem.answer}'. Step {i + 1} ({op.spec}) should give "
+                                        f"'{text}', the output has '{steps[i]}'.")
+        return Verdict(0.0, text_feedback(problem.answer, got))
+
+
+def code_prompt(program: tuple, text: str) -> str:
+    return f"program {program_spec(program)}\ninput {text}"
+
+
+def code_input(prompt: str) -> str:
+    return prompt.rsplit("\ninput ", 1)[1]
+
+
+def worked_steps(program: tuple, text: str) -> str:
+    """The exact worked answer of a stated program: one line per op."""
+    return "\n".join(run_program(program[: i + 1], text) for i in range(len(program)))
