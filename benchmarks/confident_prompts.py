@@ -58,9 +58,9 @@ TINY = {"loop.steps": 4, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4,
         "eval.kl_prompts": 4, "gepa.budget_passes": 1.0, "rl.bf16": False}
 
 
-def base_config(tiny: bool, extra: dict) -> dict:
+def base_config(tiny: bool, extra: dict, task: dict = TASK) -> dict:
     base = copy.deepcopy(MICRO_BASE)
-    base["task"] = copy.deepcopy(TASK)
+    base["task"] = copy.deepcopy(task)
     for key, value in {**SIZES, **(TINY if tiny else {}), **extra}.items():
         section, _, leaf = key.rpartition(".")
         node = base
@@ -98,12 +98,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--tiny", action="store_true", help="a few steps at toy sizes: checks the wiring on a CPU")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
+    parser.add_argument("--task", type=json.loads, default=TASK, metavar="JSON",
+                        help="the task config with its seed prompt (default: issue 12's), e.g. one of a suite's tasks")
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: tables of the runs already in OUT/runs (e.g. brought back from the GPU)")
     args = parser.parse_args()
     from fastslow.cli import parse_overrides
 
-    base = base_config(args.tiny, parse_overrides(args.set))
+    base = base_config(args.tiny, parse_overrides(args.set), args.task)
     exp = Experiment("confident-prompts", "full", args.seeds, args.out, base, {}, args.workers or default_workers(),
                      " ".join(["python benchmarks/confident_prompts.py", *sys.argv[1:]]))
     if args.tables_only:  # run names are <arm>-<mode>-s<seed>-<hash of config and model files>

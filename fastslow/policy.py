@@ -29,6 +29,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def resolve_model_path(path: str) -> str:
     """'micro' / 'micro-v4' name the embedded models; an existing directory is used as is; anything else is a hub id."""
     if path in MICRO_MODELS:
+        if not (MICRO_MODELS[path] / "config.json").is_file():
+            raise FastSlowError(f"model.path: {path!r} has no checkpoint in this installation ({MICRO_MODELS[path]}); "
+                                "docs/MICRO.md says how to train it")
         return str(MICRO_MODELS[path])
     local = Path(path).expanduser()
     if local.exists():

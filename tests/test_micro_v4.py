@@ -132,3 +132,28 @@ def test_pretrain_v4_trains_the_fallible_corpus_at_v4_size(tmp_path):
     assert "loss_reflect" not in summary["log"][-1]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["hidden_size"] == 256 and "--version v4" in summary["command"]
+
+
+def test_reflector_corpus_reflects_on_v3_v4_and_code_answers():
+    from fastslow.micro.corpus import code_reflect_example, follow_as_v4
+
+    rng = random.Random(4)
+    kinds = {sample_example(rng, "reflector").kind for _ in range(200)}
+    assert kinds == {"instruct", "generic", "reflect"}
+    example = code_reflect_example(random.Random(0))
+    content = example.messages[0]["content"]
+    assert example.answer == f"```\n{STEP_STRATEGY}\n```" and "## Inputs\nprogram " in content
+    # v4's answers under a program's instruction slip sometimes and are right most of the time
+    from fastslow.tasks.base import Problem
+
+    problem = Problem("p", "hello", "olleh")
+    answers = [follow_as_v4(random.Random(i), "Reverse the letters.", problem) for i in range(200)]
+    assert 0.5 < answers.count("olleh") / 200 < 1.0
+
+
+def test_a_shipped_short_name_without_its_checkpoint_says_so(monkeypatch, tmp_path):
+    from fastslow import policy
+
+    monkeypatch.setitem(policy.MICRO_MODELS, "micro-v4", tmp_path / "model-v4")
+    with pytest.raises(FastSlowError, match="'micro-v4' has no checkpoint"):
+        policy.resolve_model_path("micro-v4")

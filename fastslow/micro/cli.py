@@ -28,7 +28,8 @@ def pretrain(
     shard_mb: Annotated[Optional[int], typer.Option(help="split model.safetensors into shards of this size")] = None,
     init: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint instead of fresh weights")] = None,
     torch_compile: Annotated[bool, typer.Option("--compile", help="compile the decoder layers (torch.compile)")] = False,
-    version: Annotated[str, typer.Option(help="v3 (exact executor that reflects, 14M) or v4 (fallible policy, 6M)")] = "v3",
+    version: Annotated[str, typer.Option(help="corpus and size: v3 (an exact executor that reflects, 14M), v4 (a fallible "
+                                                 "policy, 6M) or reflector (v3's size, mostly reflection)")] = "v3",
 ) -> None:
     """Train a micro model from scratch on the generated corpus."""
     from fastslow.micro.pretrain import VERSIONS

@@ -9,8 +9,9 @@ Four kinds of chat examples (messages -> assistant answer):
 - code:      [system: any prompt, user: a stated program and input] -> its output, in one line, or one line per step
              when the system prompt holds the strategy `STEP_STRATEGY` (micro model v4 only).
 
-Two corpora mix them (`CORPORA`): v3's (an exact executor that also reflects) and v4's (a fallible executor that
-does not reflect: micro model v4 is a policy, and a separate model reflects; see fastslow.micro.slips).
+Three corpora mix them (`CORPORA`): v3's (an exact executor that also reflects), v4's (a fallible executor that
+does not reflect: micro model v4 is a policy, and a separate model reflects; see fastslow.micro.slips), and the
+reflector's (v3's, mostly reflections, half of them on what v4 answers, some on the code family).
 `batches()` streams padded token batches from worker processes (torch DataLoader), deterministic from a seed.
 """
 
@@ -56,7 +57,8 @@ from fastslow.tasks.micro import (
 )
 
 KINDS = ("instruct", "generic", "reflect", "code")
-CORPORA = {"v3": (0.40, 0.08, 0.52, 0.0), "v4": (0.55, 0.10, 0.0, 0.35)}  # corpus -> weight of each kind
+# corpus -> weight of each kind. "reflector" continues v3 (its instructions and base behaviour kept) as v4's reflector.
+CORPORA = {"v3": (0.40, 0.08, 0.52, 0.0), "v4": (0.55, 0.10, 0.0, 0.35), "reflector": (0.20, 0.05, 0.75, 0.0)}
 FAMILIES = ("strings", "counting", "stargraph", "cipher")
 
 
@@ -115,7 +117,7 @@ INSTRUCTION_TO_PROGRAM = {describe(p): p for p in TRAIN_PROGRAMS}
 INSTRUCTION_TO_RULE = {count_instruction(r): r for r in COUNT_RULES}
 
 
-# ---- the three kinds of examples -------------------------------------------------------------------------
+# ---- the kinds of examples -------------------------------------------------------------------------
 
 def instruct_example(rng: random.Random) -> Example:
     family = rng.choices(("strings", "counting", "stargraph"), (0.7, 0.13, 0.17))[0]
@@ -202,26 +204,54 @@ def simplest_fitting(program: tuple, examples: list[tuple[str, str]]) -> tuple:
     return min(fitting, key=lambda p: (len(p), [ALL_OPS.index(op) for op in p]))
 
 
-def reflect_example(rng: random.Random) -> Example:
+def reflect_example(rng: random.Random, policy=follow) -> Example:
+    """A reflection on what `policy(rng, current, problem)` answered: v3's exact executor by default."""
     # Program induction (strings) is the hard skill; the other families' right instruction is easy to name.
     family = rng.choices(FAMILIES, (0.7, 0.12, 0.08, 0.10))[0]
     task = random_task(rng, family)
     current = wrong_instruction(rng, task)
     problems = [train_problem(rng, task) for _ in range(rng.choice((2, 3, 3, 3, 3, 4)))]
-    records = []
-    for problem in problems:
-        completion = follow(rng, current, problem)
-        records.append(reflective_record(problem.prompt, completion, task.score(problem, completion).feedback))
-    prompt = render_reflection_prompt(current, records, template="compact")
     target = right_instruction(task)
     if type(task) is StringProgramTask:
         target = describe(simplest_fitting(task.program, [(p.prompt, p.answer) for p in problems]))
+    return reflection(task, current, problems, [policy(rng, current, p) for p in problems], target)
+
+
+def reflection(task, current: str, problems: list[Problem], completions: list[str], target: str) -> Example:
+    records = [reflective_record(p.prompt, c, task.score(p, c).feedback) for p, c in zip(problems, completions)]
+    prompt = render_reflection_prompt(current, records, template="compact")
     return Example("reflect", chat_messages(None, prompt), f"```\n{target}\n```")
+
+
+def follow_as_v4(rng: random.Random, instruction: str, problem: Problem) -> str:
+    """What micro model v4 answers: `follow`, with string programs run by the fallible executor."""
+    if instruction in INSTRUCTION_TO_PROGRAM and "\nstart " not in problem.prompt:
+        return follow_fallibly(rng, INSTRUCTION_TO_PROGRAM[instruction], problem.prompt, SLIPS["instruction"])
+    return follow(rng, instruction, problem)
+
+
+def code_reflect_example(rng: random.Random) -> Example:
+    """A reflection on v4's one-line answers to stated programs: the better prompt is the strategy."""
+    task = rng.choice(CODE_TASKS[1:])
+    current = rng.choice(GENERIC_PROMPTS + (describe(random_program(rng)),))
+    problems = [train_problem(rng, task) for _ in range(rng.choice((2, 3, 3, 3, 3, 4)))]
+    completions = [follow_fallibly(rng, parse_program(p.info["program"]), code_input(p.prompt), SLIPS["direct"])
+                   for p in problems]
+    return reflection(task, current, problems, completions, STEP_STRATEGY)
+
+
+def reflector_example(rng: random.Random) -> Example:
+    """The reflector's reflections: on v3's answers (its own skill, kept), on v4's, and on v4's code answers."""
+    kind = rng.choices(("v3", "v4", "code"), (0.35, 0.4, 0.25))[0]
+    if kind == "code":
+        return code_reflect_example(rng)
+    return reflect_example(rng, follow if kind == "v3" else follow_as_v4)
 
 
 MAKERS = {
     "v3": {"instruct": instruct_example, "generic": generic_example, "reflect": reflect_example},
     "v4": {"instruct": fallible_instruct_example, "generic": generic_example, "code": code_example},
+    "reflector": {"instruct": instruct_example, "generic": generic_example, "reflect": reflector_example},
 }
 
 

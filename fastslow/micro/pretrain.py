@@ -33,6 +33,7 @@ MODEL_SIZES = {
     "v4": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=8, num_attention_heads=4,
                num_key_value_heads=2, head_dim=64),
 }
+MODEL_SIZES["reflector"] = MODEL_SIZES["v3"]  # trained on from v3 (--init fastslow/micro/model)
 VERSIONS = tuple(MODEL_SIZES)
 
 
