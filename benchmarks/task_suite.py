@@ -28,10 +28,9 @@ import torch
 from fastslow.evaluation import prompt_signal
 from fastslow.experiments.presets import SUITE_RULE, select_suite
 from fastslow.micro.evaluate import near_misses
-from fastslow.micro.language import describe, held_out_program, parse_program
+from fastslow.micro.language import GENERIC_PROMPT, describe, held_out_program, parse_program
 from fastslow.policy import load_model, load_tokenizer
 from fastslow.tasks import load_task
-from fastslow.micro.language import GENERIC_PROMPT
 from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction
 
 
@@ -51,9 +50,9 @@ def candidates(programs: int) -> list[dict]:
         found.append({"name": "stargraph", "args": {"degree": degree, "arm_length": arm},
                       "seed_prompt": STARGRAPH_INSTRUCTION})
     for ops in (2, 3):
-        for programs in ("held_out", "train"):
+        for pool in ("held_out", "train"):
             for prompt in (GENERIC_PROMPT, STEP_STRATEGY):
-                found.append({"name": "code", "args": {"ops": ops, "programs": programs}, "seed_prompt": prompt})
+                found.append({"name": "code", "args": {"ops": ops, "programs": pool}, "seed_prompt": prompt})
     return found
 
 

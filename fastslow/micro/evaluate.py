@@ -25,9 +25,9 @@ import random
 
 import torch
 
+from fastslow.evaluation import prompt_signal
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
-from fastslow.evaluation import prompt_signal
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
 from fastslow.tasks.micro import (
     COUNT_RULES,
