@@ -66,6 +66,8 @@ def deployed_prompt(state: dict) -> str | None:
 
 
 def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
+    from fastslow.policy import MICRO_MODELS
+
     base = config.model.path
     is_hub_id = base not in MICRO_MODELS and not Path(base).expanduser().exists()
     front = "---\n" + (f"base_model: {base}\n" if is_hub_id else "") + "library_name: transformers\n"
