@@ -144,7 +144,8 @@ class ReflectionConfig(Section):
         if self.template != "auto":
             return self.template
         reflector = policy_path if self.kind == "self" else self.model
-        return "compact" if reflector in ("micro", "micro-v4") else "gepa"  # the shipped micro models
+        # the names of fastslow.micro.MICRO_MODELS, spelled out: config stands below micro (docs/DESIGN.md, Layout)
+        return "compact" if reflector in ("micro", "micro-v4") else "gepa"
 
 
 class EvalConfig(Section):

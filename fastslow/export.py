@@ -16,6 +16,7 @@ from pathlib import Path
 from fastslow.checkpoint import latest_checkpoint
 from fastslow.config import Config, load_config
 from fastslow.errors import FastSlowError
+from fastslow.micro import MICRO_MODELS
 
 METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
 
@@ -66,8 +67,6 @@ def deployed_prompt(state: dict) -> str | None:
 
 
 def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
-    from fastslow.policy import MICRO_MODELS
-
     base = config.model.path
     is_hub_id = base not in MICRO_MODELS and not Path(base).expanduser().exists()
     front = "---\n" + (f"base_model: {base}\n" if is_hub_id else "") + "library_name: transformers\n"

@@ -18,11 +18,8 @@ from torch import nn
 
 from fastslow import shared_prefix
 from fastslow.errors import FastSlowError
+from fastslow.micro import MICRO_MODELS
 
-MICRO_MODEL_DIR = Path(__file__).parent / "micro" / "model"
-# Shipped checkpoints by short name: v3 (the default: follows instructions exactly and reflects) and v4 (a fallible
-# policy that does not reflect; pair it with `reflection: {kind: local, model: micro}`). docs/MICRO.md.
-MICRO_MODELS = {"micro": MICRO_MODEL_DIR, "micro-v4": MICRO_MODEL_DIR.parent / "model-v4"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

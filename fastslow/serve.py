@@ -54,7 +54,8 @@ class ChatModel:
         import torch
 
         from fastslow.guards import context_length
-        from fastslow.policy import MICRO_MODELS, load_model, load_tokenizer, resolve_model_path
+        from fastslow.micro import MICRO_MODELS
+        from fastslow.policy import load_model, load_tokenizer, resolve_model_path
 
         self.name = model_dir if model_dir in MICRO_MODELS else Path(resolve_model_path(model_dir)).name
         self.tokenizer = load_tokenizer(model_dir)

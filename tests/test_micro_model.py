@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.cli import app
+from fastslow.micro import MICRO_MODEL_DIR
 from fastslow.micro.language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, program_spec
 from fastslow.micro.pretrain import merge_shards, pretrain
-from fastslow.policy import MICRO_MODEL_DIR, Sampling, chat_messages, generate, load_model, load_tokenizer
+from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
 from fastslow.tasks.micro import StringProgramTask
 
 GREEDY = Sampling(max_new_tokens=24, temperature=0)

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from fastslow.errors import FastSlowError
-from fastslow.micro.corpus import code_example, fallible_instruct_example, sample_example
+from fastslow.micro.corpus import INSTRUCTION_TO_PROGRAM, code_example, fallible_instruct_example, sample_example
 from fastslow.micro.language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, Op, parse_program, run_program
 from fastslow.micro.slips import SLIPS, SlipRates, follow_fallibly, misapply, misread, typos, work_fallibly
 from fastslow.tasks import load_task
@@ -98,8 +98,8 @@ def test_v4_corpus_writes_worked_answers_exactly_when_the_prompt_asks_for_them()
     examples = [code_example(rng) for _ in range(400)]
     for e in examples:
         system = e.messages[0]["content"] if e.messages[0]["role"] == "system" else ""
-        lines = parse_program(e.messages[-1]["content"].split("\n")[0].removeprefix("program ")).__len__()
-        expected_lines = lines if STEP_STRATEGY in system else 1
+        ops = len(parse_program(e.messages[-1]["content"].split("\n")[0].removeprefix("program ")))
+        expected_lines = ops if STEP_STRATEGY in system else 1
         assert len(e.answer.split("\n")) == expected_lines
     assert {STEP_STRATEGY in (e.messages[0]["content"] if e.messages[0]["role"] == "system" else "")
             for e in examples} == {True, False}
@@ -116,8 +116,6 @@ def test_v4_corpus_has_no_reflection_and_slips_only_on_string_programs():
         instruction, text = e.messages[0]["content"], e.messages[-1]["content"]
         if instruction.startswith(("Count", "Find")):
             continue
-        from fastslow.micro.corpus import INSTRUCTION_TO_PROGRAM
-
         wrong += e.answer != run_program(INSTRUCTION_TO_PROGRAM[instruction], text)
     assert wrong > 0  # string programs slip
     assert sample_example(random.Random(3), "v3") == sample_example(random.Random(3))  # v3's stream is unchanged

@@ -119,22 +119,25 @@ INSTRUCTION_TO_RULE = {count_instruction(r): r for r in COUNT_RULES}
 
 # ---- the kinds of examples -------------------------------------------------------------------------
 
-def instruct_example(rng: random.Random) -> Example:
+def instruct_example(rng: random.Random, policy=follow) -> Example:
+    """The right instruction and what `policy(rng, instruction, problem)` answers: v3's exact executor by default."""
     family = rng.choices(("strings", "counting", "stargraph"), (0.7, 0.13, 0.17))[0]
     task = random_task(rng, family)
     problem = train_problem(rng, task)
     instruction = right_instruction(task)
-    return Example("instruct", chat_messages(instruction, problem.prompt), follow(rng, instruction, problem))
+    return Example("instruct", chat_messages(instruction, problem.prompt), policy(rng, instruction, problem))
+
+
+def follow_as_v4(rng: random.Random, instruction: str, problem: Problem) -> str:
+    """What micro model v4 answers: `follow`, with string programs run by the fallible executor (slips.SLIPS);
+    counting and star graphs stay exact."""
+    if instruction in INSTRUCTION_TO_PROGRAM and "\nstart " not in problem.prompt:
+        return follow_fallibly(rng, INSTRUCTION_TO_PROGRAM[instruction], problem.prompt, SLIPS["instruction"])
+    return follow(rng, instruction, problem)
 
 
 def fallible_instruct_example(rng: random.Random) -> Example:
-    """v4: as `instruct_example`, but string programs are followed by a fallible executor (slips.SLIPS)."""
-    example = instruct_example(rng)
-    program = INSTRUCTION_TO_PROGRAM.get(example.messages[0]["content"])
-    if program is None:  # counting and star graphs stay exact
-        return example
-    text = example.messages[-1]["content"]
-    return Example("instruct", example.messages, follow_fallibly(rng, program, text, SLIPS["instruction"]))
+    return instruct_example(rng, follow_as_v4)
 
 
 CODE_TASKS = [CodeTask(ops=n, programs="train") for n in (1, 2, 3)]
@@ -149,16 +152,19 @@ def code_system_prompt(rng: random.Random) -> tuple[str | None, bool]:
     return rng.choice((STEP_STRATEGY, f"{other} {STEP_STRATEGY}" if other else STEP_STRATEGY)), True
 
 
+def code_answer(rng: random.Random, problem: Problem, worked: bool) -> str:
+    """What v4 answers to a stated program: one line per step, or the output in one line."""
+    program, text = parse_program(problem.info["program"]), code_input(problem.prompt)
+    if worked:
+        return "\n".join(work_fallibly(rng, program, text, SLIPS["worked"]))
+    return follow_fallibly(rng, program, text, SLIPS["direct"])
+
+
 def code_example(rng: random.Random) -> Example:
     task = rng.choices(CODE_TASKS, (0.15, 0.35, 0.5))[0]
     problem = train_problem(rng, task)
-    program, text = parse_program(problem.info["program"]), code_input(problem.prompt)
     system, worked = code_system_prompt(rng)
-    if worked:
-        answer = "\n".join(work_fallibly(rng, program, text, SLIPS["worked"]))
-    else:
-        answer = follow_fallibly(rng, program, text, SLIPS["direct"])
-    return Example("code", chat_messages(system, problem.prompt), answer)
+    return Example("code", chat_messages(system, problem.prompt), code_answer(rng, problem, worked))
 
 
 def generic_example(rng: random.Random) -> Example:
@@ -223,20 +229,12 @@ def reflection(task, current: str, problems: list[Problem], completions: list[st
     return Example("reflect", chat_messages(None, prompt), f"```\n{target}\n```")
 
 
-def follow_as_v4(rng: random.Random, instruction: str, problem: Problem) -> str:
-    """What micro model v4 answers: `follow`, with string programs run by the fallible executor."""
-    if instruction in INSTRUCTION_TO_PROGRAM and "\nstart " not in problem.prompt:
-        return follow_fallibly(rng, INSTRUCTION_TO_PROGRAM[instruction], problem.prompt, SLIPS["instruction"])
-    return follow(rng, instruction, problem)
-
-
 def code_reflect_example(rng: random.Random) -> Example:
     """A reflection on v4's one-line answers to stated programs: the better prompt is the strategy."""
     task = rng.choice(CODE_TASKS[1:])
     current = rng.choice(GENERIC_PROMPTS + (describe(random_program(rng)),))
     problems = [train_problem(rng, task) for _ in range(rng.choice((2, 3, 3, 3, 3, 4)))]
-    completions = [follow_fallibly(rng, parse_program(p.info["program"]), code_input(p.prompt), SLIPS["direct"])
-                   for p in problems]
+    completions = [code_answer(rng, p, worked=False) for p in problems]
     return reflection(task, current, problems, completions, STEP_STRATEGY)
 
 

@@ -25,8 +25,8 @@ from fastslow.micro.tokenizer import IM_END, build_tokenizer
 
 # A version names a corpus and a size. v3, ~14M parameters (28 MB saved in bfloat16, run in float32: see
 # _run_in_float32): the issue's feasibility runs found program induction (reflection) needs this size (4.8M parameters
-# inferred 4% of unseen programs, 14.3M 67%). v4 is a policy only (a separate model reflects), so half the width:
-# ~6.3M parameters, 13 MB, which leaves room in the repository for v3 beside it as its reflector.
+# inferred 4% of unseen programs, 14.3M 67%). v4 is a policy only (a separate model reflects), so two thirds of the
+# width: ~6.3M parameters, 13 MB; with the reflector (v3's size) that is 40 MB, within the 45 MB the checkpoints may take.
 MODEL_SIZES = {
     "v3": dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
                num_key_value_heads=2, head_dim=64),
