@@ -188,6 +188,10 @@ def pretrain(
             window.zero_()
 
     if world > 1:
+        # A barrier first lets gloo's worker threads release the last all_reduce's tensors (they need the GIL) before
+        # the group can be destroyed; without it the group's destructor can deadlock against them (torch 2.13, gloo).
+        dist.barrier()
+        del trained
         dist.destroy_process_group()
     if not main:
         return {"rank": rank, "steps": step, "train_seconds": time.time() - train_started}
