@@ -10,13 +10,14 @@ source benchmarks/device_setup.sh
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 SUITE=$1; LIMIT=${2:-480}; shift 2 || shift $#
 ARMS=${*:-rl fst}
+MODEL=${MODEL:-micro-v4}  # or a checkpoint left in /tmp by benchmarks/gpu_micro_v4.sh on a still-warm machine
 REFLECTOR=${REFLECTOR:-micro}
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "cores $(nproc)"; date -u; } | tee "$OUT/hardware.txt"
 mapfile -t TASKS < <(python3 -c 'import json, sys; [print(json.dumps(t)) for t in json.load(open(sys.argv[1]))["suite"]]' "$SUITE")
 per_task=$(( $(echo $ARMS | wc -w) * 3 ))
 for i in "${!TASKS[@]}"; do
   timeout "$LIMIT" python3 benchmarks/confident_prompts.py --out /tmp/suite/$i --seeds 3 --workers "$per_task" \
-      --arms $ARMS --task "${TASKS[$i]}" --set model.path=micro-v4 --set model.max_new_tokens=48 \
+      --arms $ARMS --task "${TASKS[$i]}" --set model.path="$MODEL" --set model.max_new_tokens=48 \
       --set reflection.kind=local --set reflection.model="$REFLECTOR" 2>&1 | grep -v -i warn > /tmp/suite_$i.log &
 done
 wait
