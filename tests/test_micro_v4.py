@@ -155,3 +155,16 @@ def test_a_shipped_short_name_without_its_checkpoint_says_so(monkeypatch, tmp_pa
     monkeypatch.setitem(policy.MICRO_MODELS, "micro-v4", tmp_path / "model-v4")
     with pytest.raises(FastSlowError, match="'micro-v4' has no checkpoint"):
         policy.resolve_model_path("micro-v4")
+
+
+def test_the_shipped_micro_v4_works_one_line_per_step_exactly_when_the_strategy_asks():
+    from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path("micro-v4")
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    assert sum(p.numel() for p in model.parameters()) == 6_322_432
+    problems = CodeTask(ops=3).problems("val", 12, seed=0)
+    greedy = Sampling(max_new_tokens=48, temperature=0)
+    for system, lines in ((CodeTask.seed_prompt, 1), (STEP_STRATEGY, 3)):
+        answers = generate(model, tokenizer, [chat_messages(system, p.prompt) for p in problems], greedy)
+        assert sum(len(a.strip().splitlines()) == lines for a in answers) >= 10, (system, answers)
