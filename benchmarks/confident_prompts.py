@@ -16,6 +16,7 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     fst-signal              keep_signal_member and loop.rollout_allocation: signal
     fst-member              rl.advantage_baseline: member alone
     fst-remedy              all three: advantage_baseline member, rollout_allocation signal, keep_signal_member
+    fst-repeats             gepa.skip_repeats false: GEPA scores proposals that repeat their parent (before 2026-12-01)
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -50,6 +51,7 @@ ARMS = {
     "fst-member": {"mode": "fst", "rl.advantage_baseline": "member"},
     "fst-remedy": {"mode": "fst", "rl.advantage_baseline": "member", "loop.keep_signal_member": True,
                    "loop.rollout_allocation": "signal"},
+    "fst-repeats": {"mode": "fst", "gepa.skip_repeats": False},
 }
 SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
          "rl.bf16": True, "model.share_prefixes": False}
@@ -78,15 +80,18 @@ def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[lis
         after_cycle0 = next((r for r in run.rows if r["step"] == steps_per_cycle and r.get("entropy") is not None), {})
         signal = [r["within_prompt_signal"] or 0.0 for r in run.rows if r.get("kept_problems") is not None]
         grad = [r["grad_norm"] for r in run.rows if r.get("grad_norm") is not None]
-        rows.append([label, seed, f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
+        rows.append([label, seed, run.last("step"), f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
                      f"{after_cycle0.get('entropy', float('nan')):.3f}",
                      f"{np.mean(signal):.2f}" if signal else "—", f"{np.mean(grad):.3g}" if grad else "—"])
     return rows
 
 
 def mean_running_best(run_dirs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds at the evaluations every run reached (a run cut short by a time limit ends early)."""
     curves = [series(d, "samples", "val_accuracy") for d in run_dirs]
-    x = curves[0][0]
+    reached = min(cx[-1] for cx, _ in curves)
+    x = max((cx for cx, _ in curves), key=len)
+    x = x[x <= reached]
     return x, np.mean([np.interp(x, cx, stats.running_max(cy)) for cx, cy in curves], axis=0)
 
 
@@ -118,11 +123,12 @@ def main() -> int:
         runs = {arm: dirs[i * args.seeds:(i + 1) * args.seeds] for i, arm in enumerate(args.arms)}
     T = base["loop"]["steps_per_cycle"]
 
-    table = markdown_table(["arm", "seed", "best val acc", "KL to base at the end", "entropy under the best prompt "
+    table = markdown_table(["arm", "seed", "steps", "best val acc", "KL to base at the end", "entropy under the best prompt "
                             "after cycle 0", "mean within-prompt signal", "mean grad norm"],
                            [row for arm in args.arms for row in arm_rows(arm, runs[arm], T)])
     curves = {arm: mean_running_best(runs[arm]) for arm in args.arms}
-    x = curves[args.arms[0]][0]
+    x = min((curves[arm][0] for arm in args.arms), key=len)  # the sample counts every arm reached
+    curves = {arm: (x, curve[: len(x)]) for arm, (_, curve) in curves.items()}
     matched = markdown_table(["samples", *args.arms], [[int(s), *(f"{curves[a][1][i]:.3f}" for a in args.arms)]
                                                        for i, s in enumerate(x)])
     verdicts = []
