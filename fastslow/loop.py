@@ -108,7 +108,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     population = [Member(SEED_ID, seed_prompt)]
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
-                "budget_carry": 0}
+                "reflection_repeats": 0, "budget_carry": 0}
     first_step, started = 1, time.perf_counter()
 
     def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
@@ -165,7 +165,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population,
                                       keep_signal_member=config.loop.keep_signal_member,
                                       refuse=prompt_room.refusal,
-                                      keep_rollouts=config.mode == "fst" and config.loop.reuse_fast_rollouts)
+                                      keep_rollouts=config.mode == "fst" and config.loop.reuse_fast_rollouts,
+                                      skip_repeats=config.gepa.skip_repeats)
             if processes.num_processes > 1:
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
             population, reusable = fast.population, fast.reusable  # the cycle's steps consume `reusable`
@@ -173,6 +174,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             counters["budget_carry"] = budget - fast.metric_calls
             counters["reflection_calls"] += fast.reflection_calls
             counters["reflection_failures"] += fast.reflection_failures
+            counters["reflection_repeats"] += fast.reflection_repeats
             reflection_failed = fast.reflection_failed
             fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
                             "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}

@@ -28,6 +28,15 @@ class ScriptedReflectionLM:
         return f"```\n{self.instructions[zlib.crc32(prompt.encode()) % len(self.instructions)]}\n```"
 
 
+class EchoingReflectionLM(ScriptedReflectionLM):
+    """Answers every reflection prompt with the instruction it was asked to improve (the prompt's first ``` block):
+    a reflection LM that proposes nothing new."""
+
+    def __call__(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return f"```\n{prompt.split('```')[1].strip()}\n```"
+
+
 class BatchingScriptedReflectionLM(ScriptedReflectionLM):
     """The scripted LM with GEPA's batched entry point; records each batch's size. `fail_batches`: every
     batched call raises (GEPA then asks once per prompt)."""

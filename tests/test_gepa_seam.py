@@ -2,7 +2,7 @@
 population, resumed by `gepa.optimize` without re-scoring the seed, within a budget."""
 
 import pytest
-from doubles import BatchingScriptedReflectionLM, ScriptedReflectionLM, ShortAnswerTask
+from doubles import BatchingScriptedReflectionLM, EchoingReflectionLM, ScriptedReflectionLM, ShortAnswerTask
 
 from fastslow.fast.adapter import PolicyAdapter
 from fastslow.fast.gepa_driver import run_fast_phase, seeded_state
@@ -81,3 +81,23 @@ def test_batched_proposals_reflect_once_per_iteration_and_keep_the_budget(adapte
     # every prompt counted once; after a failed batch GEPA asks once per prompt and nothing counts as failed
     assert result.reflection_calls == len(reflection.prompts) == sum(reflection.batch_sizes)
     assert result.reflection_failures == 0
+
+
+@pytest.mark.parametrize("skip_repeats", [True, False])
+def test_a_proposal_that_repeats_its_parent_is_dropped_before_scoring(adapter, tmp_path, skip_repeats):
+    anchors = ShortAnswerTask().problems("train", 6, 1)
+    population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
+    reflection = EchoingReflectionLM()
+    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=24, population_size=2,
+                            minibatch_size=3, template="compact", seed=0, work_dir=tmp_path / "c1",
+                            skip_repeats=skip_repeats)
+    iterations = result.reflection_calls
+    assert iterations >= 2 and result.reflection_failures == 0
+    assert {m.text for m in result.population} <= {"Answer.", "Answer tersely."}
+    if skip_repeats:  # each iteration scores only its parent on the minibatch; no child is scored or kept
+        assert result.reflection_repeats == iterations
+        assert result.metric_calls == 3 * iterations
+        assert {m.id for m in result.population} == {"seed", "c0-1"}
+    else:  # GEPA scores each repeat on the minibatch too (and on the anchor set when noise gets it accepted)
+        assert result.reflection_repeats == 0
+        assert result.metric_calls >= 2 * 3 * iterations
