@@ -16,7 +16,7 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     fst-signal              keep_signal_member and loop.rollout_allocation: signal
     fst-member              rl.advantage_baseline: member alone
     fst-remedy              all three: advantage_baseline member, rollout_allocation signal, keep_signal_member
-    fst-repeats             gepa.skip_repeats false: GEPA scores proposals that repeat their parent (before 2026-12-01)
+    fst-skip                gepa.skip_repeats: proposals that repeat their parent are dropped before GEPA scores them
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -51,7 +51,7 @@ ARMS = {
     "fst-member": {"mode": "fst", "rl.advantage_baseline": "member"},
     "fst-remedy": {"mode": "fst", "rl.advantage_baseline": "member", "loop.keep_signal_member": True,
                    "loop.rollout_allocation": "signal"},
-    "fst-repeats": {"mode": "fst", "gepa.skip_repeats": False},
+    "fst-skip": {"mode": "fst", "gepa.skip_repeats": True},
 }
 SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
          "rl.bf16": True, "model.share_prefixes": False}

@@ -171,7 +171,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
             population, reusable = fast.population, fast.reusable  # the cycle's steps consume `reusable`
             counters["fast_rollouts"] += fast.rollouts
-            counters["budget_carry"] = budget - fast.metric_calls
+            counters["budget_carry"] = budget - fast.budget_spent
             counters["reflection_calls"] += fast.reflection_calls
             counters["reflection_failures"] += fast.reflection_failures
             counters["reflection_repeats"] += fast.reflection_repeats

@@ -97,7 +97,9 @@ def test_a_proposal_that_repeats_its_parent_is_dropped_before_scoring(adapter, t
     if skip_repeats:  # each iteration scores only its parent on the minibatch; no child is scored or kept
         assert result.reflection_repeats == iterations
         assert result.metric_calls == 3 * iterations
+        # the budget is charged for each repeat as if it had been scored: GEPA runs the iterations it would have
+        assert result.budget_spent == 6 * iterations and 24 - 6 < result.budget_spent <= 24
         assert {m.id for m in result.population} == {"seed", "c0-1"}
     else:  # GEPA scores each repeat on the minibatch too (and on the anchor set when noise gets it accepted)
-        assert result.reflection_repeats == 0
+        assert result.reflection_repeats == 0 and result.budget_spent == result.metric_calls
         assert result.metric_calls >= 2 * 3 * iterations

@@ -32,6 +32,7 @@ from fastslow.tasks import Problem
 class FastPhaseResult:
     population: list[Member]  # best first
     metric_calls: int  # GEPA scoring rollouts (re-scoring not included)
+    budget_spent: int  # metric_calls, plus what the dropped repeats are charged (_BudgetStopper)
     rescore_rollouts: int
     reflection_calls: int
     reflection_failures: int
@@ -57,14 +58,16 @@ class _BudgetStopper:
     each of its proposals).
 
     An accepted child also costs a full anchor-set evaluation, which may run past the budget; the
-    loop carries the difference (positive or negative) into the next cycle's budget.
+    loop carries the difference (positive or negative) into the next cycle's budget. `charged()`: calls spent
+    without rollouts (a dropped repeat is charged the minibatch evaluation it would have cost, so GEPA runs the
+    iterations it would have run and only the rollouts are saved).
     """
 
-    def __init__(self, budget: int, minibatch_size: int, proposals: int = 1):
-        self.budget, self.per_iteration = budget, 2 * minibatch_size * proposals
+    def __init__(self, budget: int, minibatch_size: int, proposals: int = 1, charged: Callable[[], int] = lambda: 0):
+        self.budget, self.per_iteration, self.charged = budget, 2 * minibatch_size * proposals, charged
 
     def __call__(self, state: GEPAState) -> bool:
-        return state.total_num_evals + self.per_iteration > self.budget
+        return state.total_num_evals + self.charged() + self.per_iteration > self.budget
 
 
 class _CountingReflection:
@@ -108,7 +111,8 @@ class _NoRepeats(StatelessReflectionLM):
     """GEPA's reflector, less the proposals that repeat the instruction they were asked to improve. GEPA skips a
     proposal with no new text before scoring it; a repeat would be scored on a minibatch at temperature 1, where it
     beats its parent by noise alone about as often as not, and then costs an anchor-set evaluation and a place in the
-    population (half the children kept in micro-v4's suite runs, 2026-12-01, repeated their parent)."""
+    population (half the children kept in micro-v4's suite runs, 2026-12-01, repeated their parent). The budget is
+    charged for a dropped repeat as if it had been scored (_BudgetStopper): skipping saves rollouts, not iterations."""
 
     def __init__(self, lm, template: str):
         super().__init__(lm, template)
@@ -178,7 +182,7 @@ def run_fast_phase(
     keep_signal_member: bool = False,
     refuse: Callable[[str], str | None] = no_instruction,
     keep_rollouts: bool = False,
-    skip_repeats: bool = True,
+    skip_repeats: bool = False,
 ) -> FastPhaseResult:
     """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
     return the top-K of the per-instance Pareto front (with `keep_signal_member`, always including the member the
@@ -195,6 +199,7 @@ def run_fast_phase(
     seeded_state(carried, anchors).save(str(work_dir))
     reflection = _CountingReflection(reflection_lm, refuse)
     reflector = _NoRepeats(reflection, resolve_template(template)) if skip_repeats else None
+    charged = (lambda: reflector.repeats * minibatch_size) if skip_repeats else (lambda: 0)
     result = gepa.optimize(
         seed_candidate={COMPONENT: carried[0].text},
         trainset=list(anchors),
@@ -208,7 +213,7 @@ def run_fast_phase(
         reflection_prompt_template=resolve_template(template),
         sampling_strategy=(IndependentSampling(proposals_per_iteration) if proposals_per_iteration > 1
                            else SingleMutationSampling()),
-        stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals_per_iteration)],
+        stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals_per_iteration, charged)],
         val_evaluation_policy=_NoSeedEvaluation(),
         run_dir=str(work_dir),
         logger=_QuietLogger(),
@@ -238,6 +243,7 @@ def run_fast_phase(
     return FastPhaseResult(
         population=sorted(new_population, key=lambda m: -m.mean_score),
         metric_calls=result.total_metric_calls or 0,
+        budget_spent=(result.total_metric_calls or 0) + charged(),
         rescore_rollouts=rescore_rollouts,
         reflection_calls=reflection.calls,
         reflection_failures=reflection.failures,
