@@ -1,13 +1,15 @@
 """Wall clock per RL step of RL, FST and FST with rollout reuse (loop.reuse_fast_rollouts), on the same data plan.
 
-    python benchmarks/reuse_step_time.py [--preset full] [--steps 12] [--threads 2] [--out DIR] [--tiny]
+    python benchmarks/reuse_step_time.py [--preset full] [--steps 12] [--threads 2] [--out DIR] [--tiny] [--set K=V]
 
 The runs are the efficiency experiment's (the micro model reflecting on itself, its default task) at a preset's
 sizes (fastslow.experiments.presets), one seed, one after the other in this process. A step's wall clock is the
 time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA, reflection) falls on its first step;
 evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last. The process's CPU time per step is
 measured too: on a shared machine it depends less on what else runs. Prints a markdown table (and writes it to --out
-with the runs' metrics). `--tiny`: a few small steps, to check the script quickly.
+with the runs' metrics). `--tiny`: a few small steps, to check the script quickly. `--set KEY=VALUE` changes every
+run's config last, e.g. the policy and reflection LM of micro world v4 (`--set model.path=micro-v4 --set
+reflection.kind=local --set reflection.model=micro`) or the task (`--set 'task={name: code, args: {ops: 3}}'`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ TINY = {"loop.steps": 2, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4,
         "reflection.max_new_tokens": 16}
 
 
-def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: bool, out: Path, bf16: bool):
+def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: bool, out: Path, bf16: bool,
+               extra: dict | None = None):
     from fastslow.config import parse_config, set_dotted
     from fastslow.experiments import presets
 
@@ -36,7 +39,7 @@ def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: boo
     data["task"] = copy.deepcopy(presets.SETTINGS["efficiency"]["task"])
     overrides = {**presets.preset(preset)["overrides"], "eval.every": 10_000, "task.val_size": 8, "eval.samples": 1,
                  "eval.kl_prompts": 0, "loop.reuse_fast_rollouts": reuse, "rl.bf16": bf16,
-                 **({"loop.steps": steps} if steps else {}), **(TINY if tiny else {})}
+                 **({"loop.steps": steps} if steps else {}), **(TINY if tiny else {}), **(extra or {})}
     for key, value in overrides.items():
         set_dotted(data, key, value)
     data.update(name=f"{mode}{'-reuse' if reuse else ''}", mode=mode, seed=0, output_dir=str(out))
@@ -86,7 +89,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="rl.bf16 (bf16 autocast)")
     parser.add_argument("--out", type=Path, default=None, help="write results.md and the runs' metrics here")
     parser.add_argument("--tiny", action="store_true", help="a few small steps (checks the script)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
     args = parser.parse_args()
+    from fastslow.cli import parse_overrides
+
+    extra = parse_overrides(args.set)
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -95,13 +102,15 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (mode, reuse) in VARIANTS.items():
-            results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, Path(tmp), args.bf16))
+            results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, Path(tmp), args.bf16,
+                                               extra))
             print(f"{name}: {results[name]['seconds per RL step']:.2f} s per step", flush=True)
     rl = results["rl"]["seconds per RL step"]
     keys = [k for k in results["rl"] if not k.startswith("_")]
     steps = len(results["rl"]["_rows"]) - 1
     lines = [f"preset {args.preset}{' (tiny)' if args.tiny else ''}, {steps} steps, {device}, "
-             f"load average before start {load:.1f}, {time.strftime('%Y-%m-%d %H:%M')}", "",
+             f"load average before start {load:.1f}, {time.strftime('%Y-%m-%d %H:%M')}"
+             + "".join(f", --set {k}={v}" for k, v in extra.items()), "",
              "| | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     rl_cpu = results["rl"]["CPU seconds per RL step"]
     lines.append("| **× RL per step** | " + " | ".join(f"**{r['seconds per RL step'] / rl:.2f}**"
