@@ -113,8 +113,8 @@ class GEPAConfig(Section):
                                          "IndependentSampling); >1 batches their rollouts and reflection calls")
     rescore_population: bool = Field(True, description="re-score the carried population under the current weights")
     skip_repeats: bool = Field(False, description="drop a proposal that repeats its parent's text before GEPA "
-                               "scores it (only sampling noise could get it accepted); charged to the budget as if "
-                               "scored. Off: on micro-v4 it cost +23% wall clock for -9% fast rollouts (docs/DESIGN.md)")
+                               "scores it, charged to the budget as if scored; off: on micro-v4 it cost 23% more "
+                               "wall clock for 9% fewer fast rollouts (docs/DESIGN.md)")
 
 
 class ReflectionConfig(Section):
