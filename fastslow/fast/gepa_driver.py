@@ -199,13 +199,18 @@ def run_fast_phase(
     seeded_state(carried, anchors).save(str(work_dir))
     reflection = _CountingReflection(reflection_lm, refuse)
     reflector = _NoRepeats(reflection, resolve_template(template)) if skip_repeats else None
-    charged = (lambda: reflector.repeats * minibatch_size) if skip_repeats else (lambda: 0)
+
+    def repeats() -> int:
+        return reflector.repeats if reflector else 0
+
+    def charged() -> int:  # a dropped repeat costs the budget the minibatch evaluation it would have had
+        return repeats() * minibatch_size
     result = gepa.optimize(
         seed_candidate={COMPONENT: carried[0].text},
         trainset=list(anchors),
         valset=list(anchors),
         adapter=adapter,
-        reflection_lm=None if skip_repeats else reflection,
+        reflection_lm=None if reflector else reflection,
         reflection_strategy=reflector,
         candidate_selection_strategy="pareto",
         frontier_type="instance",
@@ -247,7 +252,7 @@ def run_fast_phase(
         rescore_rollouts=rescore_rollouts,
         reflection_calls=reflection.calls,
         reflection_failures=reflection.failures,
-        reflection_repeats=reflector.repeats if skip_repeats else 0,
+        reflection_repeats=repeats(),
         seconds_reflect=reflection.seconds,
         reflection_failed=failed,
         reusable=ReusableRollouts(recorded, new_population) if keep_rollouts else None,
