@@ -215,6 +215,17 @@ def export(
     console.print(f"exported: {export_run(run_dir, out_dir)}")
 
 
+def leave_process_group() -> None:
+    """Under torchrun or `accelerate launch`, tear torch.distributed's process group down before the interpreter does:
+    gloo's threads, left to the interpreter's exit, abort the process now and then ("terminate called without an
+    active exception": exit -6 instead of the command's own code, 3 in 12 two-process runs on 2 CPU cores)."""
+    if "torch.distributed" in sys.modules:  # never imports torch for commands that did not
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main() -> None:  # console entry point
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bar says what is happening
@@ -225,4 +236,7 @@ def main() -> None:  # console entry point
 
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes from our dependencies, not for users
-    sys.exit(app())
+    try:
+        app()
+    finally:
+        leave_process_group()
