@@ -17,6 +17,8 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     fst-member              rl.advantage_baseline: member alone
     fst-remedy              all three: advantage_baseline member, rollout_allocation signal, keep_signal_member
     fst-skip                gepa.skip_repeats: proposals that repeat their parent are dropped before GEPA scores them
+    fst-reuse               loop.reuse_fast_rollouts (4 proposals per GEPA iteration, as fst)
+    fst-reuse-n1, -n16      the same with 1 (classic GEPA: one proposal per round) or 16 proposals per iteration
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -52,12 +54,15 @@ ARMS = {
     "fst-remedy": {"mode": "fst", "rl.advantage_baseline": "member", "loop.keep_signal_member": True,
                    "loop.rollout_allocation": "signal"},
     "fst-skip": {"mode": "fst", "gepa.skip_repeats": True},
+    "fst-reuse": {"mode": "fst", "loop.reuse_fast_rollouts": True},
+    "fst-reuse-n1": {"mode": "fst", "loop.reuse_fast_rollouts": True, "gepa.proposals_per_iteration": 1},
+    "fst-reuse-n16": {"mode": "fst", "loop.reuse_fast_rollouts": True, "gepa.proposals_per_iteration": 16},
 }
 SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
          "rl.bf16": True, "model.share_prefixes": False}
 TINY = {"loop.steps": 4, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
         "loop.population_size": 2, "task.train_size": 32, "task.val_size": 8, "eval.every": 2, "eval.samples": 2,
-        "eval.kl_prompts": 4, "gepa.budget_passes": 1.0, "rl.bf16": False}
+        "eval.kl_prompts": 4, "gepa.budget_passes": 3.0, "rl.bf16": False}
 
 
 def base_config(tiny: bool, extra: dict, task: dict = TASK) -> dict:
@@ -80,9 +85,13 @@ def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[lis
         after_cycle0 = next((r for r in run.rows if r["step"] == steps_per_cycle and r.get("entropy") is not None), {})
         signal = [r["within_prompt_signal"] or 0.0 for r in run.rows if r.get("kept_problems") is not None]
         grad = [r["grad_norm"] for r in run.rows if r.get("grad_norm") is not None]
+        last = run.rows[-1]
+        rounds = (last.get("fast_rounds") or 0) / (last["cycle"] + 1)
         rows.append([label, seed, run.last("step"), f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
                      f"{after_cycle0.get('entropy', float('nan')):.3f}",
-                     f"{np.mean(signal):.2f}" if signal else "—", f"{np.mean(grad):.3g}" if grad else "—"])
+                     f"{np.mean(signal):.2f}" if signal else "—", f"{np.mean(grad):.3g}" if grad else "—",
+                     f"{last['wall_time'] / max(last['step'], 1):.2f}", f"{rounds:.1f}",
+                     last["rl_rollouts"] + last["fast_rollouts"]])
     return rows
 
 
@@ -124,7 +133,8 @@ def main() -> int:
     T = base["loop"]["steps_per_cycle"]
 
     table = markdown_table(["arm", "seed", "steps", "best val acc", "KL to base at the end", "entropy under the best prompt "
-                            "after cycle 0", "mean within-prompt signal", "mean grad norm"],
+                            "after cycle 0", "mean within-prompt signal", "mean grad norm", "s/step (incl. evaluation)",
+                            "fast rounds/cycle", "rollouts sampled"],
                            [row for arm in args.arms for row in arm_rows(arm, runs[arm], T)])
     curves = {arm: mean_running_best(runs[arm]) for arm in args.arms}
     x = min((curves[arm][0] for arm in args.arms), key=len)  # the sample counts every arm reached

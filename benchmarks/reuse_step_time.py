@@ -1,15 +1,18 @@
 """Wall clock per RL step of RL, FST and FST with rollout reuse (loop.reuse_fast_rollouts), on the same data plan.
 
     python benchmarks/reuse_step_time.py [--preset full] [--steps 12] [--threads 2] [--out DIR] [--tiny] [--set K=V]
+                                         [--proposals N [N ...]]
 
 The runs are the efficiency experiment's (the micro model reflecting on itself, its default task) at a preset's
-sizes (fastslow.experiments.presets), one seed, one after the other in this process. A step's wall clock is the
-time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA, reflection) falls on its first step;
-evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last. The process's CPU time per step is
-measured too: on a shared machine it depends less on what else runs. Prints a markdown table (and writes it to --out
-with the runs' metrics). `--tiny`: a few small steps, to check the script quickly. `--set KEY=VALUE` changes every
-run's config last, e.g. the policy and reflection LM of micro world v4 (`--set model.path=micro-v4 --set
-reflection.kind=local --set reflection.model=micro`) or the task (`--set 'task={name: code, args: {ops: 3}}'`).
+sizes (fastslow.experiments.presets), one seed, one after the other in this process, after an unmeasured warm-up
+run. A step's wall clock is the time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA,
+reflection) falls on its first step; evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last.
+The process's CPU time per step is measured too: on a shared machine it depends less on what else runs. Prints a
+markdown table (and writes it to --out with the runs' metrics). `--tiny`: a few small steps, to check the script
+quickly. `--set KEY=VALUE` changes every run's config last, e.g. the policy and reflection LM of micro world v4
+(`--set model.path=micro-v4 --set reflection.kind=local --set reflection.model=micro`) or the task
+(`--set 'task={name: code, args: {ops: 3}}'`). `--proposals 1 16` adds a run of FST with reuse at each of those
+`gepa.proposals_per_iteration` (the fast phase's rounds per cycle go down as it goes up: `fast rounds per cycle`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import torch
 
 VARIANTS = {"rl": ("rl", False), "fst": ("fst", False), "fst + reuse": ("fst", True)}
 TINY = {"loop.steps": 2, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
-        "loop.population_size": 2, "task.train_size": 16, "gepa.budget_passes": 1.0, "model.max_new_tokens": 8,
+        "loop.population_size": 2, "task.train_size": 16, "gepa.budget_passes": 3.0, "model.max_new_tokens": 8,
         "reflection.max_new_tokens": 16}
 
 
 def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: bool, out: Path, bf16: bool,
-               extra: dict | None = None):
+               extra: dict | None = None, name: str | None = None):
     from fastslow.config import parse_config, set_dotted
     from fastslow.experiments import presets
 
@@ -42,7 +45,7 @@ def config_for(preset: str, mode: str, reuse: bool, steps: int | None, tiny: boo
                  **({"loop.steps": steps} if steps else {}), **(TINY if tiny else {}), **(extra or {})}
     for key, value in overrides.items():
         set_dotted(data, key, value)
-    data.update(name=f"{mode}{'-reuse' if reuse else ''}", mode=mode, seed=0, output_dir=str(out))
+    data.update(name=name or f"{mode}{'-reuse' if reuse else ''}", mode=mode, seed=0, output_dir=str(out))
     return parse_config(data)
 
 
@@ -71,6 +74,7 @@ def measure(config) -> dict:
         "seconds per step, cycles >= 1": sum(later) / len(later) if later else float("nan"),
         "generate + score (s/step)": per_step("seconds_generate") + per_step("seconds_score"),
         "reflect (s/step)": per_step("seconds_reflect"),
+        "fast rounds per cycle": steps[-1]["fast_rounds"] / (steps[-1]["cycle"] + 1),
         "update (s/step)": per_step("seconds_update"),
         "rollouts sampled per step (RL + GEPA)": generated / len(steps),
         "of the RL rollouts, reused per step": per_step("reused_rollouts") if config.mode == "fst" else 0.0,
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write results.md and the runs' metrics here")
     parser.add_argument("--tiny", action="store_true", help="a few small steps (checks the script)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
+    parser.add_argument("--proposals", type=int, nargs="*", default=[],
+                        help="also FST with reuse at each of these gepa.proposals_per_iteration")
     args = parser.parse_args()
     from fastslow.cli import parse_overrides
 
@@ -99,11 +105,16 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    variants = {name: (mode, reuse, {}) for name, (mode, reuse) in VARIANTS.items()}
+    variants |= {f"fst + reuse, n={n}": ("fst", True, {"gepa.proposals_per_iteration": n}) for n in args.proposals}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (mode, reuse) in VARIANTS.items():
+        # a 2-step run first, not measured: the first run in a process pays one-time costs (CUDA's context and
+        # kernels, imports) that would otherwise land on whichever variant runs first (RL's steps: +50% on a GPU)
+        measure(config_for(args.preset, "rl", False, 2, args.tiny, Path(tmp), args.bf16, extra, name="warm-up"))
+        for i, (name, (mode, reuse, own)) in enumerate(variants.items()):
             results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, Path(tmp), args.bf16,
-                                               extra))
+                                               {**extra, **own}, name=f"run{i}"))
             print(f"{name}: {results[name]['seconds per RL step']:.2f} s per step", flush=True)
     rl = results["rl"]["seconds per RL step"]
     keys = [k for k in results["rl"] if not k.startswith("_")]

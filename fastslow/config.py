@@ -105,16 +105,32 @@ class RLConfig(Section):
     bf16: bool = Field(False, description="bf16 autocast (GPU, or a CPU with bf16 instructions)")
 
 
+AUTO_PROPOSALS = 4  # per GEPA round: as accurate as 1 or 16, in 2-5x fewer rounds than 1 (docs/RESULTS.md, issue 14)
+
+
 class GEPAConfig(Section):
     budget_passes: float = Field(5.0, gt=0, description="metric calls per cycle = passes x anchor-set size")
     max_metric_calls: int | None = Field(None, gt=0, description="override the per-cycle budget directly")
     reflection_minibatch_size: int = Field(3, gt=0, description="problems shown to the reflection LM per proposal")
-    proposals_per_iteration: int = Field(1, gt=0, description="parents GEPA mutates per iteration (gepa's "
-                                         "IndependentSampling); >1 batches their rollouts and reflection calls")
+    proposals_per_iteration: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="parents GEPA mutates per iteration, one sequential round of the fast phase (gepa's "
+        "IndependentSampling): their rollouts and reflection calls are batched. auto: 4, fewer where a cycle's "
+        "budget cannot pay for a round of 4 (docs/DESIGN.md, \"What FST costs\")")
     rescore_population: bool = Field(True, description="re-score the carried population under the current weights")
     skip_repeats: bool = Field(False, description="drop a proposal that repeats its parent's text before GEPA "
                                "scores it, charged to the budget as if scored; off: on micro-v4 it cost 23% more "
                                "wall clock for 9% fewer fast rollouts (docs/DESIGN.md)")
+
+    def budget(self, anchors: int) -> int:
+        """A cycle's metric calls for an anchor set of this size."""
+        return self.max_metric_calls or round(self.budget_passes * anchors)
+
+    def proposals(self, budget: int) -> int:
+        """Proposals per GEPA round: as configured, or for `auto` AUTO_PROPOSALS, fewer where the cycle's budget
+        cannot pay for their minibatch evaluations (parent and child each)."""
+        if self.proposals_per_iteration != "auto":
+            return self.proposals_per_iteration
+        return max(1, min(AUTO_PROPOSALS, budget // (2 * self.reflection_minibatch_size)))
 
 
 class ReflectionConfig(Section):
@@ -188,6 +204,26 @@ class Config(Section):
         K, G = self.loop.population_size, self.loop.rollouts_per_problem
         if self.mode == "fst" and G % K:
             raise ValueError(f"loop.population_size (K={K}) must divide loop.rollouts_per_problem (G={G})")
+        return self
+
+    @model_validator(mode="after")
+    def _a_round_fits_the_budget(self) -> Config:
+        """GEPA starts a round only while its minibatch evaluations fit the cycle's budget: a bigger round would never
+        run (or run only in cycles that carry budget over), silently leaving the prompts as they are."""
+        gepa, loop = self.gepa, self.loop
+        if self.mode == "rl":
+            return self
+        anchors = min(loop.steps_per_cycle * loop.problems_per_step, self.task.train_size)
+        budget = gepa.budget(anchors)
+        proposals = gepa.proposals(budget)
+        needed = 2 * gepa.reflection_minibatch_size * proposals
+        if needed > budget:
+            source = ("gepa.max_metric_calls" if gepa.max_metric_calls else
+                      f"gepa.budget_passes {gepa.budget_passes:g} x {anchors} anchor problems")
+            raise ValueError(f"gepa.proposals_per_iteration: a GEPA round scores 2 x {gepa.reflection_minibatch_size} "
+                             f"x {proposals} = {needed} minibatch problems (parent and child of each proposal), more "
+                             f"than a cycle's budget of {budget} metric calls ({source}), so it would never run; "
+                             "lower it or raise the budget")
         return self
 
     @property

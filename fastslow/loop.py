@@ -51,10 +51,6 @@ def load_problems(config: Config, task: Task) -> tuple[list[Problem], list[Probl
     return train, val
 
 
-def fast_budget(config: Config, anchors: int) -> int:
-    return config.gepa.max_metric_calls or round(config.gepa.budget_passes * anchors)
-
-
 def run(config: Config, resume: bool = False, observer: Observer | None = None,
         reflection_lm: Callable[[str], str] | None = None) -> Path:
     """Train as `config` says; returns the run directory. `reflection_lm` overrides config.reflection
@@ -108,7 +104,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     population = [Member(SEED_ID, seed_prompt)]
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
-                "reflection_repeats": 0, "budget_carry": 0}
+                "reflection_repeats": 0, "fast_rounds": 0, "budget_carry": 0}
     first_step, started = 1, time.perf_counter()
 
     def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
@@ -151,7 +147,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
         if config.mode != "rl":
             anchors = plan.anchor_set(cycle, last_step)
-            budget = fast_budget(config, len(anchors)) + counters["budget_carry"]
+            budget = config.gepa.budget(len(anchors)) + counters["budget_carry"]
             work_dir = run_dir.path / "gepa" / f"cycle-{cycle}"
             fast = None
             if is_main:
@@ -160,7 +156,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
                                       population_size=config.loop.population_size,
                                       minibatch_size=config.gepa.reflection_minibatch_size,
-                                      proposals_per_iteration=config.gepa.proposals_per_iteration,
+                                      proposals_per_iteration=config.gepa.proposals(budget),
                                       template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
                                       work_dir=work_dir, rescore_population=config.gepa.rescore_population,
                                       keep_signal_member=config.loop.keep_signal_member,
@@ -175,12 +171,13 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             counters["reflection_calls"] += fast.reflection_calls
             counters["reflection_failures"] += fast.reflection_failures
             counters["reflection_repeats"] += fast.reflection_repeats
+            counters["fast_rounds"] += fast.rounds
             reflection_failed = fast.reflection_failed
             fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
                             "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}
             run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
-                                     metric_calls=fast.metric_calls, reflection_calls=fast.reflection_calls,
-                                     reflection_failures=fast.reflection_failures)
+                                     metric_calls=fast.metric_calls, rounds=fast.rounds,
+                                     reflection_calls=fast.reflection_calls, reflection_failures=fast.reflection_failures)
 
         # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
         measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step

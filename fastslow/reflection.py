@@ -64,11 +64,19 @@ class ReflectionLM:
                 time.sleep(self.config.backoff_s * 2**attempt)
         raise ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
 
-    def batch_complete(self, prompts: list[str]) -> list[str]:
-        """Several reflections at once (GEPA's batched proposals): remote kinds send them concurrently; local
-        kinds override this with one batched generation. Raises ReflectionError if any of them fails."""
+    def batch_complete(self, prompts: list[str]) -> list[str | ReflectionError]:
+        """Several reflections at once (GEPA's batched proposals), each slot the answer or the ReflectionError its
+        prompt ended in (after its retries), so one failure costs one proposal: remote kinds send them concurrently;
+        local kinds override this with one batched generation."""
         with ThreadPoolExecutor(max(1, min(8, len(prompts)))) as pool:
-            return list(pool.map(self, prompts))
+            return list(pool.map(self.settle, prompts))
+
+    def settle(self, prompt: str) -> str | ReflectionError:
+        """The answer, or the ReflectionError the call ended in."""
+        try:
+            return self(prompt)
+        except ReflectionError as error:
+            return error
 
     def _complete(self, prompt: str) -> str:
         raise NotImplementedError
@@ -212,13 +220,13 @@ class LocalReflection(ReflectionLM):
         with self.weights() as model:
             return generate(model, self.tokenizer, [chat_messages(None, p) for p in prompts], sampling)
 
-    def batch_complete(self, prompts: list[str]) -> list[str]:
+    def batch_complete(self, prompts: list[str]) -> list[str | ReflectionError]:
         """One batched generation; an empty answer (or a failed batch) falls back to one call, with retries, each."""
         try:
             answers = [usable(a) for a in self._generate(prompts)]
         except Exception:
             answers = [""] * len(prompts)
-        return [answer or self(prompt) for prompt, answer in zip(prompts, answers)]
+        return [answer or self.settle(prompt) for prompt, answer in zip(prompts, answers)]
 
     def describe(self) -> str:
         return f"{self.config.kind}:{self.path}"

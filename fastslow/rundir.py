@@ -28,7 +28,7 @@ METRIC_KEYS = (
     "step", "cycle", "mode", "samples", "rl_rollouts", "fast_rollouts", "reward_mean", "val_accuracy",
     "val_accuracy_seed_prompt", "kl_base", "entropy", "seconds_generate", "seconds_score", "seconds_reflect",
     "seconds_update", "reflection_failed", "reflection_calls", "reflection_failures", "reflection_repeats",
-    "best_prompt_id", "wall_time", "kept_problems", "loss", "grad_norm", "within_prompt_signal",
+    "fast_rounds", "best_prompt_id", "wall_time", "kept_problems", "loss", "grad_norm", "within_prompt_signal",
     "within_prompt_variance_share", "member_entropy", "member_signal", "reused_rollouts", "fresh_rollouts",
     "reused_reward_mean", "importance_ratio_mean", "importance_capped_share", "distill_kl",
 )

@@ -52,6 +52,29 @@ class BatchingScriptedReflectionLM(ScriptedReflectionLM):
         return [self(prompt) for prompt in prompts]
 
 
+class SettlingScriptedReflectionLM(BatchingScriptedReflectionLM):
+    """The batching scripted LM as fastslow's ReflectionLM kinds batch: every slot settled on its own, and every
+    second prompt it is asked (in a batch or alone) ends in a ReflectionError."""
+
+    def __call__(self, prompt: str) -> str:
+        answer = super().__call__(prompt)
+        if len(self.prompts) % 2 == 0:
+            from fastslow.reflection import ReflectionError
+
+            raise ReflectionError("scripted failure of one prompt")
+        return answer
+
+    def batch_complete(self, prompts: list[str]) -> list:
+        self.batch_sizes.append(len(prompts))
+        outcomes = []
+        for prompt in prompts:
+            try:
+                outcomes.append(self(prompt))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+
 class ShortAnswerTask:
     """Reward = how short the completion is (1 for empty, 0 at >= 8 characters): a random tiny model's
     rewards vary, so groups have variance and RL moves the weights."""

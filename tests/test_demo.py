@@ -21,7 +21,7 @@ def test_demo_writes_both_runs_and_a_report_that_compares_them(tmp_path, tiny_mo
         "seed": 1, "model": {"path": tiny_model_path, "max_new_tokens": 6},
         "task": {"name": "doubles:ShortAnswerTask", "train_size": 16, "val_size": 4},
         "loop": {"steps": 2, "steps_per_cycle": 2, "problems_per_step": 2, "rollouts_per_problem": 2, "population_size": 2},
-        "gepa": {"budget_passes": 1}, "reflection": {"kind": "self", "max_new_tokens": 16},
+        "gepa": {"budget_passes": 3}, "reflection": {"kind": "self", "max_new_tokens": 16},
         "eval": {"every": 2, "samples": 1, "kl_prompts": 2},
     }))
     html = run_demo(tmp_path / "out", config_path=config)

@@ -2,7 +2,8 @@
 population, resumed by `gepa.optimize` without re-scoring the seed, within a budget."""
 
 import pytest
-from doubles import BatchingScriptedReflectionLM, EchoingReflectionLM, ScriptedReflectionLM, ShortAnswerTask
+from doubles import (BatchingScriptedReflectionLM, EchoingReflectionLM, ScriptedReflectionLM, SettlingScriptedReflectionLM,
+                     ShortAnswerTask)
 
 from fastslow.fast.adapter import PolicyAdapter
 from fastslow.fast.gepa_driver import run_fast_phase, seeded_state
@@ -77,10 +78,25 @@ def test_batched_proposals_reflect_once_per_iteration_and_keep_the_budget(adapte
     # an iteration costs 2 x 3 x 4 = 24 minibatch rollouts plus an anchor-set evaluation per accepted child (at
     # most 4); one starts only while 24 more fit in the budget of 60, so at most two run
     assert 1 <= len(reflection.batch_sizes) <= 2
+    assert result.rounds == len(reflection.batch_sizes)  # one round per iteration, its proposals in one call
     assert 24 * len(reflection.batch_sizes) <= result.metric_calls <= 60 + 4 * len(anchors)
     # every prompt counted once; after a failed batch GEPA asks once per prompt and nothing counts as failed
     assert result.reflection_calls == len(reflection.prompts) == sum(reflection.batch_sizes)
     assert result.reflection_failures == 0
+
+
+def test_a_batch_with_a_failed_slot_asks_no_prompt_twice_and_keeps_its_answers(adapter, tmp_path):
+    anchors = ShortAnswerTask().problems("train", 12, 1)
+    population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
+    reflection = SettlingScriptedReflectionLM()  # every second prompt fails
+    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=60, population_size=2,
+                            minibatch_size=3, proposals_per_iteration=4, template="compact", seed=0,
+                            work_dir=tmp_path / "c1")
+    # GEPA asks again one prompt at a time after a batch with a failure; those calls replay the batch's outcomes
+    assert reflection.batch_sizes and len(reflection.prompts) == sum(reflection.batch_sizes) == result.reflection_calls
+    assert result.reflection_failures == result.reflection_calls // 2 and not result.reflection_failed
+    # the answered half became children that GEPA scored on their minibatches: 3 rollouts each beside the parents'
+    assert result.metric_calls >= 3 * 4 * result.rounds + 3 * (result.reflection_calls - result.reflection_failures)
 
 
 @pytest.mark.parametrize("skip_repeats", [True, False])
@@ -92,7 +108,7 @@ def test_a_proposal_that_repeats_its_parent_is_dropped_before_scoring(adapter, t
                             minibatch_size=3, template="compact", seed=0, work_dir=tmp_path / "c1",
                             skip_repeats=skip_repeats)
     iterations = result.reflection_calls
-    assert iterations >= 2 and result.reflection_failures == 0
+    assert iterations >= 2 and result.reflection_failures == 0 and result.rounds == iterations
     assert {m.text for m in result.population} <= {"Answer.", "Answer tersely."}
     if skip_repeats:  # each iteration scores only its parent on the minibatch; no child is scored or kept
         assert result.reflection_repeats == iterations

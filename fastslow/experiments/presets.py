@@ -22,7 +22,6 @@ MICRO_BASE: dict[str, Any] = {
     # the whole batch (<= 128 rows) in one update pass: the micro model needs little memory, and micro-batches
     # would compute each system prompt prefix once per micro-batch
     "rl": {"learning_rate": 1e-4, "warmup_steps": 2, "micro_batch_rows": 128},
-    "gepa": {"proposals_per_iteration": 4},  # batched rollouts and reflection: the micro model reflects on itself
 }
 
 # Default tasks, chosen from what the micro model does BEFORE training (`python benchmarks/base_accuracy.py`:

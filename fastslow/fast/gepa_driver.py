@@ -37,6 +37,7 @@ class FastPhaseResult:
     reflection_calls: int
     reflection_failures: int
     reflection_repeats: int  # proposals that repeated their parent's text, dropped before scoring (skip_repeats)
+    rounds: int  # GEPA iterations: the fast phase's sequential rounds (_Rounds)
     seconds_reflect: float
     reflection_failed: bool  # every reflection failed: the previous population was kept
     reusable: ReusableRollouts | None = None  # keep_rollouts: the rollouts under the new population's members
@@ -70,13 +71,28 @@ class _BudgetStopper:
         return state.total_num_evals + self.charged() + self.per_iteration > self.budget
 
 
+class _Rounds:
+    """A GEPA callback counting the cycle's iterations. Each is a round the next must wait for: the parents' minibatch
+    generation, a reflection call, the children's generation, the accepted children's anchor-set generation. Where a
+    generation call costs about the same for 3 rows as for 300 (long completions, a GPU), the fast phase's wall clock
+    goes with its rounds rather than its rollouts (docs/DESIGN.md, "What FST costs")."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_iteration_start(self, event) -> None:
+        self.count += 1
+
+
 class _CountingReflection:
     """The reflection LM as GEPA calls it, counting calls, failures and seconds. An answer that `refuse` objects to
     (no instruction in it, too long) is a failure like an error. `batch_complete` (one call for an iteration's
-    proposals) is offered when the LM has it; GEPA retries a failed batch one prompt at a time."""
+    proposals) is offered when the LM has it. A batch with a failed slot raises, and GEPA then asks again one prompt
+    at a time: those calls replay what the batch settled (`settled`), so no prompt reaches the LM twice."""
 
     def __init__(self, reflection_lm: Callable[[str], str], refuse: Callable[[str], str | None]):
         self.reflection_lm, self.refuse, self.calls, self.failures, self.seconds = reflection_lm, refuse, 0, 0, 0.0
+        self.settled: dict[str, list[str | Exception]] = {}  # prompt -> outcomes of a failed batch, not yet replayed
         if hasattr(reflection_lm, "batch_complete"):
             self.batch_complete = self._batch_complete
 
@@ -87,6 +103,11 @@ class _CountingReflection:
         return answer
 
     def __call__(self, prompt: str) -> str:
+        if self.settled.get(prompt):  # GEPA asking again after a failed batch: counted when the batch ran
+            outcome = self.settled[prompt].pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         self.calls += 1
         start = time.perf_counter()
         try:
@@ -97,14 +118,26 @@ class _CountingReflection:
         finally:
             self.seconds += time.perf_counter() - start
 
-    def _batch_complete(self, messages_list: list[list[dict]]) -> list[str]:
-        start = time.perf_counter()
+    def _settle(self, outcome: str | Exception) -> str | Exception:
         try:
-            answers = [self._checked(a) for a in self.reflection_lm.batch_complete([m[-1]["content"] for m in messages_list])]
+            return outcome if isinstance(outcome, Exception) else self._checked(outcome)
+        except ReflectionError as error:
+            return error
+
+    def _batch_complete(self, messages_list: list[list[dict]]) -> list[str]:
+        prompts, self.settled = [m[-1]["content"] for m in messages_list], {}
+        start = time.perf_counter()
+        try:  # a batch call that raises as a whole counts nothing: GEPA asks again one prompt at a time
+            outcomes = [self._settle(o) for o in self.reflection_lm.batch_complete(prompts)]
         finally:
             self.seconds += time.perf_counter() - start
-        self.calls += len(answers)  # counted on success only: after a failure GEPA calls us once per prompt
-        return answers
+        failed = sum(isinstance(o, Exception) for o in outcomes)
+        self.calls, self.failures = self.calls + len(outcomes), self.failures + failed
+        if failed:
+            for prompt, outcome in zip(prompts, outcomes):
+                self.settled.setdefault(prompt, []).append(outcome)
+            raise ReflectionError(f"{failed} of {len(outcomes)} batched reflections failed")
+        return outcomes
 
 
 class _NoRepeats(StatelessReflectionLM):
@@ -197,7 +230,7 @@ def run_fast_phase(
 
     work_dir.mkdir(parents=True, exist_ok=False)  # fresh per cycle: GEPA ids are positions in this anchor set
     seeded_state(carried, anchors).save(str(work_dir))
-    reflection = _CountingReflection(reflection_lm, refuse)
+    reflection, rounds = _CountingReflection(reflection_lm, refuse), _Rounds()
     reflector = _NoRepeats(reflection, resolve_template(template)) if skip_repeats else None
 
     def repeats() -> int:
@@ -219,6 +252,7 @@ def run_fast_phase(
         sampling_strategy=(IndependentSampling(proposals_per_iteration) if proposals_per_iteration > 1
                            else SingleMutationSampling()),
         stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals_per_iteration, charged)],
+        callbacks=[rounds],
         val_evaluation_policy=_NoSeedEvaluation(),
         run_dir=str(work_dir),
         logger=_QuietLogger(),
@@ -253,6 +287,7 @@ def run_fast_phase(
         reflection_calls=reflection.calls,
         reflection_failures=reflection.failures,
         reflection_repeats=repeats(),
+        rounds=rounds.count,
         seconds_reflect=reflection.seconds,
         reflection_failed=failed,
         reusable=ReusableRollouts(recorded, new_population) if keep_rollouts else None,
