@@ -27,10 +27,12 @@ problem under the seed prompt and the loss is the reverse KL to the starting wei
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -72,6 +74,9 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.frozen_base = None  # full fine-tuning without a reference model: the starting weights (SlowLearner)
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
+        if self.use_vllm and self.vllm_mode == "colocate":
+            self.vllm_generation.sync_weights = partial(reload_in_place, self.vllm_generation,
+                                                        self.vllm_generation.sync_weights)
 
     def _generate_and_score_completions(self, inputs):
         self.step_rewards, self.step_entropies = [], []
@@ -306,6 +311,20 @@ class FSTGRPOTrainer(GRPOTrainer):
 
 
 LEFT_PADDED = {"prompt_": "prompt_mask", "teacher_prompt_": "teacher_prompt_mask"}  # column prefix -> its mask
+
+
+def reload_in_place(generation, load_one_by_one) -> None:
+    """vLLM colocate: hand the engine the policy's weights through vLLM's in-place reload. TRL's sync
+    (`load_one_by_one`) gives `load_weights` one parameter at a time, which fails once vLLM has turned a layer's weights
+    into its kernel's format and left an empty parameter behind ("'Parameter' object has no attribute
+    'weight_loader'": vLLM 0.31's CPU build does that to every linear layer wherever its packed kernels apply, seen on
+    an Intel CPU with AMX); `reload_weights` puts the layers back, loads every parameter, and processes them again.
+    fastslow never turns on vLLM's sleep mode, the one part of TRL's sync this leaves out."""
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    if "weights_iterator" not in inspect.signature(runner.reload_weights).parameters:  # vLLM before in-place reload
+        return load_one_by_one()
+    runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
+    generation.llm.reset_prefix_cache()
 
 
 def select_rows(batch: dict, rows: torch.Tensor) -> dict:
