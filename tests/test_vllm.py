@@ -24,6 +24,13 @@ from fastslow.tasks.micro import StringProgramTask  # noqa: E402
 SYSTEMS = ["Reverse the letters.", "Sort the letters, then swap each pair of letters."]
 
 
+def token_logprobs(model, prompt: list[int], ids: list[int], temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) of each of `ids` after `prompt` under `model` (the trainer's pi_theta)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
+    return torch.log_softmax(logits / temperature, -1).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
+
+
 @pytest.fixture(autouse=True)
 def small_kv_cache(monkeypatch):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default takes a large share of the memory
@@ -46,10 +53,7 @@ def test_vllm_rollouts_are_hfs_greedy_and_their_log_probs_the_trainers():
     torch.manual_seed(0)
     sampled = vllm.sample(prompts, Sampling(max_new_tokens=24, temperature=0.7))
     for prompt, (ids, logprobs) in zip(prompts, sampled):
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
-        expected = torch.log_softmax(logits / 0.7, -1).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
-        assert torch.allclose(torch.tensor(logprobs), expected, atol=1e-3)
+        assert torch.allclose(torch.tensor(logprobs), token_logprobs(model, prompt, ids, 0.7), atol=1e-3)
     torch.manual_seed(0)
     assert vllm.sample(prompts, Sampling(max_new_tokens=24, temperature=0.7)) == sampled  # seeded from torch
 
@@ -102,13 +106,8 @@ def test_the_policys_new_weights_reach_the_colocated_engine(tmp_path):
     sampled = vllm.sample(prompts, Sampling(max_new_tokens=24, temperature=1.0))
 
     def gap(model) -> float:  # mean |vLLM's log-prob - this model's| over the sampled tokens
-        gaps = []
-        for prompt, (ids, logprobs) in zip(prompts, sampled):
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
-            expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None]).squeeze(1)
-            gaps.append((torch.tensor(logprobs) - expected).abs().mean())
-        return float(torch.stack(gaps).mean())
+        return float(torch.stack([(torch.tensor(logprobs) - token_logprobs(model, prompt, ids)).abs().mean()
+                                  for prompt, (ids, logprobs) in zip(prompts, sampled)]).mean())
 
     # TRL's engine runs in bf16 on this CPU, the policy in fp32: 0.085 measured; the old weights 2.6 (2026-12-05)
     new_gap, old_gap = gap(learner.policy.eval()), gap(old)
