@@ -47,6 +47,8 @@ def usable(answer: str | None) -> str:
 class ReflectionLM:
     """Callable prompt -> answer with retries; subclasses implement `_complete` (one attempt) and `describe`."""
 
+    remote = True  # a server's failure may pass: wait before retrying (a local model's retry needs no wait)
+
     def __init__(self, config: ReflectionConfig):
         self.config = config
 
@@ -60,7 +62,7 @@ class ReflectionLM:
                 failure = "empty answer"
             except Exception as exc:  # network, timeout, server or generation error: all worth a retry
                 failure = f"{type(exc).__name__}: {one_line(exc)}"
-            if attempt + 1 < attempts:
+            if attempt + 1 < attempts and self.remote:
                 time.sleep(self.config.backoff_s * 2**attempt)
         raise ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
 
@@ -179,7 +181,11 @@ class LiteLLMReflection(ReflectionLM):
 
 class LocalReflection(ReflectionLM):
     """A Hugging Face model sampled in this process; loaded on first use, never trained. A run whose reflection
-    is its own starting policy (kind self) hands over the weights it already holds (`share_weights`)."""
+    is its own starting policy (kind self) hands over the weights it already holds (`share_weights`). A retry samples
+    again at once: the exponential backoff slept 14 s per empty answer, most of the fast phase's wall clock on a GPU
+    (issue 23)."""
+
+    remote = False
 
     def __init__(self, config: ReflectionConfig, path: str, field: str, device=None, dtype: str = "auto",
                  chat_template_kwargs: dict | None = None):

@@ -153,6 +153,17 @@ def test_empty_and_failed_answers_are_retried_with_backoff(fake_endpoint, model_
     assert endpoint.requests[0]["body"]["max_tokens"] == 16
 
 
+def test_a_local_model_retries_an_empty_answer_at_once(model_dir, monkeypatch):
+    """Backoff waits out a server's trouble; a local model's next sample needs no wait (it cost 14 s per empty answer
+    of the micro reflector, most of a fast phase on a GPU)."""
+    lm = make_reflection_lm(config(kind="local", model=model_dir, retries=3, backoff_s=5.0), "micro", device="cpu")
+    answers = iter(["", "  ", "<think>only thoughts</think>", "```better prompt```"])
+    monkeypatch.setattr(lm, "_complete", lambda prompt: next(answers))
+    start = time.monotonic()
+    assert lm(PROMPT) == "```better prompt```"
+    assert time.monotonic() - start < 1.0  # three retries, none of them 5 + 10 + 20 s late
+
+
 def test_exhausted_retries_raise_a_one_line_reflection_error(fake_endpoint, model_dir):
     endpoint = fake_endpoint((200, "", 0))
     lm = make_reflection_lm(config(kind="litellm", model="openai/m", base_url=endpoint.base_url, retries=2), model_dir)
