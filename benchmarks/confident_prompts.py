@@ -19,6 +19,8 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     fst-skip                gepa.skip_repeats: proposals that repeat their parent are dropped before GEPA scores them
     fst-reuse               loop.reuse_fast_rollouts (4 proposals per GEPA iteration, as fst)
     fst-reuse-n1, -n16      the same with 1 (classic GEPA: one proposal per round) or 16 proposals per iteration
+    fst-overlap             loop.fast_phase: overlap (the next cycle's fast phase beside this cycle's RL steps)
+    fst-overlap-reuse       overlap and loop.reuse_fast_rollouts (benchmarks/overlap.py joins these with step times)
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -57,6 +59,8 @@ ARMS = {
     "fst-reuse": {"mode": "fst", "loop.reuse_fast_rollouts": True},
     "fst-reuse-n1": {"mode": "fst", "loop.reuse_fast_rollouts": True, "gepa.proposals_per_iteration": 1},
     "fst-reuse-n16": {"mode": "fst", "loop.reuse_fast_rollouts": True, "gepa.proposals_per_iteration": 16},
+    "fst-overlap": {"mode": "fst", "loop.fast_phase": "overlap"},
+    "fst-overlap-reuse": {"mode": "fst", "loop.fast_phase": "overlap", "loop.reuse_fast_rollouts": True},
 }
 SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
          "rl.bf16": True, "model.share_prefixes": False}

@@ -118,9 +118,10 @@ def _step(checkpoint: Path) -> int:
 
 
 def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, state: dict[str, Any],
-                    keep: int = 2) -> Path:
+                    keep: int = 2, objects: dict[str, Any] | None = None) -> Path:
     """Write checkpoints/step-<step>/, verify it, point LATEST at it, then keep only the newest `keep`.
-    A write that fails (a full disk) raises FastSlowError and leaves the earlier checkpoints as they were."""
+    `objects`: more of the loop's state, each pickled into <name>.pt (read_object). A write that fails (a full disk)
+    raises FastSlowError and leaves the earlier checkpoints as they were."""
     name = f"step-{step:06d}"
     tmp, final = root / f".tmp-{name}", root / name
     try:
@@ -133,6 +134,8 @@ def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, st
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer.pt")
         torch.save(rng_state(), tmp / "rng.pt")
+        for name, value in (objects or {}).items():
+            torch.save(value, tmp / f"{name}.pt")
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         write_manifest(tmp)
         if final.exists():  # a damaged checkpoint of this step, which the resumed run has now redone
@@ -207,3 +210,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict | None, dict[str, 
     trainer = torch.load(path / "trainer.pt", weights_only=False) if (path / "trainer.pt").is_file() else None
     rng = torch.load(path / "rng.pt", weights_only=False)
     return state, trainer, rng
+
+
+def read_object(path: Path, name: str) -> Any:
+    """An object save_checkpoint pickled into the checkpoint `path` (None where it holds none)."""
+    file = path / f"{name}.pt"
+    return torch.load(file, weights_only=False) if file.is_file() else None

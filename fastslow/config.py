@@ -38,6 +38,10 @@ class ModelConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
     share_prefixes: bool = Field(True, description="run a prompt prefix that rows share (a system prompt) once, in "
                                  "sampling and the RL update; false: each row's whole prompt")
+    static_cache: bool = Field(True, description="on a GPU, sample rows that share no computed prefix with a static "
+                               "KV cache (transformers' cache_implementation static), except under bf16 autocast: "
+                               "decoding a small model is ~4x faster per token than with the growing cache "
+                               "(docs/DESIGN.md)")
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="passed to apply_chat_template, e.g. {enable_thinking: false}"
     )
@@ -83,6 +87,10 @@ class LoopConfig(Section):
     reuse_fast_rollouts: bool = Field(False, description="fst: RL steps fill each member's G/K slots of a problem "
                                       "first with the rollouts the cycle's fast phase sampled under that member on "
                                       "that problem (CISPO-weighted by their stored log-probs), and sample only the rest")
+    fast_phase: Literal["sync", "overlap"] = Field(
+        "sync", description="sync: the paper's schedule, each cycle's RL steps wait for its fast phase; overlap: the "
+        "next cycle's fast phase runs in a worker process beside this cycle's RL steps, on the weights this cycle "
+        "started from (one cycle stale), so a step waits only for what is not finished (docs/DESIGN.md)")
 
 
 class RLConfig(Section):
@@ -224,6 +232,13 @@ class Config(Section):
                              f"x {proposals} = {needed} minibatch problems (parent and child of each proposal), more "
                              f"than a cycle's budget of {budget} metric calls ({source}), so it would never run; "
                              "lower it or raise the budget")
+        return self
+
+    @model_validator(mode="after")
+    def _overlap_needs_its_own_weights(self) -> Config:
+        if self.loop.fast_phase == "overlap" and self.engine.kind == "vllm" and self.engine.vllm_mode == "server":
+            raise ValueError("loop.fast_phase: overlap samples from the weights a cycle started from, and a vLLM server "
+                             "holds the trainer's current ones; use engine.vllm_mode colocate or loop.fast_phase sync")
         return self
 
     @property

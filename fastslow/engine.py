@@ -61,6 +61,23 @@ class VLLMEngine:
         return [(list(row), [lp[0] for lp in row_logprobs]) for row, row_logprobs in zip(ids, logprobs)]
 
 
+def reload_weights(llm, named_weights, load_one_by_one) -> None:
+    """Hand a colocated vLLM engine (`llm`) new weights through vLLM's in-place reload: `named_weights()` yields
+    (name, tensor) pairs under the checkpoint's names. `load_one_by_one()`: the way to do it where this vLLM has no
+    in-place reload (TRL's sync). TRL's sync gives `load_weights` one parameter at a time, which fails once vLLM has
+    turned a layer's weights into its kernel's format and left an empty parameter behind ("'Parameter' object has no
+    attribute 'weight_loader'": vLLM 0.31's CPU build does that to every linear layer wherever its packed kernels
+    apply, seen on an Intel CPU with AMX); `reload_weights` puts the layers back, loads every parameter, and
+    processes them again. fastslow never turns on vLLM's sleep mode, the one part of TRL's sync this leaves out."""
+    import inspect
+
+    runner = llm.llm_engine.model_executor.driver_worker.model_runner
+    if "weights_iterator" not in inspect.signature(runner.reload_weights).parameters:  # vLLM before in-place reload
+        return load_one_by_one()
+    runner.reload_weights(weights_iterator=named_weights(), is_checkpoint_format=True)
+    llm.reset_prefix_cache()
+
+
 def vllm_engine(config: Config, learner=None) -> VLLMEngine | None:
     """The run's vLLM engine (None: `hf`). With a learner, the trainer's own (its weights follow training); without
     (gepa mode, frozen weights), one built here from the model's files."""

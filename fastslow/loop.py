@@ -5,6 +5,7 @@ prompt into the weights (reverse KL, the student under the seed prompt) instead 
   for each cycle c:
       anchors    = problems of the next T planned batches
       fast phase = re-score the population under the current weights, GEPA on the anchors, top-K of the front
+                   (loop.fast_phase overlap: computed beside cycle c-1's slow phase, on the weights c-1 started from)
       slow phase = T CISPO steps; each problem's G rollouts split G/K over the population (with
                    loop.reuse_fast_rollouts filled first from the fast phase's rollouts under those members)
                    (fst-distill: T steps of reverse KL from π_θ(· | seed prompt) to π_base(· | best prompt))
@@ -13,11 +14,10 @@ prompt into the weights (reverse KL, the student under the seed prompt) instead 
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,15 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
 from fastslow import engine
-from fastslow.checkpoint import latest_checkpoint, load_weights, read_checkpoint, save_checkpoint, set_rng_state
+from fastslow.checkpoint import (latest_checkpoint, load_weights, read_checkpoint, read_object, save_checkpoint,
+                                 set_rng_state)
 from fastslow.config import Config
 from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
 from fastslow.evaluation import evaluate
-from fastslow.fast.adapter import PolicyAdapter, RolloutCounter
-from fastslow.fast.gepa_driver import run_fast_phase
+from fastslow.fast import phase as fast_phases
+from fastslow.fast.adapter import PolicyAdapter
+from fastslow.fast.gepa_driver import FastJob, FastPhaseResult, FastPhaseSettings
 from fastslow.fast.population import SEED_ID, Member
 from fastslow.guards import check_sizes
 from fastslow.policy import Sampling, load_model, load_tokenizer
@@ -74,7 +76,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     tokenizer = load_tokenizer(config.model.path)
     prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     model = load_model(config.model.path, config.model.dtype)
-    own_reflection = config.mode != "rl" and reflection_lm is None
+    reflection_override, own_reflection = reflection_lm, config.mode != "rl" and reflection_lm is None
     if own_reflection:
         from fastslow.reflection import make_reflection_lm
 
@@ -94,27 +96,35 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         policy, base = model.requires_grad_(False), None  # frozen weights: KL is 0 by construction
         if torch.cuda.is_available():
             policy.cuda()
-    if own_reflection and config.reflection.kind == "self":  # the starting weights this process holds, no copy
+    overlap = config.loop.fast_phase == "overlap"  # the fast phase's own worker holds its weights and reflection LM
+    if own_reflection and config.reflection.kind == "self" and not overlap:  # the starting weights held here
         reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
     sampling = Sampling.of(config.model)  # how every rollout is sampled, by one engine (None: transformers on `policy`)
     sampler = engine.vllm_engine(config, learner)
-    fast_counter = RolloutCounter()
-    adapter = PolicyAdapter(policy, tokenizer, task, sampling, fast_counter, sampler)
+    fast_phase = None
+    if config.mode != "rl":
+        settings = FastPhaseSettings.of(config, prompt_room.refusal)
+        adapter = None if overlap else PolicyAdapter(policy, tokenizer, task, sampling, engine=sampler)
+        fast_phase = (fast_phases.build(config, settings, run_dir.path / "gepa", adapter, reflection_lm,
+                                        reflection_override) if is_main  # the other ranks never start it
+                      else fast_phases.FastPhase(settings, None, None, run_dir.path / "gepa"))
 
     population = [Member(SEED_ID, seed_prompt)]
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
                 "reflection_repeats": 0, "fast_rounds": 0, "budget_carry": 0}
-    first_step, started = 1, time.perf_counter()
+    first_step, started, last_checkpoint = 1, time.perf_counter(), None
+    ahead: FastPhaseResult | None = None  # overlap: the next cycle's fast phase, collected at this cycle's end
 
     def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
         return seed_prompt if config.mode == "fst-distill" else population[0].text
 
     def evaluation(step: int) -> dict[str, Any]:
+        start = time.perf_counter()
         result = evaluate(policy, base, tokenizer, task, val, deployed_prompt(), seed_prompt,
                           samples=config.eval.samples, kl_prompts=config.eval.kl_prompts, sampling=sampling,
                           seed=config.seed * 1_000_003 + step, engine=sampler)
-        return asdict(result)
+        return asdict(result) | {"seconds_eval": time.perf_counter() - start}
 
     def log(row: dict[str, Any]) -> None:
         row = {"mode": config.mode, **counters, "best_prompt_id": population[0].id,
@@ -124,6 +134,43 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         if is_main and observer:
             observer(row)
 
+    def fast_job(cycle: int, weights_step: int) -> FastJob:
+        """The fast phase of `cycle`, from the population and the weights as they are now, after `weights_step`
+        optimizer steps: those of the newest checkpoint (a worker loads them from there), or before the first one the
+        starting weights."""
+        anchors = plan.anchor_set(cycle, last_step)
+        weights = last_checkpoint / "model" if learner is not None and last_checkpoint is not None else None
+        return FastJob(cycle, population, anchors, config.gepa.budget(len(anchors)) + counters["budget_carry"],
+                       seed=config.seed + cycle, weights_step=weights_step, weights=weights)
+
+    def start_fast_phase(job: FastJob) -> None:
+        if is_main:  # rank 0 runs the fast phase; the others learn its population in collect_fast_phase
+            fast_phase.start(job)
+
+    def collect_fast_phase() -> FastPhaseResult:
+        result = fast_phase.result() if is_main else None
+        return broadcast_object_list([result])[0] if processes.num_processes > 1 else result
+
+    def take(fast: FastPhaseResult, cycle: int) -> dict[str, Any]:
+        """The cycle's population and what its fast phase cost; returns the columns of the cycle's first row."""
+        nonlocal population
+        measured = {m.id: m.signal for m in population}  # overlap: what the slow phase beside the job measured
+        population = [replace(m, signal=measured.get(m.id, m.signal)) for m in fast.population]
+        for key, spent in (("fast_rollouts", fast.rollouts), ("reflection_calls", fast.reflection_calls),
+                           ("reflection_failures", fast.reflection_failures),
+                           ("reflection_repeats", fast.reflection_repeats), ("fast_rounds", fast.rounds)):
+            counters[key] += spent
+        counters["budget_carry"] = fast.budget - fast.budget_spent
+        run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
+                                 metric_calls=fast.metric_calls, rounds=fast.rounds,
+                                 reflection_calls=fast.reflection_calls, reflection_failures=fast.reflection_failures,
+                                 budget=fast.budget, schedule=config.loop.fast_phase, weights_step=fast.weights_step,
+                                 seconds=fast.seconds, fallback=fast.fallback)
+        return {"seconds_generate": fast.seconds_generate, "seconds_score": fast.seconds_score,
+                "seconds_reflect": fast.seconds_reflect, "fast_phase_s": 0.0 if overlap else fast.seconds,
+                "fast_phase_wait_s": fast.seconds_waited}
+
+    last_step = config.loop.steps
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
     if checkpoint is not None:
         state, trainer_state, rng = read_checkpoint(checkpoint)
@@ -133,88 +180,67 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         set_rng_state(rng)
         population = [Member.from_json(m) for m in state["population"]]
         counters, first_step = {**counters, **state["counters"]}, state["step"] + 1
+        ahead, last_checkpoint = read_object(checkpoint, "fast_phase"), checkpoint
         run_dir.truncate_metrics(state["step"])
     else:
         if resume:  # killed before its first checkpoint: start over
             run_dir.truncate_metrics(-1)
         log({"step": 0, "cycle": 0, **(evaluation(0) if is_main else {})})
 
-    last_step = config.loop.steps
-    for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
-        fast_seconds = {"seconds_generate": 0.0, "seconds_score": 0.0, "seconds_reflect": 0.0}
-        reflection_failed, reusable = None, None
+    with fast_phase or nullcontext():  # an overlap worker ends with the run, however it ends
+        for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
+            steps = plan.cycle_steps(cycle, last_step)
+            fast_row, reflection_failed, reusable = {}, None, None
 
-        # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
-        if config.mode != "rl":
-            anchors = plan.anchor_set(cycle, last_step)
-            budget = config.gepa.budget(len(anchors)) + counters["budget_carry"]
-            work_dir = run_dir.path / "gepa" / f"cycle-{cycle}"
-            fast = None
+            # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
+            if fast_phase is not None:
+                if ahead is None:  # sync: every cycle; overlap: the run's first, with no slow phase to run beside
+                    start_fast_phase(fast_job(cycle, steps.start - 1))
+                    ahead = collect_fast_phase()
+                fast_row, reflection_failed, reusable = take(ahead, cycle), ahead.reflection_failed, ahead.reusable
+                weights_step, ahead = ahead.weights_step, None
+                if overlap and cycle < plan.cycle_of(last_step):  # the next cycle's, beside this slow phase
+                    start_fast_phase(fast_job(cycle + 1, steps.start - 1))
+
+            # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
+            measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
+            for step in steps:
+                batch = plan.batch(step)
+                row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed, **fast_row}
+                if learner is not None:
+                    stats = (learner.distill_step(batch, student, teacher=population[0])
+                             if config.mode == "fst-distill" else learner.step(batch, population, reusable))
+                    counters["rl_rollouts"] += stats.fresh_rollouts
+                    row |= stats.metrics()
+                    for member_id, variance in stats.member_signal.items():
+                        if variance is not None:
+                            measured.setdefault(member_id, []).append(variance)
+                    if fast_phase is not None:  # optimizer steps between the prompts' weights and this step's
+                        row["fast_phase_staleness"] = step - 1 - weights_step
+                else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
+                    scores = population[0].scores
+                    row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch),
+                            "seconds_update": 0.0}
+                counters["samples"] += len(batch)
+                fast_row = {}  # the fast phase's time goes to the cycle's first step
+                if is_main and (step % config.eval.every == 0 or step == last_step):
+                    row |= evaluation(step)
+                log(row)
+
+            for member in population:  # what the weights could learn under each prompt, for the next selection
+                if member.id in measured:
+                    member.signal = sum(measured[member.id]) / len(measured[member.id])
+
+            # --- checkpoint at the cycle boundary (overlap: with the next cycle's population, collected first) ---
+            if overlap and cycle < plan.cycle_of(last_step):
+                ahead = collect_fast_phase()
             if is_main:
-                shutil.rmtree(work_dir, ignore_errors=True)  # scratch left by a run killed mid-cycle
-                fast_counter.seconds_generate = fast_counter.seconds_score = 0.0
-                fast = run_fast_phase(population, anchors, adapter, reflection_lm, cycle=cycle, budget=budget,
-                                      population_size=config.loop.population_size,
-                                      minibatch_size=config.gepa.reflection_minibatch_size,
-                                      proposals_per_iteration=config.gepa.proposals(budget),
-                                      template=config.reflection.resolved_template(config.model.path), seed=config.seed + cycle,
-                                      work_dir=work_dir, rescore_population=config.gepa.rescore_population,
-                                      keep_signal_member=config.loop.keep_signal_member,
-                                      refuse=prompt_room.refusal,
-                                      keep_rollouts=config.mode == "fst" and config.loop.reuse_fast_rollouts,
-                                      skip_repeats=config.gepa.skip_repeats)
-            if processes.num_processes > 1:
-                fast = broadcast_object_list([fast])[0]  # every rank trains on rank 0's population
-            population, reusable = fast.population, fast.reusable  # the cycle's steps consume `reusable`
-            counters["fast_rollouts"] += fast.rollouts
-            counters["budget_carry"] = budget - fast.budget_spent
-            counters["reflection_calls"] += fast.reflection_calls
-            counters["reflection_failures"] += fast.reflection_failures
-            counters["reflection_repeats"] += fast.reflection_repeats
-            counters["fast_rounds"] += fast.rounds
-            reflection_failed = fast.reflection_failed
-            fast_seconds = {"seconds_generate": fast_counter.seconds_generate,
-                            "seconds_score": fast_counter.seconds_score, "seconds_reflect": fast.seconds_reflect}
-            run_dir.write_population(cycle, population, reflection_failed=fast.reflection_failed,
-                                     metric_calls=fast.metric_calls, rounds=fast.rounds,
-                                     reflection_calls=fast.reflection_calls, reflection_failures=fast.reflection_failures)
-
-        # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
-        measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
-        for step in plan.cycle_steps(cycle, last_step):
-            batch = plan.batch(step)
-            row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
-            if learner is not None:
-                stats = (learner.distill_step(batch, student, teacher=population[0]) if config.mode == "fst-distill"
-                         else learner.step(batch, population, reusable))
-                counters["rl_rollouts"] += stats.fresh_rollouts
-                row |= stats.metrics()
-                for member_id, variance in stats.member_signal.items():
-                    if variance is not None:
-                        measured.setdefault(member_id, []).append(variance)
-            else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
-                scores = population[0].scores
-                row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch), "seconds_update": 0.0}
-            counters["samples"] += len(batch)
-            for key, seconds in fast_seconds.items():  # the fast phase's time goes to the cycle's first step
-                row[key] = row.get(key, 0.0) + seconds
-            fast_seconds = dict.fromkeys(fast_seconds, 0.0)
-            if is_main and (step % config.eval.every == 0 or step == last_step):
-                row |= evaluation(step)
-            log(row)
-
-        for member in population:  # what the weights could learn under each prompt, for the next selection
-            if member.id in measured:
-                member.signal = sum(measured[member.id]) / len(measured[member.id])
-
-        # --- checkpoint at the cycle boundary ---
-        if is_main:
-            save_checkpoint(
-                run_dir.checkpoints, step,
-                learner.policy if learner is not None else None,
-                learner.optimizer_state() if learner is not None else None,
-                {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
-                 "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
-                keep=config.checkpoint.keep,
-            )
+                last_checkpoint = save_checkpoint(
+                    run_dir.checkpoints, step,
+                    learner.policy if learner is not None else None,
+                    learner.optimizer_state() if learner is not None else None,
+                    {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
+                     "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
+                    keep=config.checkpoint.keep, objects={"fast_phase": ahead} if ahead is not None else None,
+                )
     return run_dir.path

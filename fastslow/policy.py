@@ -68,6 +68,16 @@ def load_model(path: str, dtype: str = "auto", device: str | torch.device | None
     return model
 
 
+def peft_lora(lora):
+    """peft's LoraConfig for the run's `model.lora` section (None: no adapters): what TRL wraps the policy with."""
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      task_type="CAUSAL_LM")
+
+
 def chat_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return messages + [{"role": "user", "content": user}]
@@ -103,12 +113,13 @@ class Sampling:
     top_p: float = 1.0
     chat_template_kwargs: dict[str, Any] | None = None
     share_prefixes: bool = True  # fastslow.shared_prefix
+    static_cache: bool = True  # on a GPU, where no prefix is shared (fastslow.shared_prefix.generate)
 
     @classmethod
     def of(cls, model_config) -> Sampling:
         """How rollouts are sampled under `model_config` (config.ModelConfig): RL steps, GEPA and evaluation alike."""
         return cls(model_config.max_new_tokens, model_config.temperature, model_config.top_p,
-                   model_config.chat_template_kwargs, model_config.share_prefixes)
+                   model_config.chat_template_kwargs, model_config.share_prefixes, model_config.static_cache)
 
 
 @dataclass
@@ -192,7 +203,7 @@ def sample_ids(model: nn.Module, prompt_ids: Sequence[Sequence[int]], sampling: 
         entropy = EntropyRecorder() if entropies is not None else None
         processors = LogitsProcessorList([p for p in (recorder, entropy) if p is not None])
         new_tokens = shared_prefix.generate(model, [prompt_ids[i] for i in rows], pad_id, share=sampling.share_prefixes,
-                                            logits_processor=processors, **settings)
+                                            static_cache=sampling.static_cache, logits_processor=processors, **settings)
         logprobs = recorder.finish(new_tokens).tolist() if recorder else [None] * len(rows)
         for i, tokens, row_logprobs in zip(rows, new_tokens.tolist(), logprobs):
             end = next((n + 1 for n, token in enumerate(tokens) if token in eos), len(tokens))

@@ -161,9 +161,12 @@ def forward_rest(model: nn.Module, rows: Prefilled, ids: torch.Tensor, mask: tor
 
 @torch.no_grad()
 def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, share: bool = True,
-             **generate_kwargs) -> torch.Tensor:
+             static_cache: bool = False, **generate_kwargs) -> torch.Tensor:
     """Sample a continuation of each prompt (token ids); returns the new tokens [rows, new], as `model.generate`
-    returns them after the prompt columns. `generate_kwargs` go to `model.generate` (generation_config, ...)."""
+    returns them after the prompt columns. `generate_kwargs` go to `model.generate` (generation_config, ...).
+    `static_cache`: on a GPU, rows that share nothing decode with a preallocated KV cache. A small model's decoding
+    step there is mostly per-step overhead, much of it growing the cache: on one H100 micro-v4 decoded 128 rows at
+    2.77 ms per token with a static cache against 12.03 with the growing one (issue 23). On a CPU it saves nothing."""
     plan = plan_prefixes(prompts) if share else None
     if plan and plan.shared_rows:
         rows = prefill(model, prompts, pad_id, plan)
@@ -171,6 +174,10 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, sh
     else:  # nothing to share: plain left-padded generation
         device = next(model.parameters()).device
         input_ids, attention_mask = (t.to(device) for t in left_pad(prompts, pad_id))
-        extra = {}
+        # not under autocast (accelerate runs a mixed-precision model's forward in it: `_original_forward`): Qwen3's
+        # key norm returns float32 keys beside bf16 values there, and a static cache holds both in the keys' dtype
+        autocast = torch.is_autocast_enabled(device.type) or hasattr(model, "_original_forward")
+        static = static_cache and device.type == "cuda" and not autocast
+        extra = {"cache_implementation": "static"} if static else {}
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **generate_kwargs)
     return out[:, input_ids.shape[1] :]

@@ -139,3 +139,27 @@ class FakeChatEndpoint:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class DyingReflectionLM(ScriptedReflectionLM):
+    """The scripted LM, except that the first call ever made (across processes: `marker` records it) ends its
+    process at once, as an out-of-memory kill would: a fast-phase worker that dies mid-cycle."""
+
+    def __init__(self, marker, **kwargs):
+        super().__init__(**kwargs)
+        self.marker = str(marker)
+
+    def __call__(self, prompt: str) -> str:
+        import os
+
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(9)
+        return super().__call__(prompt)
+
+
+class BrokenVerifierTask(ShortAnswerTask):
+    """A task whose verifier raises on every completion: a fast phase that cannot run."""
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        raise RuntimeError("scripted verifier failure")

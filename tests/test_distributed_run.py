@@ -52,3 +52,18 @@ def test_fst_distill_runs_under_two_processes(tmp_path, tiny_model_path):
     rows = [json.loads(line) for line in (tmp_path / "runs" / "fst-distill" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(math.isfinite(r["distill_kl"]) and r["distill_kl"] >= 0 for r in rows[1:])
+
+
+def test_fst_overlap_runs_its_fast_phase_worker_beside_rank_0(tmp_path, tiny_model_path):
+    """loop.fast_phase overlap under two processes: rank 0 starts the worker, every rank trains on the population it
+    broadcasts, and cycle 1's population comes from the weights cycle 0 started from."""
+    config = tiny_config(tmp_path / "runs", tiny_model_path, "fst", reflection={"kind": "local", "model": tiny_model_path},
+                         report_to=[], loop={"steps": 4, "fast_phase": "overlap"})
+    done = launch("run", write(tmp_path, config), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "fst"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["rl_rollouts"] for r in rows[1:]] == [16, 32, 48, 64]
+    populations = [json.loads((run_dir / "population" / f"cycle-{c}.json").read_text()) for c in range(2)]
+    assert [p["weights_step"] for p in populations] == [0, 0] and not any(p["fallback"] for p in populations)

@@ -5,8 +5,9 @@ import pytest
 from doubles import (BatchingScriptedReflectionLM, EchoingReflectionLM, ScriptedReflectionLM, SettlingScriptedReflectionLM,
                      ShortAnswerTask)
 
+from fastslow.config import GEPAConfig
 from fastslow.fast.adapter import PolicyAdapter
-from fastslow.fast.gepa_driver import run_fast_phase, seeded_state
+from fastslow.fast.gepa_driver import FastJob, FastPhaseSettings, run_fast_phase, seeded_state
 from fastslow.fast.population import Member
 from fastslow.policy import Sampling, load_model, load_tokenizer
 
@@ -26,6 +27,13 @@ def test_seeded_state_holds_every_member_as_a_root_with_its_scores():
     assert state.prog_candidate_val_subscores == [{0: 1.0, 1: 0.0, 2: 0.5}, {0: 0.0, 1: 1.0, 2: 0.5}]
     assert state.program_at_pareto_front_valset == {0: {0}, 1: {1}, 2: {0, 1}}
     assert state.total_num_evals == 0 and state.is_consistent()
+
+
+def fast_phase(population, anchors, adapter, reflection, work_dir, *, budget, proposals=1, skip_repeats=False):
+    """One fast phase of cycle 1 at K = 2, minibatches of 3, the compact template, seed 0."""
+    settings = FastPhaseSettings(GEPAConfig(reflection_minibatch_size=3, proposals_per_iteration=proposals,
+                                            skip_repeats=skip_repeats), population_size=2, template="compact")
+    return run_fast_phase(FastJob(1, population, anchors, budget, seed=0), settings, adapter, reflection, work_dir)
 
 
 @pytest.fixture
@@ -48,8 +56,7 @@ def test_fast_phase_is_seeded_with_the_population_and_keeps_the_budget(adapter, 
     anchors = ShortAnswerTask().problems("train", 6, 1)
     population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
     reflection = ScriptedReflectionLM()
-    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=30, population_size=2,
-                            minibatch_size=3, template="compact", seed=0, work_dir=tmp_path / "c1")
+    result = fast_phase(population, anchors, adapter, reflection, tmp_path / "c1", budget=30)
     assert result.rescore_rollouts == 2 * 6  # both carried members re-scored, outside the budget
     assert result.metric_calls <= 30 + len(anchors)  # at most one anchor-set evaluation past the budget
     assert adapter.counter.rollouts == result.metric_calls + result.rescore_rollouts
@@ -62,8 +69,7 @@ def test_fast_phase_is_seeded_with_the_population_and_keeps_the_budget(adapter, 
     assert reflection.prompts and reflection.prompts[0].startswith("Instruction:")
     assert any(text in reflection.prompts[0] for text in ("Answer.", "Answer tersely."))
     with pytest.raises(FileExistsError):  # a cycle's GEPA directory is never reused (ids are positions)
-        run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=30, population_size=2,
-                       work_dir=tmp_path / "c1")
+        fast_phase(population, anchors, adapter, reflection, tmp_path / "c1", budget=30)
 
 
 @pytest.mark.parametrize("fail_batches", [False, True])
@@ -71,9 +77,7 @@ def test_batched_proposals_reflect_once_per_iteration_and_keep_the_budget(adapte
     anchors = ShortAnswerTask().problems("train", 12, 1)
     population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
     reflection = BatchingScriptedReflectionLM(fail_batches=fail_batches)
-    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=60, population_size=2,
-                            minibatch_size=3, proposals_per_iteration=4, template="compact", seed=0,
-                            work_dir=tmp_path / "c1")
+    result = fast_phase(population, anchors, adapter, reflection, tmp_path / "c1", budget=60, proposals=4)
     assert reflection.batch_sizes and max(reflection.batch_sizes) > 1  # several proposals in one call
     # an iteration costs 2 x 3 x 4 = 24 minibatch rollouts plus an anchor-set evaluation per accepted child (at
     # most 4); one starts only while 24 more fit in the budget of 60, so at most two run
@@ -89,9 +93,7 @@ def test_a_batch_with_a_failed_slot_asks_no_prompt_twice_and_keeps_its_answers(a
     anchors = ShortAnswerTask().problems("train", 12, 1)
     population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
     reflection = SettlingScriptedReflectionLM()  # every second prompt fails
-    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=60, population_size=2,
-                            minibatch_size=3, proposals_per_iteration=4, template="compact", seed=0,
-                            work_dir=tmp_path / "c1")
+    result = fast_phase(population, anchors, adapter, reflection, tmp_path / "c1", budget=60, proposals=4)
     # GEPA asks again one prompt at a time after a batch with a failure; those calls replay the batch's outcomes
     assert reflection.batch_sizes and len(reflection.prompts) == sum(reflection.batch_sizes) == result.reflection_calls
     assert result.reflection_failures == result.reflection_calls // 2 and not result.reflection_failed
@@ -104,9 +106,8 @@ def test_a_proposal_that_repeats_its_parent_is_dropped_before_scoring(adapter, t
     anchors = ShortAnswerTask().problems("train", 6, 1)
     population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
     reflection = EchoingReflectionLM()
-    result = run_fast_phase(population, anchors, adapter, reflection, cycle=1, budget=24, population_size=2,
-                            minibatch_size=3, template="compact", seed=0, work_dir=tmp_path / "c1",
-                            skip_repeats=skip_repeats)
+    result = fast_phase(population, anchors, adapter, reflection, tmp_path / "c1", budget=24,
+                        skip_repeats=skip_repeats)
     iterations = result.reflection_calls
     assert iterations >= 2 and result.reflection_failures == 0 and result.rounds == iterations
     assert {m.text for m in result.population} <= {"Answer.", "Answer tersely."}

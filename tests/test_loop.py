@@ -21,7 +21,8 @@ from fastslow.config import parse_config
 from fastslow.policy import load_model
 from fastslow.rundir import METRIC_KEYS
 
-TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update"}
+TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update", "seconds_eval",
+               "fast_phase_s", "fast_phase_wait_s"}
 
 
 def tiny_config(output_dir, model_path, mode="fst", **sections):
@@ -227,10 +228,12 @@ def test_resume_while_the_run_is_going_is_refused_and_the_run_finishes_whole(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reuse", [False, True], ids=["", "reusing-rollouts"])
-def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path, reuse):
-    """Checkpoints fall on cycle boundaries, where the cycle's stored rollouts are used up or dropped."""
-    steps = {"loop": {"steps": 8, "reuse_fast_rollouts": reuse}}
+@pytest.mark.parametrize("reuse, schedule", [(False, "sync"), (True, "sync"), (True, "overlap")],
+                         ids=["", "reusing-rollouts", "overlap-reusing-rollouts"])
+def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path, reuse, schedule):
+    """Checkpoints fall on cycle boundaries, where the cycle's stored rollouts are used up or dropped; with the
+    overlap schedule a checkpoint also holds the next cycle's fast phase, computed beside the cycle it ends."""
+    steps = {"loop": {"steps": 8, "reuse_fast_rollouts": reuse, "fast_phase": schedule}}
     straight_cfg, killed_cfg = tmp_path / "straight.json", tmp_path / "killed.json"
     straight_cfg.write_text(json.dumps(tiny_config(tmp_path / "a", tiny_model_path, "fst", **steps)))
     killed_cfg.write_text(json.dumps(tiny_config(tmp_path / "b", tiny_model_path, "fst", **steps)))

@@ -4,21 +4,28 @@ gepa 0.1.4's `optimize` takes a single seed candidate. To seed it with K prompts
 ourselves (every member re-scored under the current policy, all as roots of the search), save it into a
 fresh directory and let `optimize` resume from there. Semi-internal API: gepa is pinned and
 tests/test_gepa_seam.py guards this seam.
+
+A fast phase is a function of its job (the weights, population, anchor set, budget and seed: `FastJob`) and the
+run's settings (`FastPhaseSettings`) alone: its rollouts are sampled under a generator seeded from the job, so it
+computes the same population wherever it runs, in the training process or in a worker beside it
+(fastslow.fast.phase).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gepa
+import torch
 from gepa.core.state import GEPAState, ValsetEvaluation
 from gepa.proposer.reflective_mutation.reflection_lm import StatelessReflectionLM
 from gepa.strategies.eval_policy import FullEvaluationPolicy
 from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutationSampling
 
+from fastslow.config import Config, GEPAConfig
 from fastslow.fast.adapter import COMPONENT, PolicyAdapter
 from fastslow.fast.population import Member, signal_member, top_k_from_front
 from fastslow.fast.records import resolve_template
@@ -26,6 +33,39 @@ from fastslow.fast.reuse import ReusableRollouts
 from fastslow.guards import no_instruction
 from fastslow.reflection import ReflectionError
 from fastslow.tasks import Problem
+
+
+@dataclass
+class FastJob:
+    """One cycle's fast phase: what it starts from."""
+
+    cycle: int
+    population: list[Member]  # carried from the last cycle, best first (cycle 0: the seed prompt)
+    anchors: list[Problem]  # the problems of the cycle's T planned batches
+    budget: int  # GEPA metric calls (the cycle's share plus what the last cycle carried over)
+    seed: int  # GEPA's and the rollouts' generators
+    weights_step: int = 0  # optimizer steps the weights had taken (a step using this population is that much later)
+    weights: Path | None = None  # a worker loads them from this checkpoint's model directory; None: the starting weights
+
+
+@dataclass(frozen=True)
+class FastPhaseSettings:
+    """How every cycle's fast phase runs, built once from the config (`of`)."""
+
+    gepa: GEPAConfig  # budget, reflection minibatch, proposals per round, re-scoring, skip_repeats
+    population_size: int  # K: the top-K of GEPA's front become the population
+    template: str  # the reflection prompt template, resolved (fastslow.fast.records)
+    keep_signal_member: bool = False  # population.signal_member stays in the population
+    keep_rollouts: bool = False  # keep the rollouts under the new population for the RL steps (fastslow.fast.reuse)
+    refuse: Callable[[str], str | None] = field(default=no_instruction)  # why a reflection cannot become a prompt
+
+    @classmethod
+    def of(cls, config: Config, refuse: Callable[[str], str | None] = no_instruction) -> FastPhaseSettings:
+        """`refuse`: fastslow.guards.PromptRoom.refusal (no instruction in it, too long for the context)."""
+        return cls(gepa=config.gepa, population_size=config.loop.population_size,
+                   template=config.reflection.resolved_template(config.model.path),
+                   keep_signal_member=config.loop.keep_signal_member,
+                   keep_rollouts=config.mode == "fst" and config.loop.reuse_fast_rollouts, refuse=refuse)
 
 
 @dataclass
@@ -41,6 +81,13 @@ class FastPhaseResult:
     seconds_reflect: float
     reflection_failed: bool  # every reflection failed: the previous population was kept
     reusable: ReusableRollouts | None = None  # keep_rollouts: the rollouts under the new population's members
+    seconds_generate: float = 0.0  # sampling its rollouts
+    seconds_score: float = 0.0  # the verifier on them
+    seconds: float = 0.0  # the whole fast phase, wall clock, wherever it ran
+    weights_step: int = 0  # the job's: optimizer steps the weights it sampled from had taken
+    fallback: bool = False  # it did not run (its worker failed): the job's population as it came
+    budget: int = 0  # the job's: budget - budget_spent carries over to the next cycle
+    seconds_waited: float = 0.0  # overlap: how long the training process waited for it at the cycle boundary
 
     @property
     def rollouts(self) -> int:
@@ -197,41 +244,38 @@ def seeded_state(population: Sequence[Member], anchors: Sequence[Problem]) -> GE
     return state
 
 
-def run_fast_phase(
-    population: Sequence[Member],
-    anchors: Sequence[Problem],
-    adapter: PolicyAdapter,
-    reflection_lm: Callable[[str], str],
-    *,
-    cycle: int,
-    budget: int,
-    population_size: int,
-    minibatch_size: int = 3,
-    proposals_per_iteration: int = 1,
-    template: str = "gepa",
-    seed: int = 0,
-    work_dir: Path,
-    rescore_population: bool = True,
-    keep_signal_member: bool = False,
-    refuse: Callable[[str], str | None] = no_instruction,
-    keep_rollouts: bool = False,
-    skip_repeats: bool = False,
-) -> FastPhaseResult:
-    """Re-score the carried population, run GEPA on the anchor set within `budget` metric calls, and
-    return the top-K of the per-instance Pareto front (with `keep_signal_member`, always including the member the
-    weights learn most under: population.signal_member). `refuse(answer)`: why a reflection answer cannot become a
-    prompt, or None (fastslow.guards.PromptRoom.refusal: no instruction in it, too long for the context). With
-    `keep_rollouts`, also the rollouts sampled under the new population's members (fastslow.fast.reuse). With
-    `skip_repeats`, a proposal whose text is its parent's is dropped before GEPA scores it (_NoRepeats)."""
+def run_fast_phase(job: FastJob, settings: FastPhaseSettings, adapter: PolicyAdapter,
+                   reflection_lm: Callable[[str], str], work_dir: Path) -> FastPhaseResult:
+    """Re-score the carried population, run GEPA on the anchor set within the job's budget, and return the top-K of
+    the per-instance Pareto front (with `keep_signal_member`, always including the member the weights learn most
+    under: population.signal_member). With `keep_rollouts`, also the rollouts sampled under the new population's
+    members (fastslow.fast.reuse). With `gepa.skip_repeats`, a proposal whose text is its parent's is dropped before
+    GEPA scores it (_NoRepeats). The rollouts draw from a generator seeded by `job.seed`, not the caller's."""
+    start, counter = time.perf_counter(), replace(adapter.counter)
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(job.seed)
+        result = _run_gepa(job, settings, adapter, reflection_lm, work_dir)
+    return replace(result, seconds=time.perf_counter() - start, weights_step=job.weights_step, budget=job.budget,
+                   seconds_generate=adapter.counter.seconds_generate - counter.seconds_generate,
+                   seconds_score=adapter.counter.seconds_score - counter.seconds_score)
+
+
+def _run_gepa(job: FastJob, settings: FastPhaseSettings, adapter: PolicyAdapter, reflection_lm: Callable[[str], str],
+              work_dir: Path) -> FastPhaseResult:
+    population, anchors, budget, config = job.population, job.anchors, job.budget, settings.gepa
+    minibatch_size, proposals = config.reflection_minibatch_size, config.proposals(budget)
+    keep_rollouts = settings.keep_rollouts
     adapter.record = [] if keep_rollouts else None
-    needs_scores = rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
+    needs_scores = config.rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
     carried = rescore(population, anchors, adapter) if needs_scores else list(population)
     rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
 
     work_dir.mkdir(parents=True, exist_ok=False)  # fresh per cycle: GEPA ids are positions in this anchor set
     seeded_state(carried, anchors).save(str(work_dir))
-    reflection, rounds = _CountingReflection(reflection_lm, refuse), _Rounds()
-    reflector = _NoRepeats(reflection, resolve_template(template)) if skip_repeats else None
+    reflection, rounds = _CountingReflection(reflection_lm, settings.refuse), _Rounds()
+    template = resolve_template(settings.template)
+    reflector = _NoRepeats(reflection, template) if config.skip_repeats else None
 
     def repeats() -> int:
         return reflector.repeats if reflector else 0
@@ -248,15 +292,14 @@ def run_fast_phase(
         candidate_selection_strategy="pareto",
         frontier_type="instance",
         reflection_minibatch_size=minibatch_size,
-        reflection_prompt_template=resolve_template(template),
-        sampling_strategy=(IndependentSampling(proposals_per_iteration) if proposals_per_iteration > 1
-                           else SingleMutationSampling()),
-        stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals_per_iteration, charged)],
+        reflection_prompt_template=template,
+        sampling_strategy=IndependentSampling(proposals) if proposals > 1 else SingleMutationSampling(),
+        stop_callbacks=[_BudgetStopper(budget, minibatch_size, proposals, charged)],
         callbacks=[rounds],
         val_evaluation_policy=_NoSeedEvaluation(),
         run_dir=str(work_dir),
         logger=_QuietLogger(),
-        seed=seed,
+        seed=job.seed,
         raise_on_exception=False,
         use_merge=False,
         track_best_outputs=False,
@@ -268,7 +311,7 @@ def run_fast_phase(
         parent_idx = next((p for p in result.parents[idx] if p is not None), None)
         members.append(
             Member(
-                id=f"c{cycle}-{idx}",
+                id=f"c{job.cycle}-{idx}",
                 text=result.candidates[idx][COMPONENT],
                 parent=members[parent_idx].id if parent_idx is not None else None,
                 scores={anchors[i].id: s for i, s in result.val_subscores[idx].items()},
@@ -276,8 +319,8 @@ def run_fast_phase(
         )
     failed = reflection.calls > 0 and reflection.failures == reflection.calls
     front = {anchors[i].id: idxs for i, idxs in result.per_val_instance_best_candidates.items()}
-    keep = signal_member(members) if keep_signal_member else None
-    new_population = carried if failed else top_k_from_front(members, front, population_size, keep)
+    keep = signal_member(members) if settings.keep_signal_member else None
+    new_population = carried if failed else top_k_from_front(members, front, settings.population_size, keep)
     recorded, adapter.record = adapter.record, None
     return FastPhaseResult(
         population=sorted(new_population, key=lambda m: -m.mean_score),

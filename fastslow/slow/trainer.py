@@ -27,7 +27,6 @@ problem under the seed prompt and the loss is the reverse KL to the starting wei
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -45,12 +44,14 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad as trl_pad
 
 from fastslow import shared_prefix
+from fastslow.engine import reload_weights
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
 from fastslow.fast.adapter import Rollout
 from fastslow.fast.population import Member, assign_prompts
 from fastslow.fast.reuse import ReusableRollouts
-from fastslow.policy import Sampling, chat_messages, next_token_distributions, prompt_token_ids, sample_ids
+from fastslow.policy import (Sampling, chat_messages, next_token_distributions, peft_lora, prompt_token_ids,
+                             sample_ids)
 from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reverse_kl_loss,
                                      reward_signal, row_weights, within_prompt_variance)
 from fastslow.tasks import Problem, Task
@@ -314,17 +315,9 @@ LEFT_PADDED = {"prompt_": "prompt_mask", "teacher_prompt_": "teacher_prompt_mask
 
 
 def reload_in_place(generation, load_one_by_one) -> None:
-    """vLLM colocate: hand the engine the policy's weights through vLLM's in-place reload. TRL's sync
-    (`load_one_by_one`) gives `load_weights` one parameter at a time, which fails once vLLM has turned a layer's weights
-    into its kernel's format and left an empty parameter behind ("'Parameter' object has no attribute
-    'weight_loader'": vLLM 0.31's CPU build does that to every linear layer wherever its packed kernels apply, seen on
-    an Intel CPU with AMX); `reload_weights` puts the layers back, loads every parameter, and processes them again.
-    fastslow never turns on vLLM's sleep mode, the one part of TRL's sync this leaves out."""
-    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
-    if "weights_iterator" not in inspect.signature(runner.reload_weights).parameters:  # vLLM before in-place reload
-        return load_one_by_one()
-    runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
-    generation.llm.reset_prefix_cache()
+    """vLLM colocate: hand the engine the policy's weights through vLLM's in-place reload (fastslow.engine.
+    reload_weights); TRL's own sync (`load_one_by_one`) where vLLM has none."""
+    reload_weights(generation.llm, generation._iter_named_params, load_one_by_one)
 
 
 def select_rows(batch: dict, rows: torch.Tensor) -> dict:
@@ -469,17 +462,11 @@ class SlowLearner:
     `distill_step(problems, student, teacher)` one FST-distill step instead."""
 
     def __init__(self, config: Config, model, tokenizer, task: Task, work_dir: Path):
-        from peft import LoraConfig
-
         self.config, self.task = config, task
         self.problems: dict[str, Problem] = {}
         self.seconds_score = 0.0
         lora = config.model.lora
-        peft_config = (
-            LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                       task_type="CAUSAL_LM")
-            if lora else None
-        )
+        peft_config = peft_lora(lora)
         # Full fine-tuning without the KL term has no reference model, and evaluation's KL needs the starting weights:
         # one frozen copy, where evaluation runs (the main process), taken before TRL patches the model's forward (a
         # copy of the patched model would run the patched original's weights, the live ones).

@@ -1,0 +1,203 @@
+"""Asynchronous FST (issue 23): what `loop.fast_phase: overlap` costs per step against RL and FST (sync), where each
+cycle's time goes, and what it reaches per training problem, per rollout sampled and per second.
+
+    python benchmarks/overlap.py time --task JSON --out DIR [--steps 60] [--preset full] [--set K=V ...]
+    python benchmarks/overlap.py summary --time DIR --accuracy DIR [--out FILE]
+
+time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, one seed, one after another in this
+         process (after an unmeasured warm-up run), so each has the device to itself: wall clock per step and a
+         per-cycle timeline (the trainer's slow phase, its wait for the fast phase, the worker's busy time beside the
+         previous cycle). The sizes are benchmarks/confident_prompts.py's (the full preset), so its accuracy runs and
+         these timings describe the same runs. Writes DIR/time.md, DIR/time.json and each run's metrics.
+summary  joins a `time` directory with the accuracy runs of `python benchmarks/confident_prompts.py --arms rl fst
+         fst-overlap fst-overlap-reuse` (3 seeds; those share the device, so their own clocks are not used):
+         running best validation accuracy (mean and spread over seeds) at matched training problems, at matched
+         rollouts sampled (fast phase included) and at matched wall clock (each arm's seconds per step measured alone),
+         and the time until the mean running best reaches RL's final one.
+`--tiny`: a few small steps, to check the wiring on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+ARMS = {  # benchmarks/confident_prompts.py's arm names
+    "rl": {"mode": "rl"},
+    "fst": {"mode": "fst"},
+    "fst-overlap": {"mode": "fst", "loop.fast_phase": "overlap"},
+    "fst-overlap-reuse": {"mode": "fst", "loop.fast_phase": "overlap", "loop.reuse_fast_rollouts": True},
+}
+
+
+def config_for(task: dict, arm: str, steps: int | None, tiny: bool, out: Path, extra: dict, name: str,
+               evaluate: bool = False):
+    from confident_prompts import base_config
+
+    from fastslow.config import parse_config
+
+    settings = {k: v for k, v in ARMS[arm].items() if k != "mode"}
+    light = {} if evaluate else {"eval.every": 10_000, "task.val_size": 8, "eval.samples": 1, "eval.kl_prompts": 0}
+    data = base_config(tiny, {**({"loop.steps": steps} if steps else {}), **settings, **extra, **light},
+                       copy.deepcopy(task))
+    data.update(name=name, mode=ARMS[arm]["mode"], seed=0, output_dir=str(out))
+    return parse_config(data)
+
+
+def timeline(rows: list[dict], populations: dict[int, dict]) -> list[dict]:
+    """Per cycle: the trainer's seconds in slow phase (RL steps, evaluation), running the fast phase itself, and
+    waiting for the worker; and the worker's busy seconds on the population this cycle used (it ran beside the
+    previous cycle)."""
+    cycles: dict[int, dict] = {}
+    for before, row in zip(rows, rows[1:]):
+        c = cycles.setdefault(row["cycle"], {"cycle": row["cycle"], "trainer s": 0.0, "fast phase here s": 0.0,
+                                             "waited s": 0.0, "evaluation s": 0.0})
+        c["trainer s"] += row["wall_time"] - before["wall_time"]
+        c["fast phase here s"] += row.get("fast_phase_s") or 0.0
+        c["waited s"] += row.get("fast_phase_wait_s") or 0.0
+        c["evaluation s"] += row.get("seconds_eval") or 0.0
+    for c in cycles.values():
+        c["slow phase s"] = c["trainer s"] - c["fast phase here s"] - c["waited s"] - c["evaluation s"]
+        c["worker busy s"] = populations.get(c["cycle"], {}).get("seconds") if populations else None
+    return list(cycles.values())
+
+
+def measure(config) -> dict:
+    from fastslow.loop import run
+
+    start = time.perf_counter()
+    path = Path(run(config))
+    total = time.perf_counter() - start
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    populations = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (path / "population").glob("cycle-*.json")}
+    steps = rows[1:]
+    return {"seconds per step": (steps[-1]["wall_time"] - rows[0]["wall_time"]) / len(steps),
+            "rollouts sampled": steps[-1]["rl_rollouts"] + steps[-1]["fast_rollouts"],
+            "run total incl. setup (s)": total, "timeline": timeline(rows, populations), "rows": rows}
+
+
+def time_arms(args) -> None:
+    from fastslow.cli import parse_overrides
+
+    import torch
+
+    extra = parse_overrides(args.set)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    results = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # not measured: the first run in a process pays one-time costs (CUDA's context, kernels, imports)
+        measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up"))
+        for arm in args.arms:
+            results[arm] = measure(config_for(args.task, arm, args.steps, args.tiny, Path(tmp), extra, arm,
+                                              args.evaluate))
+            print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step", flush=True)
+            (args.out / f"metrics-{arm}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in results[arm]["rows"]))
+    rl = results["rl"]["seconds per step"] if "rl" in results else float("nan")
+    steps = len(next(iter(results.values()))["rows"]) - 1
+    lines = [f"{steps} steps, {device}, {time.strftime('%Y-%m-%d %H:%M')}, task {json.dumps(args.task)}"
+             + "".join(f", --set {k}={v}" for k, v in extra.items()), "",
+             "| arm | s/step | × RL | rollouts sampled | run incl. setup (s) |", "|---|---|---|---|---|"]
+    for arm, r in results.items():
+        lines.append(f"| {arm} | {r['seconds per step']:.3f} | **{r['seconds per step'] / rl:.2f}** | "
+                     f"{r['rollouts sampled']} | {r['run total incl. setup (s)']:.1f} |")
+    keys = ["cycle", "trainer s", "slow phase s", "fast phase here s", "waited s", "evaluation s", "worker busy s"]
+    for arm, r in results.items():
+        if arm != "rl":
+            lines += ["", f"Timeline, {arm} (worker busy: on the population this cycle used, beside the previous one)",
+                      "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            lines += ["| " + " | ".join("—" if c[k] is None else f"{c[k]:.2f}" if isinstance(c[k], float) else str(c[k])
+                                        for k in keys) + " |" for c in r["timeline"]]
+    table = "\n".join(lines)
+    print(table)
+    (args.out / "time.md").write_text(table + "\n")
+    (args.out / "time.json").write_text(json.dumps({"task": args.task, "device": device, "arms": {
+        arm: {k: v for k, v in r.items() if k != "rows"} for arm, r in results.items()}}, indent=1))
+
+
+def curves(run_dir: Path, seconds_per_step: float) -> dict[str, np.ndarray]:
+    """A run's running best validation accuracy at its evaluations, against problems, rollouts and seconds."""
+    from fastslow import stats
+    from fastslow.report import load_run
+
+    rows = [r for r in load_run(run_dir).rows if r.get("val_accuracy") is not None]
+    return {"problems": np.array([r["samples"] for r in rows], float),
+            "rollouts": np.array([r["rl_rollouts"] + r["fast_rollouts"] for r in rows], float),
+            "seconds": np.array([r["step"] * seconds_per_step for r in rows], float),
+            "best": stats.running_max(np.array([r["val_accuracy"] for r in rows], float))}
+
+
+def at(curve: dict, axis: str, x: float) -> float:
+    """The running best reached by `x` on `axis` (the last evaluation at or before it; NaN if none)."""
+    reached = curve["best"][curve[axis] <= x + 1e-9]
+    return float(reached[-1]) if len(reached) else float("nan")
+
+
+def summarise(args) -> str:
+    timing = json.loads((args.time / "time.json").read_text())["arms"]
+    runs = {arm: [Path(p) for p in paths] for arm, paths in
+            json.loads((args.accuracy / "confident_prompts.json").read_text()).items()}
+    per_arm = {arm: [curves(d, timing[arm]["seconds per step"]) for d in dirs] for arm, dirs in runs.items()
+               if arm in timing}
+    rl = per_arm["rl"]
+    ends = {axis: min(c[axis][-1] for c in rl) for axis in ("problems", "rollouts", "seconds")}
+    rl_final = float(np.mean([c["best"][-1] for c in rl]))
+    lines = [f"RL's final running best (mean of {len(rl)} seeds): {rl_final:.3f}; matched at RL's end: "
+             f"{ends['problems']:.0f} problems, {ends['rollouts']:.0f} rollouts, {ends['seconds']:.1f} s", "",
+             "| arm | s/step alone | × RL | acc @ matched problems | @ matched rollouts | @ matched wall clock | "
+             "time to RL's final acc (s) |", "|---|---|---|---|---|---|---|"]
+    for arm, cs in per_arm.items():
+        cells = []
+        for axis in ("problems", "rollouts", "seconds"):
+            values = [at(c, axis, ends[axis]) for c in cs]
+            cells.append(f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}")
+        grid = np.unique(np.concatenate([c["seconds"] for c in cs]))
+        mean_best = np.array([np.mean([at(c, "seconds", s) for c in cs]) for s in grid])
+        reached = grid[mean_best >= rl_final - 1e-9]
+        seconds, to_rl = timing[arm]["seconds per step"], f"{reached[0]:.1f}" if len(reached) else "never"
+        lines.append(f"| {arm} | {seconds:.3f} | {seconds / timing['rl']['seconds per step']:.2f} | "
+                     + " | ".join(cells) + f" | {to_rl} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("time", help="each arm alone on the device: seconds per step and a per-cycle timeline")
+    t.add_argument("--task", type=json.loads, required=True, metavar="JSON", help="a task config with its seed prompt")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the full preset's 60)")
+    t.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    t.add_argument("--tiny", action="store_true", help="a few small steps (checks the wiring)")
+    t.add_argument("--evaluate", action="store_true", help="evaluate as the accuracy runs do (the full preset: every "
+                   "6 steps, 64 problems x 4 samples), so these runs give one seed's accuracy against wall clock; "
+                   "default: a light evaluation at the end only")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
+    s = sub.add_parser("summary", help="accuracy per problem, rollout and second, and time to RL's final accuracy")
+    s.add_argument("--time", type=Path, required=True, help="a `time` output directory")
+    s.add_argument("--accuracy", type=Path, required=True, help="a benchmarks/confident_prompts.py output directory")
+    s.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args()
+    if args.command == "time":
+        time_arms(args)
+    else:
+        text = summarise(args)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
