@@ -30,7 +30,8 @@ METRIC_KEYS = (
     "seconds_update", "reflection_failed", "reflection_calls", "reflection_failures", "reflection_repeats",
     "fast_rounds", "best_prompt_id", "wall_time", "kept_problems", "loss", "grad_norm", "within_prompt_signal",
     "within_prompt_variance_share", "member_entropy", "member_signal", "reused_rollouts", "fresh_rollouts",
-    "reused_reward_mean", "importance_ratio_mean", "importance_capped_share", "distill_kl",
+    "reused_reward_mean", "importance_ratio_mean", "importance_capped_share", "distill_kl", "fast_phase_s",
+    "fast_phase_wait_s", "seconds_eval",
 )
 LOCK = ".lock"
 
