@@ -7,7 +7,8 @@
 # or `fastslow`, `pytest`, `torchrun` or `accelerate` (python3 -m fastslow / pytest / torch.distributed.run /
 # accelerate.commands.launch ARGS). Around it, this script
 # - installs the wheels that travel in .whl/ (benchmarks/gpu_wheels.txt; the machine has no registry: fetch them here
-#   once with `bash benchmarks/fetch_gpu_wheels.sh`) into /tmp/site, once per machine; skipped where .whl/ is absent;
+#   once with `bash benchmarks/fetch_gpu_wheels.sh`) into /tmp/site, once per machine; skipped where .whl/ (or
+#   $WHEELS, the folder to take them from) holds none;
 # - sets the environment (PYTHONPATH with the repository and benchmarks/, unbuffered output, expandable CUDA segments,
 #   NVLink multicast off);
 # - writes $OUT/hardware.txt: GPU, memory and driver, cores, date, git commit (COMMIT=... where the machine's copy of
@@ -35,12 +36,12 @@ esac
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; export OUT
 
 # --- wheels and environment
-SITE=/tmp/site
-if compgen -G ".whl/*.whl" > /dev/null; then
-  stamp=$(ls .whl/*.whl | sha1sum | cut -c1-16)
+SITE=/tmp/site WHEELS=${WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  stamp=$(ls "$WHEELS"/*.whl | sha1sum | cut -c1-16)
   if [ "$(cat "$SITE/.wheels" 2>/dev/null)" != "$stamp" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-      || { echo "gpu.sh: installing .whl/*.whl failed" >&2; exit 1; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+      || { echo "gpu.sh: installing $WHEELS/*.whl failed" >&2; exit 1; }
     echo "$stamp" > "$SITE/.wheels"
   fi
   export PYTHONPATH=$SITE:$PWD:$PWD/benchmarks
