@@ -5,8 +5,8 @@ reflector (issue 13), and what continues the reflector (issue 24).
     python benchmarks/micro_pretrain.py --models reflector --minutes 5 --screen       # the reflector alone
     bash benchmarks/gpu.sh micro_pretrain --models reflector --extra reflector="--init /tmp/reflector"
 
-Each model is `fastslow micro pretrain` with the options below (`--extra NAME="..."` appends to them; later options
-win), all at once on the card, the cores split between their data workers. Then `fastslow micro eval` of each
+Each model is `fastslow micro pretrain` with the options below and --compile (`--extra NAME="..."` appends to them;
+later options win), all at once on the card, the cores split between their data workers. Then `fastslow micro eval` of each
 trained model (micro-v4 with the new reflector and with `micro` as its reflector, the reflector's own v3 abilities),
 and with --screen the task-suite screen of micro-v4 (benchmarks/task_suite.py). The checkpoints and logs go to
 --collect (a checkpoint is ~20 MB: gpu.sh packs and splits them into 15 MB parts that come back).
@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # the commands of 2026-12-01 (docs/MICRO.md, "v4 and its reflector, trained")
-    "v4": "--version v4 --batch-size 512 --lr 0.002 --warmup 200 --seed 0 --compile",
-    "reflector": "--version reflector --init fastslow/micro/model --batch-size 256 --lr 0.0005 --warmup 100 --seed 2 "
-                 "--compile",
+    "v4": "--version v4 --batch-size 512 --lr 0.002 --warmup 200 --seed 0",
+    "reflector": "--version reflector --init fastslow/micro/model --batch-size 256 --lr 0.0005 --warmup 100 --seed 2",
 }
 
 
@@ -47,8 +46,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--minutes", type=float, default=5.0, help="each model trains about this long")
+    parser.add_argument("--steps", type=int, default=None, help="each model takes this many steps instead")
     parser.add_argument("--extra", type=extra_arg, action="append", default=[], metavar='NAME="OPTIONS"',
                         help="more `fastslow micro pretrain` options for one model")
+    parser.add_argument("--no-compile", action="store_true", help="leave out --compile (e.g. a check on a CPU)")
+    parser.add_argument("--eval-n", type=int, default=100, help="cases per measurement of `fastslow micro eval`")
     parser.add_argument("--screen", action="store_true", help="then screen the task suite with the trained v4")
     parser.add_argument("--out", type=Path, default=Path("/tmp/micro_pretrain"), help="checkpoints are written here")
     parser.add_argument("--collect", type=Path, default=None,
@@ -62,8 +64,10 @@ def main() -> int:
     for name, options in args.extra:
         extra.setdefault(name, []).extend(shlex.split(options))
 
-    procs = {name: fastslow("micro", "pretrain", "--out", str(args.out / name), "--minutes", str(args.minutes),
-                            "--workers", str(workers), *shlex.split(MODELS[name]), *extra[name],
+    length = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
+    procs = {name: fastslow("micro", "pretrain", "--out", str(args.out / name), *length,
+                            "--workers", str(workers), *shlex.split(MODELS[name]),
+                            *([] if args.no_compile else ["--compile"]), *extra[name],
                             log=logs / f"pretrain_{name}.log") for name in args.models}
     failed = [name for name, proc in procs.items() if proc.wait() != 0]
     for name in args.models:
@@ -81,7 +85,7 @@ def main() -> int:
     if "reflector" in trained:
         evaluations["reflector"] = ["--model", trained["reflector"]]
     for label, options in evaluations.items():
-        code = fastslow("micro", "eval", *options, log=logs / f"eval_{label}.md").wait()
+        code = fastslow("micro", "eval", *options, "--n", str(args.eval_n), log=logs / f"eval_{label}.md").wait()
         print(f"== eval {label}: exit {code}", flush=True)
     if args.screen and "v4" in trained:
         with open(logs / "suite.md", "w") as out:

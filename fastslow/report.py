@@ -360,8 +360,8 @@ def _style(index: int, count: int) -> dict[str, Any]:
     """Run `index` of `count`: its colour and marker, and a line the wider the earlier the run, so that a run whose
     line lies exactly on an earlier one's (both at 0, say) shows as a thin line inside a wide one."""
     wide = (count - 1 - index) / max(count - 1, 1)
-    return {"color": _color(index), "marker": MARKERS[index % len(MARKERS)], "linewidth": 1.5 + 3 * wide,
-            "markersize": 4 + 4 * wide}
+    return {"color": _color(index), "marker": MARKERS[index % len(MARKERS)], "linewidth": 1.5 + 2.5 * wide,
+            "markersize": 3 + 3 * wide}
 
 
 def _smooth(y: np.ndarray) -> tuple[np.ndarray, int]:
