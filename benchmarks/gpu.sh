@@ -75,7 +75,7 @@ cat "$OUT/hardware.txt"
 
 # --- the benchmark
 QUIET=${QUIET-Warning|warnings.warn|Loading weights|Writing model|it/s\]}
-timeout "${LIMIT_S:-540}" "${CMD[@]}" "$@" 2>&1 | { if [ -n "$QUIET" ]; then grep --line-buffered -v -E "$QUIET"; else cat; fi; } \
+timeout --kill-after=30 "${LIMIT_S:-540}" "${CMD[@]}" "$@" 2>&1 | { if [ -n "$QUIET" ]; then grep --line-buffered -v -E "$QUIET"; else cat; fi; } \
   | tee "$OUT/$NAME.log"
 rc=${PIPESTATUS[0]}
 
@@ -87,7 +87,7 @@ too_big=$(find . -type f -size +16M | head -1)
 odd_name=$(find . -mindepth 1 | grep -E '[^A-Za-z0-9._/-]' | head -1)
 if [ "$files" -gt 8 ] || [ -n "$too_deep$too_big$odd_name" ]; then
   mapfile -t entries < <(find . -mindepth 1 -maxdepth 1 ! -name hardware.txt ! -name "$NAME.log" -printf '%P\n')
-  tar czf /tmp/gpu_results.tgz --exclude=checkpoints --exclude='step-*' --exclude='.tmp-step-*' --exclude=.lock \
+  tar czf /tmp/gpu_results.tgz --exclude=checkpoints --exclude=.lock \
     --exclude=gepa --exclude=trl --exclude=export "${entries[@]}"
   rm -rf -- "${entries[@]}"
   if [ "$(stat -c %s /tmp/gpu_results.tgz)" -gt $((15 * 1024 * 1024)) ]; then
@@ -96,7 +96,8 @@ if [ "$files" -gt 8 ] || [ -n "$too_deep$too_big$odd_name" ]; then
     mv /tmp/gpu_results.tgz results.tgz
   fi
   rm -f /tmp/gpu_results.tgz
-  [ "$(ls results.tgz* | wc -l)" -le 6 ] || echo "gpu.sh: results over 90 MB: the device returns 64 MiB at most" >&2
+  [ "$(du -cb results.tgz* | tail -1 | cut -f1)" -le $((60 * 1024 * 1024)) ] \
+    || echo "gpu.sh: results.tgz is over 60 MiB; the device returns 64 MiB at most" >&2
   echo "gpu.sh: packed ${#entries[@]} entries of \$OUT into $(ls results.tgz* | tr '\n' ' ')($(du -ch results.tgz* | tail -1 | cut -f1))"
 fi
 exit "$rc"

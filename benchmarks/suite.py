@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "docs/logs/suite/task_suite_v4_2026-12-01_h200.json"
-SCRATCH = ("checkpoints", "step-*", ".tmp-step-*", ".lock", "gepa", "trl", "export")  # not copied to COLLECT
+SCRATCH = ("checkpoints", ".lock", "gepa", "trl", "export")  # not copied to COLLECT
 
 
 def suite_tasks(path: Path) -> list[dict]:
@@ -46,18 +46,29 @@ def model_settings(args) -> list[str]:
 
 def run_side_by_side(commands: dict[int, list[str]], logs: Path, limit_s: float) -> dict[int, int]:
     """Start every task's command at once (each in its own process group, its output in logs/<task>.log), wait up to
-    `limit_s`, then stop what is still running (with its worker processes). Returns task -> exit code (-15: stopped)."""
+    `limit_s`, then stop what is still running, worker processes included; so does a SIGTERM to this process (what
+    gpu.sh's time limit sends). Returns task -> exit code (-15: stopped)."""
     logs.mkdir(parents=True, exist_ok=True)
     procs = {}
+
+    def stop(*_) -> None:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        if _:  # called as the SIGTERM handler
+            raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, stop)
     for task, command in commands.items():
         with open(logs / f"{task}.log", "w") as log:
-            procs[task] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            procs[task] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                           preexec_fn=os.setpgrp)
     deadline = time.monotonic() + limit_s
     for task, proc in procs.items():
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
+            stop()
             proc.wait()
         print(f"== task {task}: exit {proc.returncode}", flush=True)
     return {task: proc.returncode for task, proc in procs.items()}
