@@ -335,10 +335,11 @@ def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL,
     the policy answers each problem the same way every time; rewards may still differ between members, but the
     gradient of a near-certain completion's log-probability is near zero, so the weights barely move.
 
-    That is worth a warning only where the answers are not already right: a cycle counts if its accuracy — the
-    latest `val_accuracy` measured up to its last step (the deployed prompt's), or where none was, the mean
-    `reward_mean` of its steps — is below `high_accuracy`. A policy that is near-certain and right has little left
-    for the weights to learn (RL's own groups go silent the same way once it solves a problem every time)."""
+    That is worth a warning only where the answers are not already right: a cycle counts if its accuracy — the best
+    `val_accuracy` measured up to its last step (the deployed prompt's, a running best as the report plots it, so
+    that one noisy evaluation does not flip the verdict), or where none was, the mean `reward_mean` of its steps — is
+    below `high_accuracy`. A policy that is near-certain and right has little left for the weights to learn (RL's
+    own groups go silent the same way once it solves a problem every time)."""
     by_cycle: dict[int, list[float]] = {}
     rewards: dict[int, list[float]] = {}
     last_step: dict[int, int] = {}
@@ -352,10 +353,10 @@ def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL,
             last_step[row["cycle"]] = max(last_step.get(row["cycle"], 0), row.get("step") or 0)
 
     def accuracy(cycle: int) -> float | None:
-        measured = [row for row in rows
+        measured = [row["val_accuracy"] for row in rows
                     if row.get("val_accuracy") is not None and (row.get("step") or 0) <= last_step[cycle]]
         if measured:
-            return max(measured, key=lambda row: row.get("step") or 0)["val_accuracy"]
+            return max(measured)
         return sum(rewards[cycle]) / len(rewards[cycle]) if rewards.get(cycle) else None
 
     means = {cycle: sum(v) / len(v) for cycle, v in by_cycle.items()}

@@ -172,7 +172,10 @@ def test_a_starved_cycle_is_warned_about_only_while_accuracy_has_room():
     assert starved_cycles(cycle(accuracy=0.95)) == {}  # certain and right: nothing for the weights to learn
     assert starved_cycles(cycle(accuracy=HIGH_ACCURACY)) == {}
     assert starved_cycles(cycle(accuracy=0.6)) == {0: pytest.approx(0.01)}  # certain and often wrong: warn
-    # no evaluation in the cycle's rows beyond step 0's: the latest one measured counts (here the base model's 0.1)
+    # the best evaluation so far counts: one noisy evaluation below 0.9 after 0.97 does not flip the verdict
+    assert starved_cycles([*cycle(accuracy=0.97), {"step": 3, "cycle": 1, "kept_problems": 8, "within_prompt_signal": 0.0,
+                                                  "reward_mean": 0.5, "val_accuracy": 0.89}]) == {}
+    # no evaluation in the cycle's rows beyond step 0's: that one counts (here the base model's 0.1)
     assert starved_cycles(cycle(reward=0.97)) == {0: pytest.approx(0.01)}
     # no evaluation at all (the console sees one cycle's rows): the cycle's training reward stands in
     no_eval = [{**row, "val_accuracy": None} for row in cycle(reward=0.97)]
