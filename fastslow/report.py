@@ -202,7 +202,7 @@ def comparison_in_words(curve: tuple[np.ndarray, np.ndarray], rl_curve: tuple[np
     if at is None:
         return (f"This run never reached RL's peak {rl_peak:.3f} in {samples(x[-1])} (its best {y.max():.3f}); "
                 f"RL reached it at {samples(rl_at)}.")
-    if at == 0 or at <= x[0]:
+    if at <= x[0]:
         return f"This run was at RL's peak {rl_peak:.3f} from its first evaluation; RL needed {samples(rl_at)}."
     return f"This run reached RL's peak {rl_peak:.3f} at {samples(at)}, RL at {samples(rl_at)}."
 
