@@ -14,12 +14,6 @@ import argparse
 import json
 import time
 
-import torch
-
-from fastslow.evaluation import prompt_signal
-from fastslow.policy import load_model, load_tokenizer
-from fastslow.tasks import load_task
-
 AGNOSTIC = "Solve the task."
 CANDIDATES = [  # (task config, prompt; None = the task's own instruction)
     ({"name": "stargraph", "args": {"degree": 3, "arm_length": 2}}, "Find the path from the start to the goal."),
@@ -35,6 +29,9 @@ CANDIDATES = [  # (task config, prompt; None = the task's own instruction)
 
 
 def measure(model, tokenizer, spec: dict, prompt: str | None, n: int, samples: int) -> dict:
+    from fastslow.evaluation import prompt_signal
+    from fastslow.tasks import load_task
+
     task = load_task(spec["name"], **spec.get("args", {}))
     prompt = prompt if prompt is not None else getattr(task, "instruction", task.seed_prompt)
     return {"task": spec, "prompt": prompt, **prompt_signal(model, tokenizer, task, prompt, n, samples)}
@@ -50,6 +47,10 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
+    from fastslow.policy import load_model, load_tokenizer
+
     torch.manual_seed(0)
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     candidates = [(json.loads(t), args.prompt) for t in args.task] if args.task else CANDIDATES

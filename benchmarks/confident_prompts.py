@@ -38,11 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fastslow import stats
-from fastslow.experiments.common import Experiment, default_workers, markdown_table, series
-from fastslow.experiments.presets import MICRO_BASE, PRESETS
-from fastslow.report import load_run
-
 TASK = {"name": "strings", "args": {"program_seed": 24},
         "seed_prompt": "Sort the letters, then keep every other letter, then move the first 3 letters to the end."}
 ARMS = {
@@ -62,17 +57,18 @@ ARMS = {
     "fst-overlap": {"mode": "fst", "loop.fast_phase": "overlap"},
     "fst-overlap-reuse": {"mode": "fst", "loop.fast_phase": "overlap", "loop.reuse_fast_rollouts": True},
 }
-SIZES = {**PRESETS["full"]["overrides"], "loop.steps": 60, "task.train_size": 960,
-         "rl.bf16": True, "model.share_prefixes": False}
+SIZES = {"loop.steps": 60, "task.train_size": 960, "rl.bf16": True, "model.share_prefixes": False}  # on the full preset
 TINY = {"loop.steps": 4, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
         "loop.population_size": 2, "task.train_size": 32, "task.val_size": 8, "eval.every": 2, "eval.samples": 2,
         "eval.kl_prompts": 4, "gepa.budget_passes": 3.0, "rl.bf16": False}
 
 
 def base_config(tiny: bool, extra: dict, task: dict = TASK) -> dict:
+    from fastslow.experiments.presets import MICRO_BASE, PRESETS
+
     base = copy.deepcopy(MICRO_BASE)
     base["task"] = copy.deepcopy(task)
-    for key, value in {**SIZES, **(TINY if tiny else {}), **extra}.items():
+    for key, value in {**PRESETS["full"]["overrides"], **SIZES, **(TINY if tiny else {}), **extra}.items():
         section, _, leaf = key.rpartition(".")
         node = base
         for part in section.split(".") if section else []:
@@ -82,6 +78,8 @@ def base_config(tiny: bool, extra: dict, task: dict = TASK) -> dict:
 
 
 def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[list[str]]:
+    from fastslow.report import load_run
+
     rows = []
     for seed, path in enumerate(run_dirs):
         run = load_run(path)
@@ -101,6 +99,9 @@ def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[lis
 
 def mean_running_best(run_dirs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Mean over seeds at the evaluations every run reached (a run cut short by a time limit ends early)."""
+    from fastslow import stats
+    from fastslow.experiments.common import series
+
     curves = [series(d, "samples", "val_accuracy") for d in run_dirs]
     reached = min(cx[-1] for cx, _ in curves)
     x = max((cx for cx, _ in curves), key=len)
@@ -121,7 +122,8 @@ def main() -> int:
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: tables of the runs already in OUT/runs (e.g. brought back from the GPU)")
     args = parser.parse_args()
-    from fastslow.cli import parse_overrides
+    from fastslow.cli import parse_overrides  # after the arguments: --help answers at once
+    from fastslow.experiments.common import Experiment, default_workers, markdown_table
 
     base = base_config(args.tiny, parse_overrides(args.set), args.task)
     exp = Experiment("confident-prompts", "full", args.seeds, args.out, base, {}, args.workers or default_workers(),

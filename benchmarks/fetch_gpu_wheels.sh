@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download the wheels the GPU machine needs (benchmarks/gpu_wheels.txt) into .whl/ (git-ignored), for its Python 3.12
-# on x86_64. Then every device call carries [".whl"] and starts with `source benchmarks/device_setup.sh`.
+# on x86_64. Then every device call carries [".whl"] and runs `bash benchmarks/gpu.sh BENCHMARK ...`, which installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl

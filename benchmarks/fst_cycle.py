@@ -18,17 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="strings")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-passes", type=float, default=5.0)
     parser.add_argument("--proposals", type=int, nargs="+", default=[4])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (rl.bf16), for CPUs with bf16 instructions")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

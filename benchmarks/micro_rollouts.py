@@ -12,13 +12,13 @@ import argparse
 import os
 import time
 
-import torch
-
-from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
-from fastslow.tasks.micro import StringProgramTask
-
 
 def rollouts_per_second(model, tokenizer, batch_size: int, rollouts: int) -> tuple[float, float]:
+    import torch
+
+    from fastslow.policy import Sampling, chat_messages, generate
+    from fastslow.tasks.micro import StringProgramTask
+
     task = StringProgramTask(program_seed=1)
     problems = task.problems("val", rollouts, seed=0)
     conversations = [chat_messages(task.instruction, p.prompt) for p in problems]
@@ -37,6 +37,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
+    from fastslow.policy import load_model, load_tokenizer
+
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype="float32"), load_tokenizer(args.model)

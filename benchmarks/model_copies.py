@@ -16,8 +16,6 @@ import gc
 import os
 import tempfile
 
-import torch
-
 RUNS = {
     "LoRA (r 8), kl_coef 0.001": {"model": {"lora": {"r": 8}}},
     "full weights, kl_coef 0.001": {},
@@ -27,6 +25,7 @@ RUNS = {
 
 def copies() -> list[dict]:
     """Every distinct set of weights alive now: class, parameters, MB, trains (an optimizer holds a parameter)."""
+    import torch
     from transformers import PreTrainedModel
 
     gc.collect()
@@ -77,9 +76,11 @@ def census(overrides: dict, out_dir: str) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     print("| run | copies of the weights | each: class, parameters, MB, trains | total MB |")

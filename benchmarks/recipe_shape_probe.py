@@ -17,22 +17,22 @@ import argparse
 import tempfile
 import time
 
-import torch
-from random_model import SHAPES, TINY_VOCAB, VOCAB, AlternatingRewardTask, PeakMemory, device_name, random_qwen3
-
-from fastslow.config import load_config
-from fastslow.fast.population import Member
-from fastslow.policy import chat_messages, load_tokenizer
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/qwen3-math.yaml")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--budget-s", type=float, default=220.0)
     parser.add_argument("--prompt-chars", type=int, default=200, help="problem length (characters = tokens)")
     parser.add_argument("--tiny", action="store_true", help="a tiny shape and size on CPU")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+    from random_model import SHAPES, TINY_VOCAB, VOCAB, AlternatingRewardTask, PeakMemory, device_name, random_qwen3
+
+    from fastslow.config import load_config
+    from fastslow.fast.population import Member
+    from fastslow.policy import chat_messages, load_tokenizer
+
     started = time.perf_counter()
     overrides = {"loop.steps": args.steps}
     if args.tiny:

@@ -21,12 +21,6 @@ import numpy as np
 
 
 def main() -> None:
-    from fastslow import stats
-    from fastslow.config import set_dotted
-    from fastslow.experiments import presets
-    from fastslow.experiments.common import Experiment, default_workers, fmt, last_value, markdown_table, series
-    from fastslow.report import load_run
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--seeds", type=int, default=3)
@@ -35,6 +29,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the preset's; to check)")
     parser.add_argument("--no-rl", action="store_true", help="leave out the RL reference runs")
     args = parser.parse_args()
+    from fastslow import stats  # after the arguments: --help answers at once
+    from fastslow.config import set_dotted
+    from fastslow.experiments import presets
+    from fastslow.experiments.common import Experiment, default_workers, fmt, last_value, markdown_table, series
+    from fastslow.report import load_run
 
     base = copy.deepcopy(presets.MICRO_BASE)
     settings = presets.experiment_settings("efficiency", args.preset, None)

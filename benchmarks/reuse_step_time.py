@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 VARIANTS = {"rl": ("rl", False), "fst": ("fst", False), "fst + reuse": ("fst", True)}
 TINY = {"loop.steps": 2, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,
         "loop.population_size": 2, "task.train_size": 16, "gepa.budget_passes": 3.0, "model.max_new_tokens": 8,
@@ -97,6 +95,8 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, nargs="*", default=[],
                         help="also FST with reuse at each of these gepa.proposals_per_iteration")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
     from fastslow.cli import parse_overrides
 
     extra = parse_overrides(args.set)

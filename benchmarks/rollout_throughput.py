@@ -22,8 +22,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SHAPES = {  # Qwen3 shapes (hidden, intermediate, layers, heads, kv heads, head dim, vocab)
     "qwen3-1.7b": (2048, 6144, 28, 16, 8, 128, 151936),
@@ -33,6 +35,7 @@ GPU_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}  # bytes/s, da
 
 
 def build_model(name: str, dtype: torch.dtype, device: str):
+    import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from fastslow.policy import load_model
@@ -50,6 +53,8 @@ def build_model(name: str, dtype: torch.dtype, device: str):
 
 def batch(model, args) -> list[list[int]]:
     """G rows per problem, row i under system prompt i mod K; random token ids (a random model reads no text)."""
+    import torch
+
     generator = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
     systems = [torch.randint(1, vocab, (args.system_tokens,), generator=generator).tolist()
@@ -69,6 +74,8 @@ def roofline_seconds(model, prompts: list[list[int]], new_tokens: int, bandwidth
 
 
 def memory_bandwidth(device: str) -> float:
+    import torch
+
     if device == "cuda":
         name = torch.cuda.get_device_name()
         return next((v for k, v in GPU_BANDWIDTH.items() if k in name), 3.35e12)
@@ -115,6 +122,8 @@ def vllm_engine(model, prompts, args, dtype):
 def timed(function, repeats: int) -> tuple[float, float]:
     """Best wall-clock seconds of `repeats` calls after a warm-up (compilation, allocator), and that call's CPU
     seconds (this process, all threads: on a shared CPU, what the engine itself used)."""
+    import torch
+
     function()
     best = (float("inf"), float("inf"))
     for _ in range(repeats):
@@ -143,6 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tiny", action="store_true", help="a tiny random model and batch, to check the script")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
     if args.tiny:
         args.model, args.problems, args.rollouts, args.members = "tiny", 2, 4, 2
         args.system_tokens, args.problem_tokens, args.new_tokens, args.repeats = 16, 4, 8, 1

@@ -1,6 +1,10 @@
 """Run the paper's eight experiments and collect their results under one folder.
 
     python benchmarks/run_experiments.py --preset full --out /tmp/experiments --collect $OUT/experiments
+    bash benchmarks/gpu.sh run_experiments --preset full --workers gpu --out /tmp/experiments --collect $OUT/collect
+
+`--workers gpu`: one run process per 7.5 GiB of GPU memory, at most one per core (a full-preset run of the micro
+model holds ~7 GiB at its peak: 16 processes on one 80 GB H100 ran out of memory).
 
 With 8 or more cores, the experiments that train on different tasks (efficiency, continual, zero-reward) run at
 the same time, each pinned to its share of the cores; the others then reuse efficiency's runs from the cache
@@ -23,6 +27,28 @@ SECOND_WAVE = ["asymptote", "kl", "decomposition", "ood", "plasticity"]
 ORDER = ["efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"]
 
 
+GIB_PER_WORKER = 7.5
+
+
+def workers_arg(text: str) -> int | str:
+    if text == "gpu":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers or 'gpu', got {text!r}") from None
+
+
+def gpu_workers() -> int:
+    """One worker per GIB_PER_WORKER of the GPUs' memory (nvidia-smi), at most one per core."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit("--workers gpu: nvidia-smi found no GPU") from None
+    return max(1, min(int(sum(float(mib) for mib in listed) / 1024 / GIB_PER_WORKER), len(os.sched_getaffinity(0))))
+
+
 def command(name: str, args, workers: int | None) -> list[str]:
     return [sys.executable, "-c", "import sys; from fastslow.cli import parse_overrides; "
             "from fastslow.experiments import run_experiment as r; "
@@ -42,12 +68,16 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--config", default=None, help="base run config (default: the micro model)")
     parser.add_argument("--out", type=Path, default=Path("experiments/full"))
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: the experiments' own)")
+    parser.add_argument("--workers", type=workers_arg, default=None,
+                        help="worker processes, or 'gpu': one per 7.5 GiB of GPU memory (default: the experiments' own)")
     parser.add_argument("--collect", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="run only these experiments")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run config field in every run, e.g. --set loop.rollout_allocation=signal")
     args = parser.parse_args()
+    if args.workers == "gpu":
+        args.workers = gpu_workers()
+        print(f"== {args.workers} workers", flush=True)
     wanted = set(args.only or ORDER)
     args.out.mkdir(parents=True, exist_ok=True)
     started, failed = time.perf_counter(), []
@@ -86,7 +116,7 @@ def main() -> int:
     for name in [n for n in SECOND_WAVE if n in wanted]:
         wait_all({name: start(name, args, cores, args.workers)})
 
-    if args.collect:
+    if args.collect:  # experiments are collected as they finish, so a time limit keeps what finished
         pages = []
         for name in [n for n in ORDER if n in wanted]:
             results = args.collect / name / "results.md"

@@ -13,10 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from fastslow import shared_prefix
-
 
 def micro_batch(args):
     from fastslow.policy import chat_messages, load_model, load_tokenizer
@@ -34,6 +30,7 @@ def micro_batch(args):
 
 
 def random_batch(args):
+    import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
@@ -46,6 +43,8 @@ def random_batch(args):
 
 
 def timed(fn, device, repeats):
+    import torch
+
     times = []
     for _ in range(repeats):
         if device == "cuda":
@@ -59,9 +58,9 @@ def timed(fn, device, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="micro", choices=["micro", "qwen3-0.6b"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where there is one")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--problems", type=int, default=16)
@@ -72,6 +71,11 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=24, help="sampled tokens per rollout")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
+    from fastslow import shared_prefix
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
     model, prompts, pad_id = micro_batch(args) if args.model == "micro" else random_batch(args)
     model.to(args.device).eval()

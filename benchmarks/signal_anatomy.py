@@ -22,15 +22,10 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import yaml
-
-from fastslow.config import parse_config
-from fastslow.fast.population import SEED_ID, Member, assign_prompts
-from fastslow.policy import Sampling, chat_messages, completion_distributions, generate, load_model, load_tokenizer
-from fastslow.slow.objective import group_advantages, reward_signal, row_weights
-from fastslow.tasks import load_task
+if TYPE_CHECKING:
+    import torch
 
 
 def gradient_norm(model, loss: torch.Tensor) -> float:
@@ -49,6 +44,14 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+    import yaml
+
+    from fastslow.config import parse_config
+    from fastslow.fast.population import SEED_ID, Member, assign_prompts
+    from fastslow.policy import Sampling, chat_messages, completion_distributions, generate, load_model, load_tokenizer
+    from fastslow.slow.objective import group_advantages, reward_signal, row_weights
+    from fastslow.tasks import load_task
 
     config = parse_config(yaml.safe_load((args.run_dir / "config.yaml").read_text()))
     task = load_task(config.task.name, **config.task.args)

@@ -3,7 +3,7 @@ suite and report per task and pooled").
 
     python benchmarks/suite_pool.py COLLECT_DIR [--out suite.md]
 
-COLLECT_DIR holds one folder per suite task, as benchmarks/gpu_suite_experiments.sh writes them: `<i>/task.json` (the
+COLLECT_DIR holds one folder per suite task, as `benchmarks/suite.py experiments` writes them: `<i>/task.json` (the
 task config) and `<i>/<experiment>/summary.json` (what `fastslow experiment` writes). For each experiment and each
 arm's measured quantity (a summary entry with a mean over seeds), the table has the per-task means and, pooled over
 the tasks that have it, their mean and standard deviation: every task counts once, whatever its spread over seeds.

@@ -23,19 +23,13 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from fastslow.evaluation import prompt_signal
-from fastslow.experiments.presets import SUITE_RULE, select_suite
-from fastslow.micro.evaluate import near_misses
-from fastslow.micro.language import GENERIC_PROMPT, describe, held_out_program, parse_program
-from fastslow.policy import load_model, load_tokenizer
-from fastslow.tasks import load_task
-from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction
-
 
 def candidates(programs: int) -> list[dict]:
     """Task configs with their seed prompt, in a fixed order."""
+    from fastslow.micro.evaluate import near_misses
+    from fastslow.micro.language import GENERIC_PROMPT, describe, held_out_program, parse_program
+    from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction
+
     found = []
     for seed in range(programs):
         program = held_out_program(seed)
@@ -65,6 +59,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48, help="room for a worked answer of 3 lines")
     parser.add_argument("--json", type=Path, default=None, help="write the measurements and the suite here")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+
+    from fastslow.evaluation import prompt_signal
+    from fastslow.experiments.presets import SUITE_RULE, select_suite
+    from fastslow.policy import load_model, load_tokenizer
+    from fastslow.tasks import load_task
+
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else None
     model, tokenizer = load_model(args.model, device=device), load_tokenizer(args.model)

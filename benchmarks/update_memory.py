@@ -23,13 +23,6 @@ import gc
 import tempfile
 import time
 
-import torch
-from random_model import TINY_VOCAB, VOCAB, AlternatingRewardTask, PeakMemory, device_name, random_qwen3
-
-from fastslow.config import parse_config
-from fastslow.fast.population import Member
-from fastslow.policy import chat_messages, load_model, load_tokenizer
-
 G, K = 8, 4
 SYSTEMS = [f"Prompt {k}: solve the problem step by step, check the result, and put the final answer in \\boxed{{}}."
            for k in range(K)]
@@ -37,6 +30,8 @@ SYSTEMS = [f"Prompt {k}: solve the problem step by step, check the result, and p
 
 def fixed_length_sampling(completion_tokens: int, vocab: int):
     """Stands in for the trainer's `_generate_single_turn`: random tokens (never EOS or padding), all this long."""
+    import torch
+
     generator = torch.Generator().manual_seed(0)
 
     def sample(prompt_ids, *args, **kwargs):
@@ -47,6 +42,8 @@ def fixed_length_sampling(completion_tokens: int, vocab: int):
 
 def build_learner(model_dir: str, tokenizer, task, work_dir: str, *, lora: bool, checkpointing: bool,
                   micro_batch_rows: int, max_rows: int, gpu: bool):
+    from fastslow.config import parse_config
+    from fastslow.policy import load_model
     from fastslow.slow.trainer import SlowLearner
 
     config = parse_config({
@@ -62,6 +59,11 @@ def build_learner(model_dir: str, tokenizer, task, work_dir: str, *, lora: bool,
 
 def step(learner, task, rows: int, completion_tokens: int, device: str) -> tuple[str, float, float]:
     """One RL step; returns (GiB held before it, peak GiB during it, seconds)."""
+    import torch
+    from random_model import PeakMemory
+
+    from fastslow.fast.population import Member
+
     vocab = learner.policy.config.vocab_size
     learner.trainer._generate_single_turn = fixed_length_sampling(completion_tokens, vocab)
     population = [Member(f"m{k}", text) for k, text in enumerate(SYSTEMS)]
@@ -76,13 +78,15 @@ def step(learner, task, rows: int, completion_tokens: int, device: str) -> tuple
 
 
 def free(device: str) -> None:
+    import torch
+
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny shape and batch on CPU")
     parser.add_argument("--shape", default="qwen3-1.7b")
     parser.add_argument("--rows", type=int, nargs="+", default=[8, 32, 128], help="rows per step (multiples of 8)")
@@ -91,6 +95,11 @@ def main() -> None:
     parser.add_argument("--micro-batch-rows", type=int, default=8)
     parser.add_argument("--budget-s", type=float, help="skip points that would end later (default 150; --tiny: none)")
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers at once
+    from random_model import TINY_VOCAB, VOCAB, AlternatingRewardTask, device_name, random_qwen3
+
+    from fastslow.policy import chat_messages, load_tokenizer
+
     if args.tiny:
         args.shape, args.rows, args.tokens, args.prompt_chars, args.micro_batch_rows = "tiny", [8, 16], [160], 10, 4
     budget = args.budget_s or (float("inf") if args.tiny else 150.0)

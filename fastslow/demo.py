@@ -38,5 +38,6 @@ def run_demo(out: Path, train: Callable[[Config], Path] | None = None, config_pa
         runs.append(train(config))
     notes = [compare_at_equal_samples(*runs),
              "Both runs share the seed, the data plan and the starting weights; FST's fast phase costs extra "
-             "rollouts (see 'reward vs rollouts'), which the samples axis does not count."]
+             "rollouts (see 'reward vs rollouts') and wall clock (see 'Where a step's time goes'), which the samples "
+             "axis does not count."]
     return make_report(runs, out, notes=notes)

@@ -99,13 +99,18 @@ def load_run(run_dir: str | Path) -> Run:
                [_read_json(f) for f in population_files])
 
 
+def _label(name: str, mode: str) -> str:
+    """"name (mode)", or the name alone where it already says the mode ("fst", "demo-fst", "efficiency_rl_s0")."""
+    return name if mode in re.split(r"[-_./ ]", name) else f"{name} ({mode})"
+
+
 def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
-    """Read run directories and label each "name (mode)"; runs sharing a label get their path added."""
+    """Read run directories and label each "name (mode)" (the mode once); runs sharing a label get their path added."""
     if not run_dirs:
         raise FastSlowError("report: expected at least one run directory")
     runs = [load_run(d) for d in run_dirs]
     for run in runs:
-        run.label = f"{run.name} ({run.mode})"
+        run.label = _label(run.name, run.mode)
     labels = [run.label for run in runs]
     for run in runs:
         if labels.count(run.label) > 1:
@@ -128,7 +133,8 @@ def _summary_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     table = []
     for run in runs:
         _, accuracy = run.series("step", "val_accuracy")
-        wall = run.last("wall_time")
+        clock = elapsed(run)
+        wall = max(clock.values()) if clock else None
         table.append({
             "run": run.label,
             "steps": _fmt(run.last("step")),
@@ -144,7 +150,8 @@ def _summary_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
 
 
 def _comparison_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
-    """Each non-RL run against each RL run of the same task: the paper's sample efficiency and KL claims."""
+    """Each non-RL run against each RL run of the same task: the paper's sample efficiency and KL claims, and what
+    happened in words (the numbers alone are zeros and dashes where one side never reaches the other's level)."""
     table = []
     rl_runs = [run for run in runs if run.mode == "rl"]
     for run in runs:
@@ -155,6 +162,7 @@ def _comparison_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
             if not len(curve[0]) or not len(rl_curve[0]):
                 continue
             rl_peak = float(rl_curve[1].max())
+            rl_rose = rl_peak > rl_curve[1][0]  # else RL's peak is its start: "samples to reach it" means nothing
             ratio = stats.sample_efficiency(curve, rl_curve)
             kl, rl_kl = _kl_curve(run), _kl_curve(rl)
             matched = stats.kl_at_matched_accuracy(kl, rl_kl) if len(kl[0]) and len(rl_kl[0]) else None
@@ -162,13 +170,41 @@ def _comparison_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
                 "run": run.label,
                 "vs RL run": rl.label,
                 "RL peak val acc": _fmt(rl_peak),
-                "samples RL needs": _fmt(stats.samples_to_reach(*rl_curve, rl_peak), 0),
-                "samples this run needs": _fmt(stats.samples_to_reach(*curve, rl_peak), 0),
-                "sample efficiency": "—" if ratio is None else f"{ratio:.2f}×",
+                "samples RL needs": _fmt(stats.samples_to_reach(*rl_curve, rl_peak) if rl_rose else None, 0),
+                "samples this run needs": _fmt(stats.samples_to_reach(*curve, rl_peak) if rl_rose else None, 0),
+                "sample efficiency": "—" if ratio is None else "∞" if math.isinf(ratio) else f"{ratio:.2f}×",
                 "max KL reduction at matched acc": "—" if matched is None or math.isnan(matched.max_reduction)
                 else f"{matched.max_reduction:.0%}",
+                "in words": comparison_in_words(curve, rl_curve),
             })
     return table
+
+
+def comparison_in_words(curve: tuple[np.ndarray, np.ndarray], rl_curve: tuple[np.ndarray, np.ndarray]) -> str:
+    """One sentence on how a run's (samples, val_accuracy) curve compares with an RL run's, which says what happened
+    also where a side never reaches the level that sample efficiency is measured at (RL's peak)."""
+    def samples(value: float | None) -> str:
+        return f"{value:,.0f} samples"
+
+    def peak_of(x: np.ndarray, y: np.ndarray) -> tuple[float, float | None]:
+        peak = float(y.max())
+        return peak, stats.samples_to_reach(x, y, peak)
+
+    (x, y), (rl_x, rl_y) = curve, rl_curve
+    rl_peak, rl_at = peak_of(rl_x, rl_y)
+    if rl_peak <= rl_y[0]:
+        peak, at = peak_of(x, y)
+        rl_part = f"RL never rose above its start ({rl_y[0]:.3f}) in {samples(rl_x[-1])}"
+        if peak <= y[0]:
+            return f"Neither run improved: {rl_part}, this run stayed at {y[0]:.3f} in {samples(x[-1])}."
+        return f"{rl_part}; this run reached {peak:.3f} at {samples(at)}."
+    at = stats.samples_to_reach(x, y, rl_peak)
+    if at is None:
+        return (f"This run never reached RL's peak {rl_peak:.3f} in {samples(x[-1])} (its best {y.max():.3f}); "
+                f"RL reached it at {samples(rl_at)}.")
+    if at <= x[0]:
+        return f"This run was at RL's peak {rl_peak:.3f} from its first evaluation; RL needed {samples(rl_at)}."
+    return f"This run reached RL's peak {rl_peak:.3f} at {samples(at)}, RL at {samples(rl_at)}."
 
 
 def _task(run: Run) -> Any:
@@ -198,26 +234,134 @@ def _html_table(table: list[dict[str, str]]) -> str:
 
 def summary_table(run_dirs: Sequence[str | Path]) -> str:
     """Markdown: per run the final and peak validation accuracy, samples, rollouts, KL, entropy, wall time;
-    then, if there are RL runs, each other run's sample efficiency and KL reduction against them."""
+    then, if there are RL runs, each other run's sample efficiency and KL reduction against them; then per run the
+    seconds per RL step split into slow / fast / waiting / eval."""
     runs = load_runs(run_dirs)
     text = _markdown(_summary_rows(runs))
-    comparisons = _comparison_rows(runs)
-    return text + ("\n" + _markdown(comparisons) if comparisons else "")
+    comparisons, times = _comparison_rows(runs), _time_rows(runs)
+    return text + "".join("\n" + _markdown(table) for table in (comparisons, times) if table)
+
+
+# ---------------------------------------------------------------- where a step's time goes
+
+
+TIME_PARTS = ("slow", "fast", "waiting", "eval")
+
+
+def step_times(run: Run) -> list[dict[str, Any]]:
+    """Per RL step, the wall clock since the previous metrics row (`total`) split into `slow` (the RL step itself),
+    `fast` (the fast phase run by the trainer: re-scoring, GEPA, reflection; on a cycle's first step), `waiting` (for
+    a fast phase running beside the slow one) and `eval` (evaluation on that step); the parts sum to `total`.
+
+    A run that recorded `fast_phase_s`, `fast_phase_wait_s` or `seconds_eval` anywhere (docs/RUNDIR.md; null counts 0)
+    is split as measured. Older runs are estimated (`measured` False):
+    their fast phase's seconds were added to the cycle's first step's `seconds_generate`, `seconds_score` and
+    `seconds_reflect`, so `fast` is that step's reflection plus what its generation and scoring took beyond the
+    median of the run's other steps (0 in rl mode); `waiting` is 0 and `eval` unknown (None), left in `slow`.
+    A resumed run's clock restarts at 0: a row whose `wall_time` is below the last one counts from 0."""
+    timed = [row for row in run.rows if row.get("wall_time") is not None]
+    first_steps, seen = set(), set()
+    for row in timed:
+        if row.get("step") and row.get("cycle") not in seen:
+            seen.add(row.get("cycle"))
+            first_steps.add(row["step"])
+
+    def rollout_seconds(row: dict[str, Any]) -> float:
+        return (row.get("seconds_generate") or 0.0) + (row.get("seconds_score") or 0.0)
+
+    others = [rollout_seconds(row) for row in timed if row.get("step") and row["step"] not in first_steps]
+    typical = float(np.median(others)) if others else 0.0
+    measured = any(row.get(key) is not None for row in timed for key in ("fast_phase_s", "fast_phase_wait_s",
+                                                                          "seconds_eval"))
+    steps, previous = [], None
+    for row in timed:
+        wall = float(row["wall_time"])
+        if previous is None or not row.get("step"):  # step 0: the first evaluation, before any step
+            previous = wall
+            continue
+        total, previous = (wall - previous if wall >= previous else wall), wall
+        if measured:
+            fast, waiting = row.get("fast_phase_s") or 0.0, row.get("fast_phase_wait_s") or 0.0
+            evaluation = row.get("seconds_eval") or 0.0
+        else:
+            fast = 0.0
+            if row["step"] in first_steps and run.mode != "rl":
+                fast = (row.get("seconds_reflect") or 0.0) + max(0.0, rollout_seconds(row) - typical)
+            fast, waiting, evaluation = min(fast, total), 0.0, None
+        slow = total - fast - waiting - (evaluation or 0.0)
+        steps.append({"step": row["step"], "total": total, "slow": slow, "fast": fast, "waiting": waiting,
+                      "eval": evaluation, "measured": measured})
+    return steps
+
+
+def elapsed(run: Run) -> dict[int, float]:
+    """Step -> wall-clock seconds since the run started (step 0: its first evaluation), resumptions added up."""
+    rows = [row for row in run.rows if row.get("wall_time") is not None]
+    if not rows:
+        return {}
+    now = float(rows[0]["wall_time"])
+    clock = {rows[0].get("step") or 0: now}
+    for step in step_times(run):
+        now += step["total"]
+        clock[step["step"]] = now
+    return clock
+
+
+def _time_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
+    """Per run: mean seconds per RL step and its split into slow / fast / waiting / eval."""
+    table = []
+    for run in runs:
+        times = step_times(run)
+        if not times:
+            continue
+        n = len(times)
+        total = sum(t["total"] for t in times)
+
+        def part(name: str) -> str:
+            values = [t[name] for t in times]
+            if any(v is None for v in values):
+                return "— (in slow)"
+            seconds = sum(values)
+            return f"{seconds / n:.2f} s ({seconds / total:.0%})" if total > 0 else f"{seconds / n:.2f} s"
+
+        table.append({"run": run.label, "steps": str(n), "seconds per step": f"{total / n:.2f}",
+                      **{name: part(name) for name in TIME_PARTS},
+                      "split": "measured" if all(t["measured"] for t in times)
+                      else "estimated (a run from before fast_phase_s)"})
+    return table
 
 
 # ---------------------------------------------------------------- plots
 
 
-def figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
+MARKERS = "osD^vP*X"
+
+
+def figure(title: str, xlabel: str, ylabel: str, height: float = 4.6) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(7, height), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     return fig, ax
 
 
+def legend(fig: Figure, ax: Any, title: str | None = None) -> None:
+    """The legend below the plot, outside the axes, so it never hides data."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3) or 1, fontsize=8,
+               title=title, title_fontsize=8)
+
+
 def _color(index: int) -> str:
     return f"C{index % 10}"
+
+
+def _style(index: int, count: int) -> dict[str, Any]:
+    """Run `index` of `count`: its colour and marker, and a line the wider the earlier the run, so that a run whose
+    line lies exactly on an earlier one's (both at 0, say) shows as a thin line inside a wide one."""
+    wide = (count - 1 - index) / max(count - 1, 1)
+    return {"color": _color(index), "marker": MARKERS[index % len(MARKERS)], "linewidth": 1.5 + 2.5 * wide,
+            "markersize": 3 + 3 * wide}
 
 
 def _smooth(y: np.ndarray) -> tuple[np.ndarray, int]:
@@ -226,19 +370,30 @@ def _smooth(y: np.ndarray) -> tuple[np.ndarray, int]:
     return np.convolve(y, np.ones(window) / window, mode="valid"), window
 
 
-def plot_accuracy(runs: Sequence[Run], key: str = "val_accuracy", title: str = "Validation accuracy") -> Figure | None:
-    fig, ax = figure(title, "training samples", "accuracy (mean@samples)")
+def plot_accuracy(runs: Sequence[Run], key: str = "val_accuracy", title: str = "Validation accuracy",
+                  against: str = "samples") -> Figure | None:
+    """Running max (solid) and raw (dotted) validation accuracy against training samples or, with `against`
+    "wall clock", minutes since the run started."""
+    fig, ax = figure(title, "training samples" if against == "samples" else "wall clock, minutes",
+                     "accuracy (mean@samples)")
     drawn = False
     for i, run in enumerate(runs):
-        x, y = run.series("samples", key)
+        if against == "samples":
+            x, y = run.series("samples", key)
+        else:
+            clock = elapsed(run)
+            rows = [r for r in run.measured(key) if (r.get("step") or 0) in clock]
+            x = np.array([clock[r.get("step") or 0] / 60 for r in rows])
+            y = np.array([r[key] for r in rows], dtype=float)
         if not len(x):
             continue
-        ax.plot(x, stats.running_max(y), color=_color(i), label=run.label, linewidth=2)
-        ax.plot(x, y, color=_color(i), linestyle=":", marker="o", markersize=3, alpha=0.6)
+        style = _style(i, len(runs))
+        ax.plot(x, stats.running_max(y), label=run.label, **style)
+        ax.plot(x, y, color=style["color"], marker=style["marker"], linestyle=":", markersize=3, alpha=0.6)
         drawn = True
     if not drawn:
         return None
-    ax.legend(title="solid: running max · dotted: raw", fontsize=8, title_fontsize=8)
+    legend(fig, ax, "solid: running max · dotted: raw")
     return fig
 
 
@@ -256,13 +411,14 @@ def plot_reward(runs: Sequence[Run]) -> Figure | None:
         # steps that spent no rollouts of their own (gepa mode within a cycle) share a point: their mean
         x, where = np.unique(x, return_inverse=True)
         y = np.bincount(where, weights=y) / np.bincount(where)
-        ax.plot(x, y, color=_color(i), alpha=0.3, linewidth=1)
+        style = _style(i, len(runs))
+        ax.plot(x, y, color=style["color"], alpha=0.3, linewidth=1)
         trend, window = _smooth(y)
-        ax.plot(x[window - 1:], trend, color=_color(i), linewidth=2, label=run.label)
+        ax.plot(x[window - 1:], trend, color=style["color"], linewidth=style["linewidth"], label=run.label)
         drawn = True
     if not drawn:
         return None
-    ax.legend(title="faint: per step · solid: moving average", fontsize=8, title_fontsize=8)
+    legend(fig, ax, "faint: per step · solid: moving average")
     return fig
 
 
@@ -274,25 +430,26 @@ def plot_kl(runs: Sequence[Run]) -> Figure | None:
         accuracy, kl = _kl_curve(run)
         if not len(accuracy):
             continue
-        ax.plot(accuracy, kl, color=_color(i), marker="o", markersize=4, label=run.label)
+        ax.plot(accuracy, kl, label=run.label, **_style(i, len(runs)))
         drawn = True
     if not drawn:
         return None
-    ax.legend(title="points in training order", fontsize=8, title_fontsize=8)
+    legend(fig, ax, "points in training order")
     return fig
 
 
 def _step_lines(ax, runs: Sequence[Run], key: str, floor: float | None = None, secondary: bool = False) -> bool:
-    """Each run's `key` against the RL step, one line per run in its colour (values raised to `floor` for a log
+    """Each run's `key` against the RL step, one line per run in its style (values raised to `floor` for a log
     scale; `secondary`: dotted and unlabelled, beside a run's main line). Returns whether any run had the column."""
-    style = {"linestyle": ":", "alpha": 0.7} if secondary else {"marker": "o", "markersize": 3}
     drawn = False
     for i, run in enumerate(runs):
         x, y = run.series("step", key)
         if not len(x):
             continue
-        ax.plot(x, y if floor is None else np.maximum(y, floor), color=_color(i),
-                label=None if secondary else run.label, **style)
+        style = _style(i, len(runs))
+        if secondary:
+            style = {"color": style["color"], "linestyle": ":", "alpha": 0.7, "linewidth": style["linewidth"]}
+        ax.plot(x, y if floor is None else np.maximum(y, floor), label=None if secondary else run.label, **style)
         drawn = True
     return drawn
 
@@ -301,7 +458,7 @@ def plot_entropy(runs: Sequence[Run]) -> Figure | None:
     fig, ax = figure("Policy entropy", "RL step", "entropy, nats/token")
     if not _step_lines(ax, runs, "entropy"):
         return None
-    ax.legend(fontsize=8)
+    legend(fig, ax)
     return fig
 
 
@@ -311,8 +468,7 @@ def plot_signal(runs: Sequence[Run]) -> Figure | None:
         return None
     _step_lines(ax, runs, "within_prompt_variance_share", secondary=True)
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(title="solid: kept problems varying within a member · dotted: within-member share of reward variance",
-              fontsize=8, title_fontsize=7)
+    legend(fig, ax, "solid: kept problems varying within a member\ndotted: within-member share of reward variance")
     return fig
 
 
@@ -326,13 +482,14 @@ def plot_member_entropy(runs: Sequence[Run]) -> Figure | None:
         x = np.array([r["step"] for r in rows], dtype=float)
         values = [[v for v in r["member_entropy"].values() if v is not None] for r in rows]
         low, high = np.array([min(v) for v in values]), np.array([max(v) for v in values])
-        ax.plot(x, [float(np.mean(v)) for v in values], color=_color(i), linewidth=2, label=run.label)
-        ax.fill_between(x, np.maximum(low, 1e-6), np.maximum(high, 1e-6), color=_color(i), alpha=0.15)
+        style = _style(i, len(runs))
+        ax.plot(x, [float(np.mean(v)) for v in values], label=run.label, **style)
+        ax.fill_between(x, np.maximum(low, 1e-6), np.maximum(high, 1e-6), color=style["color"], alpha=0.15)
         drawn = True
     if not drawn:
         return None
     ax.set_yscale("log")
-    ax.legend(title="line: mean over members · band: most to least certain member", fontsize=8, title_fontsize=8)
+    legend(fig, ax, "line: mean over members · band: most to least certain member")
     return fig
 
 
@@ -341,7 +498,7 @@ def plot_grad_norm(runs: Sequence[Run]) -> Figure | None:
     if not _step_lines(ax, runs, "grad_norm", floor=1e-12):
         return None
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    legend(fig, ax)
     return fig
 
 
@@ -353,28 +510,38 @@ def seconds_per_step(run: Run) -> dict[str, float]:
     return {p: t / steps for p, t in totals.items()} if steps and measured else {}
 
 
+PHASE_COLORS = {"generate": "#4c72b0", "score": "#e8a33d", "reflect": "#55a868", "update": "#c44e52"}
+MIN_SEGMENT = 0.015  # of the widest bar: a phase that takes less is drawn this wide, so that it can be seen
+
+
 def plot_phases(runs: Sequence[Run]) -> Figure | None:
     timed = [(run, seconds_per_step(run)) for run in runs]
     timed = [(run, seconds) for run, seconds in timed if seconds]
     if not timed:
         return None
-    fig = Figure(figsize=(7, 1.6 + 0.45 * len(timed)), dpi=110, layout="constrained")
+    fig = Figure(figsize=(7, 1.9 + 0.45 * len(timed)), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     ax.set(title="Seconds per RL step, by phase", xlabel="seconds per RL step")
     labels = [run.label for run, _ in timed]
+    floor = MIN_SEGMENT * max(sum(seconds.values()) for _, seconds in timed)
     left = np.zeros(len(timed))
-    for j, phase in enumerate(PHASES):
-        widths = np.array([seconds[phase] for _, seconds in timed])
-        ax.barh(labels, widths, left=left, color=f"C{j}", label=phase)
+    for phase in PHASES:
+        seconds = np.array([s[phase] for _, s in timed])
+        widths = np.where(seconds > 0, np.maximum(seconds, floor), 0.0)
+        mean = ", ".join(f"{v:.2g}" for v in seconds)
+        ax.barh(labels, widths, left=left, color=PHASE_COLORS[phase], edgecolor="white", linewidth=0.8,
+                label=f"{phase} ({mean} s)")
         left += widths
     ax.invert_yaxis()  # first run on top, as in the tables
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(fontsize=8, ncols=len(PHASES), loc="outside lower center")
+    legend(fig, ax, f"a phase under {MIN_SEGMENT:.1%} of the widest bar is drawn that wide; seconds per run in ()")
     return fig
 
 
 PLOTS: list[tuple[str, str, Callable[[Sequence[Run]], Figure | None]]] = [
     ("val_accuracy.png", "Validation accuracy (the run's best prompt) vs training samples", plot_accuracy),
+    ("val_accuracy_wall_clock.png", "Validation accuracy (the run's best prompt) vs wall clock since the run started",
+     lambda runs: plot_accuracy(runs, title="Validation accuracy vs wall clock", against="wall clock")),
     ("val_accuracy_seed_prompt.png", "Validation accuracy with the seed prompt (what the weights learned)",
      lambda runs: plot_accuracy(runs, "val_accuracy_seed_prompt", "Validation accuracy, seed prompt")),
     ("reward.png", "Training reward vs all rollouts spent (RL + GEPA scoring)", plot_reward),
@@ -454,7 +621,8 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequ
                        "</figure>")
 
     comparisons = _comparison_rows(runs)
-    warnings = [f"{run.label}: {text}" for run in runs if (text := stats.starvation_warning(stats.starved_cycles(run.rows)))]
+    warnings = [f"{run.label}: {text}" for run in runs
+                if (text := stats.starvation_warning(stats.starved_cycles(run.rows)))]
     notes = [*(notes or []), *warnings]
     sections = [
         "<h1>fastslow report</h1>",
@@ -468,8 +636,20 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequ
         sections += ["<h2>Against RL</h2>",
                      "<p class=muted>Sample efficiency: samples the RL run needs to reach its peak validation accuracy "
                      "÷ samples this run needs to reach it. KL reduction: 1 − KL(this) / KL(RL) when each first "
-                     "reaches the same validation accuracy (best over accuracy levels both reach).</p>",
+                     "reaches the same validation accuracy (best over accuracy levels both reach). Where a side "
+                     "never reaches the level compared at, the numbers are dashes and the last column says what "
+                     "happened.</p>",
                      _html_table(comparisons)]
+    times = _time_rows(runs)
+    if times:
+        sections += ["<h2>Where a step's time goes</h2>",
+                     "<p class=muted>Mean wall-clock seconds per RL step (time between two metrics rows), split "
+                     "into the slow phase (the RL step), the fast phase the trainer ran itself (re-scoring, GEPA, "
+                     "reflection: on a cycle's first step), waiting for a fast phase running beside the slow one, "
+                     "and evaluation. The parts sum to the step's wall clock. Runs from before these were recorded "
+                     "are estimated: their fast phase is what a cycle's first step took beyond a typical step, and "
+                     "evaluation stays in the slow part.</p>",
+                     _html_table(times)]
     sections += ["<h2>Plots</h2>",
                  f"<div class=plots>{''.join(figures)}</div>" if figures else "<p class=muted>nothing measured yet</p>"]
     sections += ["<h2>Population per cycle</h2>",

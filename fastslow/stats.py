@@ -325,20 +325,43 @@ def normalise_stages(accuracy: Sequence[float], stage_boundaries: Sequence[float
 # ---------------------------------------------------------------- a slow phase without signal
 
 STARVED_SIGNAL = 0.05  # a cycle whose kept problems vary within a member's rollouts this rarely teaches the weights ~nothing
+HIGH_ACCURACY = 0.9  # ... which matters only while accuracy has room to grow
 
 
-def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL) -> dict[int, float]:
-    """Cycles whose RL steps trained on (almost) no within-prompt signal: cycle -> the mean over its steps of
-    `within_prompt_signal` (a step that kept no problem counts 0). Under such a cycle's prompts the policy answers
-    each problem the same way every time; rewards may still differ between members, but the gradient of a
-    near-certain completion's log-probability is near zero, so the weights barely move."""
+def starved_cycles(rows: Sequence[dict], threshold: float = STARVED_SIGNAL,
+                   high_accuracy: float = HIGH_ACCURACY) -> dict[int, float]:
+    """Cycles whose RL steps trained on (almost) no within-prompt signal while accuracy still had room: cycle -> the
+    mean over its steps of `within_prompt_signal` (a step that kept no problem counts 0). Under such a cycle's prompts
+    the policy answers each problem the same way every time; rewards may still differ between members, but the
+    gradient of a near-certain completion's log-probability is near zero, so the weights barely move.
+
+    That is worth a warning only where the answers are not already right: a cycle counts if its accuracy — the best
+    `val_accuracy` measured up to its last step (the deployed prompt's, a running best as the report plots it, so
+    that one noisy evaluation does not flip the verdict), or where none was, the mean `reward_mean` of its steps — is
+    below `high_accuracy`. A policy that is near-certain and right has little left for the weights to learn (RL's
+    own groups go silent the same way once it solves a problem every time)."""
     by_cycle: dict[int, list[float]] = {}
+    rewards: dict[int, list[float]] = {}
+    last_step: dict[int, int] = {}
     for row in rows:
         rl_step = row.get("kept_problems") is not None and row.get("mode") != "fst-distill"  # (no reward trained on)
         if row.get("step") and "within_prompt_signal" in row and rl_step:
             by_cycle.setdefault(row["cycle"], []).append(row["within_prompt_signal"] or 0.0)
+            if row.get("reward_mean") is not None:
+                rewards.setdefault(row["cycle"], []).append(row["reward_mean"])
+        if row.get("cycle") is not None:
+            last_step[row["cycle"]] = max(last_step.get(row["cycle"], 0), row.get("step") or 0)
+
+    def accuracy(cycle: int) -> float | None:
+        measured = [row["val_accuracy"] for row in rows
+                    if row.get("val_accuracy") is not None and (row.get("step") or 0) <= last_step[cycle]]
+        if measured:
+            return max(measured)
+        return sum(rewards[cycle]) / len(rewards[cycle]) if rewards.get(cycle) else None
+
     means = {cycle: sum(v) / len(v) for cycle, v in by_cycle.items()}
-    return {cycle: mean for cycle, mean in means.items() if mean <= threshold}
+    return {cycle: mean for cycle, mean in means.items()
+            if mean <= threshold and ((acc := accuracy(cycle)) is None or acc < high_accuracy)}
 
 
 def starvation_warning(cycles: dict[int, float]) -> str | None:
@@ -347,5 +370,6 @@ def starvation_warning(cycles: dict[int, float]) -> str | None:
         return None
     listed = ", ".join(f"{c} ({m:.0%})" for c, m in sorted(cycles.items()))
     return (f"cycle(s) {listed} trained on almost no within-prompt signal (share of kept problems whose rewards varied "
-            "within one member's rollouts): under these prompts the policy is near-certain, so the weights barely "
-            "learn. Try loop.rollout_allocation: signal and loop.keep_signal_member: true (docs/DESIGN.md).")
+            f"within one member's rollouts) while accuracy was below {HIGH_ACCURACY:.0%}: under these prompts the "
+            "policy is near-certain, also where it is wrong, so the weights barely learn. Try loop.rollout_allocation: "
+            "signal and loop.keep_signal_member: true (docs/DESIGN.md).")

@@ -4,7 +4,7 @@ the update in micro-batches gives the one-pass gradient while processes keep dif
 every process making the same forward calls and gradients exchanged once; and so does a whole RL step with the member
 advantage baseline, whose dropped problems leave the processes different numbers of rows. Each process builds its own batch; DDP
 averages the gradients. From the repository root, on CPU (tests/test_shared_prefix.py) or GPUs
-(benchmarks/gpu_ddp.sh):
+(`bash benchmarks/gpu.sh ddp_smoke`):
 
     PYTHONPATH=tests ACCELERATE_USE_CPU=1 python -m torch.distributed.run --standalone --nproc_per_node 2 \
         tests/ddp_shared_prefix_worker.py [--lora]

@@ -158,3 +158,26 @@ def test_starved_cycles_flag_cycles_that_trained_on_almost_no_within_prompt_sign
     assert "cycle(s) 1 (0%)" in starvation_warning(starved_cycles(rows))
     assert starvation_warning({}) is None
     assert starved_cycles([{"step": 1, "cycle": 0, "kept_problems": 3}]) == {}  # a run from before the metric
+
+
+def test_a_starved_cycle_is_warned_about_only_while_accuracy_has_room():
+    from fastslow.stats import HIGH_ACCURACY, starved_cycles
+
+    def cycle(accuracy=None, reward=0.5):  # one certain cycle: rewards differ between members, never within one
+        return [{"step": 0, "cycle": 0, "kept_problems": None, "within_prompt_signal": None, "val_accuracy": 0.1},
+                {"step": 1, "cycle": 0, "kept_problems": 8, "within_prompt_signal": 0.0, "reward_mean": reward},
+                {"step": 2, "cycle": 0, "kept_problems": 8, "within_prompt_signal": 0.02, "reward_mean": reward,
+                 "val_accuracy": accuracy}]
+
+    assert starved_cycles(cycle(accuracy=0.95)) == {}  # certain and right: nothing for the weights to learn
+    assert starved_cycles(cycle(accuracy=HIGH_ACCURACY)) == {}
+    assert starved_cycles(cycle(accuracy=0.6)) == {0: pytest.approx(0.01)}  # certain and often wrong: warn
+    # the best evaluation so far counts: one noisy evaluation below 0.9 after 0.97 does not flip the verdict
+    assert starved_cycles([*cycle(accuracy=0.97), {"step": 3, "cycle": 1, "kept_problems": 8, "within_prompt_signal": 0.0,
+                                                  "reward_mean": 0.5, "val_accuracy": 0.89}]) == {}
+    # no evaluation in the cycle's rows beyond step 0's: that one counts (here the base model's 0.1)
+    assert starved_cycles(cycle(reward=0.97)) == {0: pytest.approx(0.01)}
+    # no evaluation at all (the console sees one cycle's rows): the cycle's training reward stands in
+    no_eval = [{**row, "val_accuracy": None} for row in cycle(reward=0.97)]
+    assert starved_cycles(no_eval) == {}
+    assert starved_cycles([{**row, "reward_mean": 0.4} for row in no_eval]) == {0: pytest.approx(0.01)}

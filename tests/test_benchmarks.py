@@ -1,0 +1,88 @@
+"""benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
+device's entry script, works without a GPU (no wheels, $OUT a temporary folder)."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+BENCHMARKS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
+HEAVY = ("torch", "transformers", "trl", "scipy", "matplotlib")
+
+# --help answered inside one interpreter, which then names the heavy modules it imported
+HELP = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exit:
+    code = exit.code or 0
+print("HEAVY:" + ",".join(m for m in {heavy} if m in sys.modules))
+sys.exit(code)
+""".format(heavy=HEAVY)
+
+
+def env(**extra):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")]), **extra}
+
+
+def test_every_python_file_in_benchmarks_is_a_benchmark_but_the_shared_random_model():
+    helpers = {p.name for p in (ROOT / "benchmarks").glob("*.py")} - {p.name for p in BENCHMARKS}
+    assert helpers == {"random_model.py"}  # imported by update_memory.py and recipe_shape_probe.py
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])
+def test_each_benchmark_answers_help_without_importing_torch(script):
+    done = subprocess.run([sys.executable, "-c", HELP, str(script)], capture_output=True, text=True, env=env(),
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:") and len(done.stdout.splitlines()) > 3  # a description, not bare usage
+    assert done.stdout.splitlines()[-1] == "HEAVY:"  # none imported
+
+
+def gpu_sh(out, *args, **extra):
+    return subprocess.run(["bash", str(ROOT / "benchmarks/gpu.sh"), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "OUT": str(out), "WHEELS": str(out / "no-wheels"), **extra})
+
+
+def test_gpu_sh_runs_a_benchmark_and_writes_the_hardware_line_and_the_log(tmp_path):
+    done = gpu_sh(tmp_path / "out", "suite", "task", "5")
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout.splitlines()[-1])  # the benchmark's own output, after the hardware line
+    assert task["name"] == "code"
+    hardware = (tmp_path / "out" / "hardware.txt").read_text().splitlines()
+    assert len(hardware) == 6 and hardware[1].startswith("cores ") and hardware[3].startswith("commit ")
+    assert hardware[-1] == "command: bash benchmarks/gpu.sh suite task 5"
+    assert json.loads((tmp_path / "out" / "suite.log").read_text()) == task
+    assert not (tmp_path / "out" / "results.tgz").exists()  # two files come back as they are
+
+
+def test_gpu_sh_passes_help_and_exit_codes_through_and_refuses_an_unknown_benchmark(tmp_path):
+    done = gpu_sh(tmp_path / "out", "run_experiments", "--help")
+    assert done.returncode == 0 and "--workers WORKERS" in done.stdout
+    done = gpu_sh(tmp_path / "out", "suite", "task", "99")
+    assert done.returncode == 1 and "no task 99 (it has 7)" in done.stderr + done.stdout
+    done = gpu_sh(tmp_path / "out", "no_such_benchmark")
+    assert done.returncode == 2 and "no benchmarks/no_such_benchmark.py" in done.stderr
+
+
+def test_gpu_sh_packs_what_the_device_could_not_return(tmp_path):
+    out = tmp_path / "out"
+    run = out / "runs" / "a" / "fst-s0"  # 3 folders down: would not come back
+    (run / "checkpoints" / "step-6").mkdir(parents=True)
+    (run / "checkpoints" / "step-6" / "model.safetensors").write_bytes(b"\0" * 1000)
+    (run / "metrics.jsonl").write_text("{}\n")
+    for i in range(9):
+        (out / f"table-{i}.md").write_text(f"table {i}\n")
+    done = gpu_sh(out, "suite", "task", "0")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["hardware.txt", "results.tgz", "suite.log"]
+    with tarfile.open(out / "results.tgz") as tar:
+        names = set(tar.getnames())
+    assert {f"table-{i}.md" for i in range(9)} | {"runs/a/fst-s0/metrics.jsonl"} <= names
+    assert not any("checkpoints" in name for name in names)  # a run's checkpoints never travel back
