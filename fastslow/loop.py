@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -57,12 +57,13 @@ def run(config: Config, resume: bool = False, observer: Observer | None = None,
         reflection_lm: Callable[[str], str] | None = None) -> Path:
     """Train as `config` says; returns the run directory. `reflection_lm` overrides config.reflection
     (any callable prompt -> text)."""
-    with RunDir.claim(config, resume) as run_dir:  # one process per run directory, before anything is touched
-        return run_in(run_dir, config, resume, observer, reflection_lm)
+    # one process per run directory, claimed before anything is touched; `cleanup` ends what the run starts
+    with RunDir.claim(config, resume) as run_dir, ExitStack() as cleanup:
+        return run_in(run_dir, config, resume, observer, reflection_lm, cleanup)
 
 
 def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | None,
-           reflection_lm: Callable[[str], str] | None) -> Path:
+           reflection_lm: Callable[[str], str] | None, cleanup: ExitStack) -> Path:
     # --- everything that can fail on bad input happens before the run directory is written ---
     set_seed(config.seed)
     processes = PartialState()  # one process per GPU under `accelerate launch`; rank 0 owns the run directory
@@ -75,13 +76,18 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     engine.check(config)
     tokenizer = load_tokenizer(config.model.path)
     prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
-    model = load_model(config.model.path, config.model.dtype)
     reflection_override, own_reflection = reflection_lm, config.mode != "rl" and reflection_lm is None
     if own_reflection:
         from fastslow.reflection import make_reflection_lm
 
         reflection_lm = make_reflection_lm(config.reflection, config.model.path)
         reflection_lm.check()
+    fast_phase = None  # overlap: its worker starts now and loads its own weights while this process loads these
+    if config.mode != "rl":
+        fast_phase = cleanup.enter_context(fast_phases.build(
+            config, FastPhaseSettings.of(config, prompt_room.refusal), run_dir.path / "gepa", reflection_override,
+            worker=is_main))  # rank 0 runs the fast phase
+    model = load_model(config.model.path, config.model.dtype)
     run_dir.start()
     processes.wait_for_everyone()
 
@@ -96,18 +102,13 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         policy, base = model.requires_grad_(False), None  # frozen weights: KL is 0 by construction
         if torch.cuda.is_available():
             policy.cuda()
-    overlap = config.loop.fast_phase == "overlap"  # the fast phase's own worker holds its weights and reflection LM
-    if own_reflection and config.reflection.kind == "self" and not overlap:  # the starting weights held here
-        reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
     sampling = Sampling.of(config.model)  # how every rollout is sampled, by one engine (None: transformers on `policy`)
     sampler = engine.vllm_engine(config, learner)
-    fast_phase = None
-    if config.mode != "rl":
-        settings = FastPhaseSettings.of(config, prompt_room.refusal)
-        adapter = None if overlap else PolicyAdapter(policy, tokenizer, task, sampling, engine=sampler)
-        fast_phase = (fast_phases.build(config, settings, run_dir.path / "gepa", adapter, reflection_lm,
-                                        reflection_override) if is_main  # the other ranks never start it
-                      else fast_phases.FastPhase(settings, None, None, run_dir.path / "gepa"))
+    overlap = fast_phase is not None and config.loop.fast_phase == "overlap"  # its worker holds its own weights
+    if fast_phase is not None and not overlap:  # sync: the fast phase samples the policy here
+        if own_reflection and config.reflection.kind == "self":  # the starting weights this process holds, no copy
+            reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
+        fast_phase.attach(PolicyAdapter(policy, tokenizer, task, sampling, engine=sampler), reflection_lm)
 
     population = [Member(SEED_ID, seed_prompt)]
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
@@ -187,60 +188,59 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             run_dir.truncate_metrics(-1)
         log({"step": 0, "cycle": 0, **(evaluation(0) if is_main else {})})
 
-    with fast_phase or nullcontext():  # an overlap worker ends with the run, however it ends
-        for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
-            steps = plan.cycle_steps(cycle, last_step)
-            fast_row, reflection_failed, reusable = {}, None, None
+    for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
+        steps = plan.cycle_steps(cycle, last_step)
+        fast_row, reflection_failed, reusable = {}, None, None
 
-            # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
-            if fast_phase is not None:
-                if ahead is None:  # sync: every cycle; overlap: the run's first, with no slow phase to run beside
-                    start_fast_phase(fast_job(cycle, steps.start - 1))
-                    ahead = collect_fast_phase()
-                fast_row, reflection_failed, reusable = take(ahead, cycle), ahead.reflection_failed, ahead.reusable
-                weights_step, ahead = ahead.weights_step, None
-                if overlap and cycle < plan.cycle_of(last_step):  # the next cycle's, beside this slow phase
-                    start_fast_phase(fast_job(cycle + 1, steps.start - 1))
-
-            # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
-            measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
-            for step in steps:
-                batch = plan.batch(step)
-                row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed, **fast_row}
-                if learner is not None:
-                    stats = (learner.distill_step(batch, student, teacher=population[0])
-                             if config.mode == "fst-distill" else learner.step(batch, population, reusable))
-                    counters["rl_rollouts"] += stats.fresh_rollouts
-                    row |= stats.metrics()
-                    for member_id, variance in stats.member_signal.items():
-                        if variance is not None:
-                            measured.setdefault(member_id, []).append(variance)
-                    if fast_phase is not None:  # optimizer steps between the prompts' weights and this step's
-                        row["fast_phase_staleness"] = step - 1 - weights_step
-                else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
-                    scores = population[0].scores
-                    row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch),
-                            "seconds_update": 0.0}
-                counters["samples"] += len(batch)
-                fast_row = {}  # the fast phase's time goes to the cycle's first step
-                if is_main and (step % config.eval.every == 0 or step == last_step):
-                    row |= evaluation(step)
-                log(row)
-
-            for member in population:  # what the weights could learn under each prompt, for the next selection
-                if member.id in measured:
-                    member.signal = sum(measured[member.id]) / len(measured[member.id])
-
-            # --- checkpoint at the cycle boundary (overlap: with the next cycle's population, collected first) ---
-            if overlap and cycle < plan.cycle_of(last_step):
+        # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
+        if fast_phase is not None:
+            if ahead is None:  # sync: every cycle; overlap: the run's first, with no slow phase to run beside
+                start_fast_phase(fast_job(cycle, steps.start - 1))
                 ahead = collect_fast_phase()
-            if is_main:
-                last_checkpoint = save_checkpoint(
-                    run_dir.checkpoints, step,
-                    learner.policy if learner is not None else None,
-                    learner.optimizer_state() if learner is not None else None,
-                    {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
-                     "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
-                    keep=config.checkpoint.keep, objects={"fast_phase": ahead} if ahead is not None else None,
-                )
+            fast_row, reflection_failed, reusable = take(ahead, cycle), ahead.reflection_failed, ahead.reusable
+            weights_step, ahead = ahead.weights_step, None
+            if overlap and cycle < plan.cycle_of(last_step):  # the next cycle's, beside this slow phase
+                start_fast_phase(fast_job(cycle + 1, steps.start - 1))
+
+        # --- slow phase: T RL steps with the population frozen (fst-distill: T distillation steps) ---
+        measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
+        for step in steps:
+            batch = plan.batch(step)
+            row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed, **fast_row}
+            if learner is not None:
+                stats = (learner.distill_step(batch, student, teacher=population[0])
+                         if config.mode == "fst-distill" else learner.step(batch, population, reusable))
+                counters["rl_rollouts"] += stats.fresh_rollouts
+                row |= stats.metrics()
+                for member_id, variance in stats.member_signal.items():
+                    if variance is not None:
+                        measured.setdefault(member_id, []).append(variance)
+                if fast_phase is not None:  # optimizer steps between the prompts' weights and this step's
+                    row["fast_phase_staleness"] = step - 1 - weights_step
+            else:  # gepa mode: the best prompt's score on this step's problems (already measured on the anchors)
+                scores = population[0].scores
+                row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch),
+                        "seconds_update": 0.0}
+            counters["samples"] += len(batch)
+            fast_row = {}  # the fast phase's time goes to the cycle's first step
+            if is_main and (step % config.eval.every == 0 or step == last_step):
+                row |= evaluation(step)
+            log(row)
+
+        for member in population:  # what the weights could learn under each prompt, for the next selection
+            if member.id in measured:
+                member.signal = sum(measured[member.id]) / len(measured[member.id])
+
+        # --- checkpoint at the cycle boundary (overlap: with the next cycle's population, collected first) ---
+        if overlap and cycle < plan.cycle_of(last_step):
+            ahead = collect_fast_phase()
+        if is_main:
+            last_checkpoint = save_checkpoint(
+                run_dir.checkpoints, step,
+                learner.policy if learner is not None else None,
+                learner.optimizer_state() if learner is not None else None,
+                {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
+                 "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
+                keep=config.checkpoint.keep, objects={"fast_phase": ahead} if ahead is not None else None,
+            )
     return run_dir.path

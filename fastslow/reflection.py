@@ -199,7 +199,7 @@ class LocalReflection(ReflectionLM):
         """Sample from the module `weights()` yields instead of loading a copy of `path`."""
         self.weights = weights
 
-    def _load(self) -> None:
+    def load(self) -> None:
         import torch
 
         from fastslow.policy import load_model, load_tokenizer
@@ -217,7 +217,7 @@ class LocalReflection(ReflectionLM):
         from fastslow.policy import Sampling, chat_messages, generate
 
         if self.tokenizer is None:
-            self._load()
+            self.load()
         sampling = Sampling(
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,  # 0: greedy

@@ -93,7 +93,7 @@ def test_overlap_with_lora_loads_the_adapters_of_each_checkpoint_and_reflects_wi
     assert [r["step"] for r in rows(run)] == list(range(7))
     populations = [population_file(run, c) for c in range(3)]
     assert [p["weights_step"] for p in populations] == [0, 0, 2] and not any(p["fallback"] for p in populations)
-    assert all(p["reflection_calls"] > 0 for p in populations)
+    assert sum(p["reflection_calls"] for p in populations) > 0  # (a cycle's budget may leave no round: carry-over)
 
 
 def worker_spec(tmp_path, model_path, reflection, task="doubles:ShortAnswerTask"):
@@ -129,6 +129,17 @@ def test_a_failing_worker_leaves_the_carried_population_and_says_so(tmp_path, ti
     assert result.budget_spent == result.budget == 24  # charged: the next cycle does not pay for two
     assert "scripted verifier failure" in caplog.text and "keeping the carried population" in caplog.text
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def test_a_worker_that_cannot_start_stops_the_run_in_one_line(tmp_path, tiny_model_path):
+    from fastslow.errors import FastSlowError
+
+    config, spec = worker_spec(tmp_path, tiny_model_path, ScriptedReflectionLM(), task="doubles:NoSuchTask")
+    with OverlapFastPhase(spec) as phase, pytest.raises(FastSlowError) as caught:
+        phase.start(first_job(config))
+        phase.result()
+    assert str(caught.value).startswith("loop.fast_phase: the fast phase's worker could not start (task.name: ")
+    assert "\n" not in str(caught.value)
 
 
 def test_a_reflection_lm_that_cannot_travel_to_the_worker_is_refused_in_one_line(tmp_path, tiny_model_path):

@@ -112,3 +112,31 @@ def test_the_policys_new_weights_reach_the_colocated_engine(tmp_path):
     # TRL's engine runs in bf16 on this CPU, the policy in fp32: 0.085 measured; the old weights 2.6 (2026-12-05)
     new_gap, old_gap = gap(learner.policy.eval()), gap(old)
     assert new_gap < 0.25 and old_gap > 10 * new_gap
+
+
+def test_overlap_gives_its_worker_an_engine_of_its_own_with_each_checkpoints_weights(tmp_path, monkeypatch):
+    """loop.fast_phase overlap with the colocated engine: the worker builds its own vLLM engine and loads each
+    checkpoint's weights into it (cycle 2's fast phase samples from step 2's weights); the run ends with the
+    populations every cycle should have."""
+    config = parse_config({
+        "name": "vllm-overlap", "output_dir": str(tmp_path), "seed": 1,
+        "model": {"path": "micro", "max_new_tokens": 16}, "engine": {"kind": "vllm"},
+        "task": {"name": "strings", "args": {"program_seed": 20}, "train_size": 24, "val_size": 4},
+        "loop": {"steps": 6, "steps_per_cycle": 2, "problems_per_step": 4, "rollouts_per_problem": 4,
+                 "population_size": 2, "fast_phase": "overlap", "reuse_fast_rollouts": True},
+        "rl": {"learning_rate": 1e-4, "warmup_steps": 0}, "gepa": {"budget_passes": 4},
+        "eval": {"every": 6, "samples": 1, "kl_prompts": 2},
+    })
+    path = run(config, reflection_lm=ScriptedReflectionLM())
+    rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(7))
+    populations = [json.loads((Path(path) / "population" / f"cycle-{c}.json").read_text()) for c in range(3)]
+    assert [p["weights_step"] for p in populations] == [0, 0, 2] and not any(p["fallback"] for p in populations)
+    assert sum(r["reused_rollouts"] for r in rows[1:]) > 0  # the worker's rollouts, sampled by its own engine
+
+
+def test_overlap_refuses_a_vllm_server():
+    from fastslow.errors import FastSlowError
+
+    with pytest.raises(FastSlowError, match="loop.fast_phase: overlap samples from the weights a cycle started from"):
+        parse_config({"engine": {"kind": "vllm", "vllm_mode": "server"}, "loop": {"fast_phase": "overlap"}})

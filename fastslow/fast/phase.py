@@ -43,6 +43,10 @@ class FastPhase:
         self.settings, self.adapter, self.reflection_lm, self.scratch = settings, adapter, reflection_lm, scratch
         self.job: FastJob | None = None
 
+    def attach(self, adapter, reflection_lm) -> None:
+        """The policy it samples (a PolicyAdapter) and the reflection LM, once the run has built them."""
+        self.adapter, self.reflection_lm = adapter, reflection_lm
+
     @property
     def running(self) -> bool:
         """A job was started and not yet collected."""
@@ -107,7 +111,7 @@ class OverlapFastPhase(FastPhase):
             self._trainer_threads = torch.get_num_threads()
             torch.set_num_threads(max(1, cores() - spec.threads))
 
-    def _spawn(self) -> None:
+    def spawn(self) -> None:
         from fastslow.fast.worker import serve
 
         self.jobs, self.results = self._context.Queue(), self._context.Queue()
@@ -116,9 +120,9 @@ class OverlapFastPhase(FastPhase):
         self.process.start()
 
     def start(self, job: FastJob) -> None:
-        if self.process is None or not self.process.is_alive():
-            self._spawn()
-        self.job = job
+        if self.process is None:
+            self.spawn()
+        self.job = job  # a worker that died since is replaced in result()
         self.jobs.put(job)
 
     def result(self) -> FastPhaseResult:
@@ -130,13 +134,15 @@ class OverlapFastPhase(FastPhase):
                 break
             log.warning("fast phase: the worker process died (%s) in cycle %d; starting a new one on the same job",
                         outcome[1], job.cycle)
-            self._spawn()
+            self.spawn()
             self.jobs.put(job)
         self.job, waited = None, time.perf_counter() - started
         if outcome[0] == "done":
             return replace(outcome[1], seconds_waited=waited)
         if outcome[0] == "user error":  # bad input the worker found (a reflection LM it cannot reach): as in sync mode
             raise FastSlowError(outcome[1])
+        if outcome[0] == "start failed":  # it could never run one: stop, as a sync run failing to load would
+            raise FastSlowError(f"loop.fast_phase: the fast phase's worker could not start ({outcome[1]})")
         log.warning("fast phase: the worker %s in cycle %d; keeping the carried population for this cycle",
                     "died again" if outcome[0] == "died" else f"failed ({outcome[1]})", job.cycle)
         return replace(carried(job), seconds_waited=waited)
@@ -176,17 +182,20 @@ def carried(job: FastJob) -> FastPhaseResult:
                            fallback=True, budget=job.budget)
 
 
-def build(config, settings: FastPhaseSettings, scratch: Path, adapter=None, reflection_lm=None,
-          reflection_override=None) -> FastPhase:
-    """The fast phase `loop.fast_phase` names. sync runs on `adapter` with `reflection_lm`; overlap builds its own in
-    a worker from the config (and `reflection_override`, a callable given to fastslow.loop.run)."""
-    if config.loop.fast_phase == "sync":
-        return FastPhase(settings, adapter, reflection_lm, scratch)
+def build(config, settings: FastPhaseSettings, scratch: Path, reflection_override=None,
+          worker: bool = True) -> FastPhase:
+    """The fast phase `loop.fast_phase` names. sync runs here, on what `attach` gives it; overlap starts its worker
+    now (unless `worker` is False: a process that never runs the fast phase), which builds its own policy and
+    reflection LM from the config (or `reflection_override`, a callable given to fastslow.loop.run)."""
+    if config.loop.fast_phase == "sync" or not worker:
+        return FastPhase(settings, None, None, scratch)
     import torch
 
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
     threads = None if device else max(1, cores() // 2)  # on a CPU, half the cores each rather than both on all
-    return OverlapFastPhase(WorkerSpec(config, settings, scratch, reflection_override, device, threads))
+    phase = OverlapFastPhase(WorkerSpec(config, settings, scratch, reflection_override, device, threads))
+    phase.spawn()  # loading its model and reflection LM overlaps with the training process's own start
+    return phase
 
 
 def cores() -> int:

@@ -16,8 +16,8 @@ def serve(spec, jobs, results) -> None:
     """The worker's main: build everything once, then answer jobs until told to stop."""
     try:
         fast = _build(spec)
-    except Exception as exc:  # a broken start fails the job it was started for, not silently
-        results.put(_failure(exc))
+    except Exception as exc:  # the run stops with this line at its next collection (OverlapFastPhase.result)
+        results.put(("start failed", _failure(exc)[1]))
         return
     parent, loaded = multiprocessing.parent_process(), None
     while True:
@@ -73,11 +73,13 @@ class _WorkerFastPhase:
         self.model = model
         reflection = spec.reflection_lm
         if reflection is None:
-            from fastslow.reflection import make_reflection_lm
+            from fastslow.reflection import LocalReflection, make_reflection_lm
 
             reflection = make_reflection_lm(config.reflection, config.model.path, device=spec.device)
             if config.reflection.kind == "self" and config.model.lora is not None:
                 reflection.share_weights(self.starting_weights)  # else it loads its own copy of model.path
+            if isinstance(reflection, LocalReflection):
+                reflection.load()  # now, beside the training process's start, not in the first cycle's wait
         task = load_task(config.task.name, **config.task.args)
         adapter = PolicyAdapter(model, load_tokenizer(config.model.path), task, Sampling.of(config.model),
                                 engine=self.vllm)
