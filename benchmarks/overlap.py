@@ -1,7 +1,7 @@
 """Asynchronous FST (issue 23): what `loop.fast_phase: overlap` costs per step against RL and FST (sync), where each
 cycle's time goes, and what it reaches per training problem, per rollout sampled and per second.
 
-    python benchmarks/overlap.py time --task JSON --out DIR [--steps 60] [--preset full] [--set K=V ...]
+    python benchmarks/overlap.py time --task JSON --out DIR [--steps 60] [--preset full|small] [--set K=V ...]
     python benchmarks/overlap.py summary --time DIR --accuracy DIR [--out FILE]
 
 time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, one seed, one after another in this
@@ -41,14 +41,16 @@ ARMS = {  # benchmarks/confident_prompts.py's arm names
 
 
 def config_for(task: dict, arm: str, steps: int | None, tiny: bool, out: Path, extra: dict, name: str,
-               evaluate: bool = False):
+               evaluate: bool = False, preset: str = "full"):
     from confident_prompts import base_config
 
     from fastslow.config import parse_config
+    from fastslow.experiments.presets import PRESETS
 
     settings = {k: v for k, v in ARMS[arm].items() if k != "mode"}
     light = {} if evaluate else {"eval.every": 10_000, "task.val_size": 8, "eval.samples": 1, "eval.kl_prompts": 0}
-    data = base_config(tiny, {**({"loop.steps": steps} if steps else {}), **settings, **extra, **light},
+    sizes = {} if preset == "full" else {**PRESETS[preset]["overrides"], "rl.bf16": False}  # confident_prompts: full
+    data = base_config(tiny, {**sizes, **({"loop.steps": steps} if steps else {}), **settings, **extra, **light},
                        copy.deepcopy(task))
     data.update(name=name, mode=ARMS[arm]["mode"], seed=0, output_dir=str(out))
     return parse_config(data)
@@ -92,16 +94,18 @@ def time_arms(args) -> None:
     import torch
 
     extra = parse_overrides(args.set)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         # not measured: the first run in a process pays one-time costs (CUDA's context, kernels, imports)
-        measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up"))
+        measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up", preset=args.preset))
         for arm in args.arms:
             results[arm] = measure(config_for(args.task, arm, args.steps, args.tiny, Path(tmp), extra, arm,
-                                              args.evaluate))
+                                              args.evaluate, args.preset))
             print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step", flush=True)
             (args.out / f"metrics-{arm}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in results[arm]["rows"]))
     rl = results["rl"]["seconds per step"] if "rl" in results else float("nan")
@@ -179,6 +183,9 @@ def main() -> int:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the full preset's 60)")
     t.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    t.add_argument("--preset", default="full", choices=["full", "small"],
+                   help="sizes: full (benchmarks/confident_prompts.py's, for a GPU) or small (2 CPU cores, fp32)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads of the training process (CPU)")
     t.add_argument("--tiny", action="store_true", help="a few small steps (checks the wiring)")
     t.add_argument("--evaluate", action="store_true", help="evaluate as the accuracy runs do (the full preset: every "
                    "6 steps, 64 problems x 4 samples), so these runs give one seed's accuracy against wall clock; "
