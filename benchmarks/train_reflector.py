@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(len(jobs), mp_context=get_context("spawn")) as pool:
         futures = {label: pool.submit(evaluate, *job) for label, job in jobs.items()}
         evaluations = {label: future.result() for label, future in futures.items()}
-    decided = verdict(*evaluations.values())
+    decided = verdict(evaluations["new_with_v4"], evaluations["today_with_v4"], evaluations["new_alone"],
+                      evaluations["today_alone"])
     cases = evaluations["new_with_v4"]["summary"]["reflection_cases"]
     log = json.loads((checkpoint / "pretrain_log.json").read_text())
     result = {
