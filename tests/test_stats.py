@@ -158,3 +158,11 @@ def test_starved_cycles_flag_cycles_that_trained_on_almost_no_within_prompt_sign
     assert "cycle(s) 1 (0%)" in starvation_warning(starved_cycles(rows))
     assert starvation_warning({}) is None
     assert starved_cycles([{"step": 1, "cycle": 0, "kept_problems": 3}]) == {}  # a run from before the metric
+
+
+def test_value_at_is_the_last_measurement_within_a_budget():
+    rollouts, accuracy = [0, 100, 250, 400], [0.1, 0.3, 0.2, 0.6]
+    assert stats.value_at(rollouts, accuracy, 249) == 0.3 and stats.value_at(rollouts, accuracy, 250) == 0.2
+    assert stats.value_at(rollouts, stats.running_max(accuracy), 250) == 0.3  # the best so far
+    assert stats.value_at(rollouts, accuracy, 1000) == 0.6
+    assert stats.value_at([5, 10], [0.1, 0.2], 4) is None  # nothing measured by then
