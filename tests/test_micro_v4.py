@@ -165,7 +165,8 @@ def test_a_near_miss_of_a_string_program_can_swap_two_neighbouring_ops_where_ask
 
 
 def test_reflector2_corpus_reflects_mostly_on_string_programs_of_three_ops():
-    """reflector2's reflections against the reflector's: more of them on string programs, and those longer."""
+    """reflector2's reflections against the reflector's: more of them on string programs, those longer, and some
+    shown the right instruction, which the answer keeps."""
     from fastslow.micro.language import program_of
 
     def reflections(corpus):
@@ -173,14 +174,18 @@ def test_reflector2_corpus_reflects_mostly_on_string_programs_of_three_ops():
         examples = [sample_example(rng, corpus) for _ in range(1500)]
         answers = [e.answer.strip("`\n") for e in examples if e.kind == "reflect"]
         programs = [program_of(a) for a in answers if program_of(a) is not None]
-        return answers, programs, {e.kind for e in examples}
+        kept = sum(f"Instruction:\n```\n{e.answer.strip('`').strip()}\n```" in e.messages[0]["content"]
+                   for e in examples if e.kind == "reflect" and program_of(e.answer.strip("`\n")) is not None)
+        return answers, programs, {e.kind for e in examples}, kept / len(answers)
 
     old, new = reflections("reflector"), reflections("reflector2")
     assert new[2] == {"instruct", "generic", "reflect"}  # v3's instructions and base behaviour kept
     assert len(new[1]) / len(new[0]) > len(old[1]) / len(old[0]) + 0.15  # instructions of the language as targets
     assert new[0].count(STEP_STRATEGY) < old[0].count(STEP_STRATEGY) / 2
-    three = [sum(len(p) == 3 for p in programs) / len(programs) for _, programs, _ in (old, new)]
+    three = [sum(len(p) == 3 for p in programs) / len(programs) for _, programs, _, _ in (old, new)]
     assert three[1] > three[0] + 0.1
+    # a right instruction shown is kept: more answers repeat the shown program (the reflector's are cipher's)
+    assert new[3] > old[3] + 0.05
 
 
 def test_a_shipped_short_name_without_its_checkpoint_says_so(monkeypatch, tmp_path):
