@@ -9,7 +9,8 @@ model holds ~7 GiB at its peak: 16 processes on one 80 GB H100 ran out of memory
 With 8 or more cores, the experiments that train on different tasks (efficiency, continual, zero-reward) run at
 the same time, each pinned to its share of the cores; the others then reuse efficiency's runs from the cache
 (out/runs) and train or evaluate only what they add. With fewer cores everything runs one after the other. `--collect DIR` copies the results (results.md, summary.json, PNGs, report.html — not the
-runs and checkpoints) to DIR and writes DIR/ALL.md, all results.md files in one page.
+runs and checkpoints) to DIR and writes DIR/ALL.md, all results.md files in one page. The ablations (k-sweep,
+t-sweep) run only when `--only` names them, after the others.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import time
 from pathlib import Path
 
 FIRST_WAVE = {"efficiency": 0.5, "continual": 0.25, "zero-reward": 0.25}  # share of the workers each gets
-SECOND_WAVE = ["asymptote", "kl", "decomposition", "ood", "plasticity"]
-ORDER = ["efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"]
+SECOND_WAVE = ["asymptote", "kl", "decomposition", "ood", "plasticity", "k-sweep", "t-sweep"]
+EIGHT = ["efficiency", "asymptote", "kl", "decomposition", "ood", "plasticity", "continual", "zero-reward"]
+ORDER = EIGHT + ["k-sweep", "t-sweep"]  # the ablations only when asked for (--only)
 
 
 GIB_PER_WORKER = 7.5
@@ -71,14 +73,15 @@ def main() -> int:
     parser.add_argument("--workers", type=workers_arg, default=None,
                         help="worker processes, or 'gpu': one per 7.5 GiB of GPU memory (default: the experiments' own)")
     parser.add_argument("--collect", type=Path, default=None)
-    parser.add_argument("--only", nargs="*", default=None, help="run only these experiments")
+    parser.add_argument("--only", nargs="*", default=None, choices=ORDER, metavar="EXPERIMENT",
+                        help="run only these experiments (default the eight claims; also k-sweep, t-sweep)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run config field in every run, e.g. --set loop.rollout_allocation=signal")
     args = parser.parse_args()
     if args.workers == "gpu":
         args.workers = gpu_workers()
         print(f"== {args.workers} workers", flush=True)
-    wanted = set(args.only or ORDER)
+    wanted = set(args.only or EIGHT)
     args.out.mkdir(parents=True, exist_ok=True)
     started, failed = time.perf_counter(), []
 

@@ -3,7 +3,8 @@
 A curve is two equal-length sequences in training order, e.g. (samples, val_accuracy) or (accuracy, kl).
 Missing measurements are the caller's business: pass only the points that were measured.
 
-- sample efficiency: samples RL needs to reach its running-peak accuracy / samples FST needs to reach it;
+- sample efficiency: samples RL needs to reach its running-peak accuracy / samples FST needs to reach it (or any
+  other budget on the x axis: rollouts, seconds), and what a run had at a given budget;
 - asymptote: the ScaleRL sigmoid R - R0 = (A - R0) / (1 + (C_mid / C)^B) fitted over training;
 - staying near the base model: KL(pi_train || pi_base) of each run at matched validation accuracy;
 - continual learning: per-stage accuracy normalised to the stage's peak;
@@ -140,6 +141,14 @@ def sample_efficiency_over_seeds(fst_curves: Sequence[Curve], rl_curves: Sequenc
         raise FastSlowError(
             f"sample_efficiency_over_seeds: {len(fst_curves)} FST curves but {len(rl_curves)} RL curves")
     return summarize([sample_efficiency(f, r) for f, r in zip(fst_curves, rl_curves)])
+
+
+def value_at(x: Sequence[float], y: Sequence[float], at: float) -> float | None:
+    """The last value measured at or before `at` on the x axis: what a run had once it had spent `at` (a budget in
+    problems, rollouts or seconds); None when nothing was measured by then."""
+    x, y = _as_curve(x, y, "value_at")
+    before = np.flatnonzero(x <= at)
+    return None if len(before) == 0 else float(y[before[-1]])
 
 
 def steps_until_nonzero(steps: Sequence[float], reward: Sequence[float], threshold: float = 0.0) -> float | None:

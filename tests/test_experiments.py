@@ -2,6 +2,7 @@
 the presets, and the continual-learning task sequence."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,18 @@ def run_dirs(folder):
     return {label: Path(path) for label, path in json.loads((folder / "runs.json").read_text()).items()}
 
 
+def budget(path, axis):
+    """(budget spent on the axis, val accuracy) at each evaluation, read from metrics.jsonl directly."""
+    measured = [r for r in rows(path) if r.get("val_accuracy") is not None]
+    spent = {"samples": lambda r: r["samples"], "rollouts": lambda r: r["rl_rollouts"] + r["fast_rollouts"],
+             "seconds": lambda r: r["wall_time"] - rows(path)[0]["wall_time"]}[axis]
+    return [spent(r) for r in measured], [r["val_accuracy"] for r in measured]
+
+
 def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_runs(setup):
     folder = run("efficiency", setup)
     runs = run_dirs(folder)
-    assert sorted(runs) == sorted(f"{m} seed {s}" for m in ("fst", "rl", "gepa") for s in (0, 1))
+    assert sorted(runs) == sorted(f"{m} seed {s}" for m in ("fst", "rl", "gepa", "fst-distill") for s in (0, 1))
     for label, path in runs.items():
         assert [r["step"] for r in rows(path)] == [0, 1, 2, 3, 4]
         assert rows(path)[0]["mode"] == label.split()[0]
@@ -73,9 +82,23 @@ def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_ru
                                         load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy"))
                 for s in (0, 1)]
     assert summary["fst"]["efficiency_per_seed"] == expected
-    for file in ("results.md", "report.html", "efficiency_samples.png", "efficiency_rollouts.png"):
+    # the same ratio per rollout sampled (the fast phase's included) and per second of wall clock, for every mode
+    for mode in ("fst", "gepa", "fst-distill"):
+        for axis in ("rollouts", "seconds"):
+            expected = [stats.sample_efficiency(budget(runs[f"{mode} seed {s}"], axis), budget(runs[f"rl seed {s}"], axis))
+                        for s in (0, 1)]
+            assert summary[mode][f"efficiency_per_seed_{axis}"] == pytest.approx(expected)
+    spent = [rows(runs[f"fst seed {s}"])[-1]["rl_rollouts"] + rows(runs[f"fst seed {s}"])[-1]["fast_rollouts"]
+             for s in (0, 1)]
+    assert summary["fst"]["rollouts"]["mean"] == pytest.approx(np.mean(spent))
+    assert spent[0] > rows(runs["rl seed 0"])[-1]["rl_rollouts"]  # FST pays for its fast phase in rollouts
+    assert summary["gepa"]["seconds"]["mean"] > 0
+    results = (folder / "results.md").read_text()
+    for file in ("results.md", "report.html", "efficiency_samples.png", "efficiency_rollouts.png",
+                 "efficiency_seconds.png"):
         assert (folder / file).is_file()
-    assert "fastslow experiment efficiency" in (folder / "results.md").read_text()
+    assert "fastslow experiment efficiency" in results and "rollouts sampled (RL + fast phase)" in results
+    assert "Wall clock is each run's own" in results
 
 
 def test_asymptote_and_kl_reuse_the_efficiency_runs(setup):
@@ -91,6 +114,25 @@ def test_asymptote_and_kl_reuse_the_efficiency_runs(setup):
     k = json.loads((kl / "summary.json").read_text())
     assert k["final_kl"]["rl"]["n"] == 2 and k["final_kl"]["rl"]["mean"] > 0
     assert (kl / "kl_vs_accuracy_by_mode.png").is_file()
+    # per axis: at the largest budget both runs of a seed reached. Problems: the same for both, so the final KL;
+    # rollouts: RL's final count, which FST reached earlier in its run
+    pairs = [(run_dirs(kl)[f"fst seed {s}"], run_dirs(kl)[f"rl seed {s}"]) for s in (0, 1)]
+    final = [(rows(f)[-1]["kl_base"], rows(r)[-1]["kl_base"]) for f, r in pairs]
+    assert k["at_matched_budget"]["samples"]["kl_fst"]["mean"] == pytest.approx(np.mean([f for f, _ in final]))
+    assert k["at_matched_budget"]["samples"]["kl_rl"]["mean"] == pytest.approx(np.mean([r for _, r in final]))
+    at_rollouts = []
+    for f, r in pairs:
+        spent = rows(r)[-1]["rl_rollouts"]
+        at_rollouts.append([row["kl_base"] for row in rows(f) if row.get("kl_base") is not None
+                            and row["rl_rollouts"] + row["fast_rollouts"] <= spent][-1])
+    assert k["at_matched_budget"]["rollouts"]["kl_fst"]["mean"] == pytest.approx(np.mean(at_rollouts))
+    assert set(k) >= {"kl_reduction_at_matched_samples", "kl_reduction_at_matched_rollouts",
+                      "kl_reduction_at_matched_seconds"}
+    for axis in ("rollouts", "seconds"):
+        assert a["fst"][f"A_{axis}"]["n"] + a["fst"][f"A_{axis}"]["dropped"] == 2
+        assert f"A_fst_minus_rl_{axis}" in a
+    for axis in ("samples", "rollouts", "seconds"):
+        assert -1 <= a[f"best_fst_minus_rl_at_matched_{axis}"]["mean"] <= 1
 
 
 def test_decomposition_reproduces_the_runs_final_evaluation(setup):
@@ -106,6 +148,10 @@ def test_decomposition_reproduces_the_runs_final_evaluation(setup):
         last = json.loads((path / "population" / "cycle-1.json").read_text())
         assert prompt == next(m["text"] for m in last["members"] if m["id"] == last["best"])
     assert (fst_runs[0] / "export" / "config.json").is_file()
+    # what the runs had spent where the cells are measured: the end of each FST run
+    assert summary["cost"]["samples"]["mean"] == pytest.approx(np.mean([rows(p)[-1]["samples"] for p in fst_runs]))
+    assert summary["cost"]["rollouts"]["mean"] == pytest.approx(
+        np.mean([rows(p)[-1]["rl_rollouts"] + rows(p)[-1]["fast_rollouts"] for p in fst_runs]))
 
 
 def test_ood_evaluates_base_rl_and_fst_weights_on_the_other_tasks(setup):
@@ -167,6 +213,13 @@ def test_ablations_train_fst_at_each_value_and_an_rl_reference(setup, name, key,
         assert all(c["loop"][key] == value and c["mode"] == "fst" for c in configs)
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary) >= {f"{letter}={v}" for v in values} | {"rl"}
+    for value in values:
+        arm = summary[f"{letter}={value}"]
+        expected = [stats.sample_efficiency(budget(runs[f"{letter}={value} seed {s}"], "rollouts"),
+                                            budget(runs[f"rl seed {s}"], "rollouts")) for s in (0, 1)]
+        mean = stats.summarize(expected).mean  # nan where no seed reached RL's peak: null in summary.json
+        assert arm["efficiency_vs_rl_rollouts"]["mean"] == (None if math.isnan(mean) else pytest.approx(mean))
+        assert arm["rollouts"]["mean"] > summary["rl"]["rollouts"]["mean"]  # the fast phase's rollouts on top
     assert (folder / f"{name.replace('-', '_')}.png").is_file()
 
 

@@ -158,20 +158,62 @@ def test_varied_share_counts_groups_whose_rewards_differ():
     assert varied_share([1, 1, 1, 1], group=4) == 0.0
 
 
+def test_a_copy_repeats_the_shown_instruction_and_a_near_copy_computes_what_it_computes_on_the_shown_inputs():
+    from fastslow.micro.evaluate import is_copy, is_near_copy, share
+
+    shown = "Sort the letters, then swap each pair of letters, then write in capitals."
+    assert is_copy(" " + shown + "\n", shown) and not is_copy("Sort the letters.", shown)
+    # swap and upper commute: the reordering computes the same on any input, but is no verbatim copy
+    reordered = "Sort the letters, then write in capitals, then swap each pair of letters."
+    assert not is_copy(reordered, shown) and is_near_copy(reordered, shown, ["hello", "abcd"])
+    # dropping the sort changes "dcba" but not the already sorted "abcd": near copy on that input alone
+    dropped = "Swap each pair of letters, then write in capitals."
+    assert is_near_copy(dropped, shown, ["abcd"]) and not is_near_copy(dropped, shown, ["abcd", "dcba"])
+    assert not is_near_copy(shown, shown, ["abcd"])  # a copy is counted as a copy, not as a near copy
+    assert not is_near_copy("Transform the text.", "Solve the task.", ["abcd"])  # no program: nothing to compare
+    assert not is_near_copy("Sort the letters, then sort.", shown, ["abcd"])  # not an instruction of the language
+    trials = [{"copy": True}, {"copy": False}, {"copy": False}, {"copy": True}]
+    assert share(trials, "copy") == 0.5 and share([], "copy") == 0
+
+
+def test_near_miss_failure_sets_show_a_wrong_near_miss_and_problems_the_policy_gets_wrong_under_it(micro):
+    """The shown instruction is the first near miss that is itself wrong on the shown problems, and the policy failed
+    each of them under it."""
+    from fastslow.micro.evaluate import near_miss_failure_sets, near_misses
+    from fastslow.micro.language import program_of, run_program
+
+    tasks = [StringProgramTask(program="shift:1,upper"), StringProgramTask(program="reverse,sort,double")]
+    sets = near_miss_failure_sets(*micro, tasks, seed=0)
+    assert [s["task"] for s in sets] == tasks
+    for s in sets:
+        near = program_of(s["shown"])
+        assert near in near_misses(s["task"].program) and len(s["failures"]) == 3
+        for problem, output in s["failures"]:
+            assert run_program(near, problem.prompt) != problem.answer and s["task"].score(problem, output).reward == 0
+    assert sets[0]["shown"] == "Write in capitals."  # the first near miss: the shift dropped
+
+
 def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_reflector():
     """The policy is confident under the right instruction (low but positive entropy); a reflector given by path
     writes the proposals, so the policy as its own reflector measures the same as `reflection_improves`."""
     result = CliRunner().invoke(app, ["micro", "eval", "--n", "8", "--json", "--reflector", "micro", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"with_instruction", "with_seed_prompt", "reflection_improves",
-                            "zero_reward_family_seed_prompt", "answer_entropy", "near_miss_varied", "reflector_improves",
-                            "code_seed_prompt", "code_strategy", "code_seed_varied"}
-    assert all(0 <= v <= 1 for v in summary.values())
+    cases = {"reflection_cases", "near_miss_reflection_cases"}
+    assert set(summary) == cases | {"with_instruction", "with_seed_prompt", "reflection_improves",
+                                    "zero_reward_family_seed_prompt", "answer_entropy", "near_miss_varied",
+                                    "reflector_improves", "code_seed_prompt", "code_strategy", "code_seed_varied",
+                                    "reflection_copies", "reflector_copies"} | {
+        f"near_miss_{who}_{what}" for who in ("reflection", "reflector") for what in ("improves", "copies", "near_copies")}
+    assert all(0 <= v <= 1 for k, v in summary.items() if k not in cases)
+    assert summary["reflection_cases"] == 4 and summary["near_miss_reflection_cases"] >= 1  # n // 2 held-out tasks
     assert 0 < summary["answer_entropy"] < 0.5
-    assert summary["reflector_improves"] == summary["reflection_improves"]
+    for key in ("improves", "copies"):  # the policy as its own reflector measures what it measures reflecting itself
+        assert summary[f"reflector_{key}"] == summary[f"reflection_{key}"]
+        assert summary[f"near_miss_reflector_{key}"] == summary[f"near_miss_reflection_{key}"]
     without = CliRunner().invoke(app, ["micro", "eval", "--n", "2", "--json", "--device", "cpu"])
-    assert json.loads(without.stdout)["reflector_improves"] is None
+    summary = json.loads(without.stdout)
+    assert summary["reflector_improves"] is None and summary["near_miss_reflector_copies"] is None
 
 
 def test_prompt_signal_measures_accuracy_and_the_share_of_problems_whose_samples_differ(micro):

@@ -149,6 +149,45 @@ def test_reflector_corpus_reflects_on_v3_v4_and_code_answers():
     assert 0.5 < answers.count("olleh") / 200 < 1.0
 
 
+def test_a_near_miss_of_a_string_program_can_swap_two_neighbouring_ops_where_asked():
+    from fastslow.micro.corpus import wrong_instruction
+    from fastslow.micro.language import GENERIC_PROMPTS, describe, program_of
+    from fastslow.tasks.micro import StringProgramTask
+
+    task = StringProgramTask(program="reverse,sort,double")
+    swapped = {describe(p) for p in ((task.program[1], task.program[0], task.program[2]),
+                                     (task.program[0], task.program[2], task.program[1]))}
+    seen = [wrong_instruction(random.Random(i), task, ("swap",)) for i in range(300)]
+    assert swapped <= set(seen) and task.instruction not in seen
+    # the rest: generic prompts (GEPA's start) and unrelated programs, as with the other edits
+    assert all(c in swapped or c in GENERIC_PROMPTS or program_of(c) is not None for c in seen)
+    assert sum(c in swapped for c in seen) > 0.3 * len(seen)
+
+
+def test_reflector2_corpus_reflects_mostly_on_string_programs_of_three_ops():
+    """reflector2's reflections against the reflector's: more of them on string programs, those longer, and some
+    shown the right instruction, which the answer keeps."""
+    from fastslow.micro.language import program_of
+
+    def reflections(corpus):
+        rng = random.Random(9)
+        examples = [sample_example(rng, corpus) for _ in range(1500)]
+        answers = [e.answer.strip("`\n") for e in examples if e.kind == "reflect"]
+        programs = [program_of(a) for a in answers if program_of(a) is not None]
+        kept = sum(f"Instruction:\n```\n{e.answer.strip('`').strip()}\n```" in e.messages[0]["content"]
+                   for e in examples if e.kind == "reflect" and program_of(e.answer.strip("`\n")) is not None)
+        return answers, programs, {e.kind for e in examples}, kept / len(answers)
+
+    old, new = reflections("reflector"), reflections("reflector2")
+    assert new[2] == {"instruct", "generic", "reflect"}  # v3's instructions and base behaviour kept
+    assert len(new[1]) / len(new[0]) > len(old[1]) / len(old[0]) + 0.15  # instructions of the language as targets
+    assert new[0].count(STEP_STRATEGY) < old[0].count(STEP_STRATEGY) / 2
+    three = [sum(len(p) == 3 for p in programs) / len(programs) for _, programs, _, _ in (old, new)]
+    assert three[1] > three[0] + 0.1
+    # a right instruction shown is kept: more answers repeat the shown program (the reflector's are cipher's)
+    assert new[3] > old[3] + 0.05
+
+
 def test_a_shipped_short_name_without_its_checkpoint_says_so(monkeypatch, tmp_path):
     from fastslow import policy
 

@@ -181,3 +181,11 @@ def test_a_starved_cycle_is_warned_about_only_while_accuracy_has_room():
     no_eval = [{**row, "val_accuracy": None} for row in cycle(reward=0.97)]
     assert starved_cycles(no_eval) == {}
     assert starved_cycles([{**row, "reward_mean": 0.4} for row in no_eval]) == {0: pytest.approx(0.01)}
+
+
+def test_value_at_is_the_last_measurement_within_a_budget():
+    rollouts, accuracy = [0, 100, 250, 400], [0.1, 0.3, 0.2, 0.6]
+    assert stats.value_at(rollouts, accuracy, 249) == 0.3 and stats.value_at(rollouts, accuracy, 250) == 0.2
+    assert stats.value_at(rollouts, stats.running_max(accuracy), 250) == 0.3  # the best so far
+    assert stats.value_at(rollouts, accuracy, 1000) == 0.6
+    assert stats.value_at([5, 10], [0.1, 0.2], 4) is None  # nothing measured by then

@@ -305,6 +305,48 @@ def series(run_dir: Path, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarra
     return load_run(run_dir).series(x_key, y_key)
 
 
+# The three budgets a claim is read against (issue 24): the paper's training problems, the rollouts a user pays for
+# (FST's fast phase included) and wall clock.
+AXES = {"samples": "training problems", "rollouts": "rollouts sampled (RL + fast phase)", "seconds": "wall clock (s)"}
+
+
+def axis_curve(run_dir: Path, axis: str, y_key: str = "val_accuracy") -> tuple[np.ndarray, np.ndarray]:
+    """(budget spent on `axis`, `y_key`) at each row that measured `y_key`: training problems (`samples`), rollouts
+    sampled (`rl_rollouts` + `fast_rollouts`: RL's fresh ones and the fast phase's) or seconds of wall clock since the
+    step-0 row (`wall_time`, which holds the step-0 evaluation; a resumed run's clock starts again)."""
+    from fastslow.report import load_run
+
+    if axis not in AXES:
+        raise FastSlowError(f"axis: expected one of {', '.join(AXES)}, got {axis!r}")
+    run = load_run(run_dir)
+    rows = run.measured(y_key)
+    if axis == "samples":
+        x = [r["samples"] for r in rows]
+    elif axis == "rollouts":
+        x = [(r.get("rl_rollouts") or 0) + (r.get("fast_rollouts") or 0) for r in rows]
+    else:
+        x = [r["wall_time"] - run.rows[0]["wall_time"] for r in rows]
+    return np.array(x, dtype=float), np.array([r[y_key] for r in rows], dtype=float)
+
+
+def at_matched_budget(curve_a: tuple[np.ndarray, np.ndarray], curve_b: tuple[np.ndarray, np.ndarray],
+                      transform: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[float, float, float]:
+    """(budget, a's value, b's value) at the largest budget both runs reached: each run's last measurement at or
+    before it (after `transform`, e.g. stats.running_max)."""
+    budget = float(min(curve_a[0][-1], curve_b[0][-1]))
+    a, b = ((x, transform(y) if transform else y) for x, y in (curve_a, curve_b))
+    return budget, stats.value_at(*a, budget), stats.value_at(*b, budget)
+
+
+def sharing_note(exp: Experiment) -> str:
+    """What the seconds axis means: runs of one call share its machine."""
+    together = (f"trains up to {exp.workers} runs at a time" if exp.workers > 1 else "trains one run at a time")
+    return (f"Wall clock is each run's own, measured beside the others: this experiment {together} ({hardware()}), "
+            "runs may come from the cache of another experiment of the same call, and experiments of one call may run "
+            "side by side; a run's seconds include waiting on the runs beside it (one that finished early left the "
+            "device to the rest). Compare seconds between runs of one call.")
+
+
 def last_value(run_dir: Path, key: str) -> Any:
     from fastslow.report import load_run
 

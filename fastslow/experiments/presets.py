@@ -58,7 +58,7 @@ SUITE_V3 = [
 ]
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "efficiency": {"task": WEAK, "modes": ["fst", "rl", "gepa"]},
+    "efficiency": {"task": WEAK, "modes": ["fst", "rl", "gepa", "fst-distill"]},
     "asymptote": {"task": WEAK},
     "kl": {"task": WEAK},
     "decomposition": {"task": WEAK},

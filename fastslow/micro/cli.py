@@ -29,7 +29,8 @@ def pretrain(
     init: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint instead of fresh weights")] = None,
     torch_compile: Annotated[bool, typer.Option("--compile", help="compile the decoder layers (torch.compile)")] = False,
     version: Annotated[str, typer.Option(help="corpus and size: v3 (an exact executor that reflects, 14M), v4 (a fallible "
-                                                 "policy, 6M) or reflector (v3's size, mostly reflection)")] = "v3",
+                                                 "policy, 6M), reflector (v3's size, mostly reflection) or "
+                                                 "reflector2 (the reflector's, string programs first)")] = "v3",
 ) -> None:
     """Train a micro model from scratch on the generated corpus."""
     from fastslow.micro.pretrain import VERSIONS

@@ -12,6 +12,13 @@
   instruction (one op dropped, or two neighbouring ops swapped): where RL has a signal from a valid but weak prompt.
 - reflector_improves: `reflection_improves` with a separate reflection model writing the proposals (the policy still
   makes the failures and follows the proposal); None when no reflector is given.
+- reflection_copies, reflector_copies: the share of those proposals that copy the instruction shown (the seed prompt).
+- near_miss_reflection_improves, near_miss_reflector_improves (and their copies and near_copies): the same, shown a near
+  miss of a held-out program instead of the seed prompt, with 3 problems on which the near miss itself is wrong and the
+  policy fails: GEPA's situation once a population holds a wrong but close instruction. A copy repeats the shown
+  instruction verbatim; a near copy is another instruction of the language that computes the same outputs as the shown
+  one on the shown inputs. Neither can raise the reward of an exact executor there.
+- reflection_cases, near_miss_reflection_cases: how many reflection cases each of those fractions is over.
 - code_seed_prompt, code_strategy, code_seed_varied: the code family (the problem states a held-out 3-op program),
   mean@4 at temperature 1 under the seed prompt and under the strategy prompt (STEP_STRATEGY: an instruction-only
   gain when it is higher), and the share of problems whose samples differ in reward under the seed prompt.
@@ -27,7 +34,7 @@ import torch
 
 from fastslow.evaluation import prompt_signal
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
+from fastslow.micro.language import TRAIN_PROGRAMS, describe, program_of, program_spec, run_program
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
 from fastslow.tasks.micro import (
     COUNT_RULES,
@@ -100,23 +107,64 @@ def varied_share(rewards: list[float], group: int) -> float:
 def failure_sets(model, tokenizer, tasks: list, seed: int, minibatch: int = 3) -> list[dict]:
     """Per task, `minibatch` validation problems the policy gets wrong under the seed prompt (tasks with fewer
     failures are left out): what a reflection is shown."""
-    sets = []
+    return failures_under(model, tokenizer, [(task, task.seed_prompt, task.problems("val", 4 * minibatch, seed))
+                                             for task in tasks], minibatch)
+
+
+def near_miss_failure_sets(model, tokenizer, tasks: list, seed: int, minibatch: int = 3) -> list[dict]:
+    """Per held-out string task, its first near miss (`near_misses`) that is itself wrong on at least `minibatch` of
+    4 x `minibatch` validation problems, and `minibatch` of those the policy gets wrong under it (tasks with fewer
+    are left out): a reflection shown a wrong but close instruction, where copying it cannot help."""
+    shown = []
     for task in tasks:
         problems = task.problems("val", 4 * minibatch, seed)
-        outputs = generate(model, tokenizer, [chat_messages(task.seed_prompt, p.prompt) for p in problems], GREEDY)
-        failures = [(p, o) for p, o in zip(problems, outputs) if task.score(p, o).reward == 0][:minibatch]
+        for near in near_misses(task.program):
+            wrong = [p for p in problems if run_program(near, p.prompt) != p.answer]
+            if len(wrong) >= minibatch:
+                shown.append((task, describe(near), wrong))
+                break
+    return failures_under(model, tokenizer, shown, minibatch)
+
+
+def failures_under(model, tokenizer, shown: list[tuple], minibatch: int) -> list[dict]:
+    """For each (task, instruction, problems): the first `minibatch` problems the policy gets wrong under the
+    instruction (greedy, all in one batch), as a set {task, shown, failures}; fewer failures: left out."""
+    rows = [(task, instruction, p) for task, instruction, problems in shown for p in problems]
+    outputs = iter(generate(model, tokenizer, [chat_messages(instruction, p.prompt) for _, instruction, p in rows], GREEDY))
+    sets = []
+    for task, instruction, problems in shown:
+        answered = [(p, next(outputs)) for p in problems]
+        failures = [(p, o) for p, o in answered if task.score(p, o).reward == 0][:minibatch]
         if len(failures) == minibatch:
-            sets.append({"task": task, "failures": failures})
+            sets.append({"task": task, "shown": instruction, "failures": failures})
     return sets
 
 
+def is_copy(proposal: str, shown: str) -> bool:
+    """The proposal repeats the instruction it was shown (surrounding whitespace ignored)."""
+    return proposal.strip() == shown.strip()
+
+
+def is_near_copy(proposal: str, shown: str, inputs: list[str]) -> bool:
+    """Not a copy, but another instruction of the language that computes what the shown one computes on `inputs`:
+    on those problems it changes nothing an exact executor would answer."""
+    new, old = program_of(proposal), program_of(shown)
+    return (not is_copy(proposal, shown) and new is not None and old is not None
+            and all(run_program(new, x) == run_program(old, x) for x in inputs))
+
+
+def share(trials: list[dict], key: str) -> float:
+    return sum(t[key] for t in trials) / max(1, len(trials))
+
+
 def reflect(model, tokenizer, sets: list[dict], reflector: tuple | None = None) -> list[dict]:
-    """One reflection per failure set: its failures with feedback -> new instruction -> re-scored by the policy.
-    `reflector` (model, tokenizer) writes the proposals; by default the policy reflects on itself."""
+    """One reflection per failure set: its shown instruction and failures with feedback -> new instruction ->
+    re-scored by the policy. `reflector` (model, tokenizer) writes the proposals; by default the policy reflects on
+    itself."""
     reflect_model, reflect_tokenizer = reflector or (model, tokenizer)
     prompts = [
         render_reflection_prompt(
-            GENERIC_PROMPT, [reflective_record(p.prompt, o, t["task"].score(p, o).feedback) for p, o in t["failures"]]
+            t["shown"], [reflective_record(p.prompt, o, t["task"].score(p, o).feedback) for p, o in t["failures"]]
         )
         for t in sets
     ]
@@ -129,8 +177,10 @@ def reflect(model, tokenizer, sets: list[dict], reflector: tuple | None = None) 
         minibatch = len(trial["failures"])
         outs = rescored[i * minibatch : (i + 1) * minibatch]
         trial["reward"] = sum(trial["task"].score(p, o).reward for (p, _), o in zip(trial["failures"], outs)) / minibatch
-        trial["improved"] = trial["reward"] > 0  # the seed prompt scored 0 on these failures
+        trial["improved"] = trial["reward"] > 0  # the shown instruction scored 0 on these failures
         trial["exact"] = trial["proposal"] == getattr(trial["task"], "instruction", None)
+        trial["copy"] = is_copy(trial["proposal"], trial["shown"])
+        trial["near_copy"] = is_near_copy(trial["proposal"], trial["shown"], [p.prompt for p, _ in trial["failures"]])
     return trials
 
 
@@ -177,13 +227,23 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
                    code_seed_varied=seed_signal["problems_with_variance"])
     reflection_tasks = [StringProgramTask(program_seed=seed * 1000 + 500 + i) for i in range(max(1, n // 2))]
     failures = failure_sets(model, tokenizer, reflection_tasks, seed)  # the same cases for both reflection LMs
-    trials = reflect(model, tokenizer, failures)
+    near_failures = near_miss_failure_sets(model, tokenizer, reflection_tasks, seed)
+    trials, near_trials = reflect(model, tokenizer, failures), reflect(model, tokenizer, near_failures)
+    summary.update(reflection_copies=share(trials, "copy"), near_miss_reflection_improves=share(near_trials, "improved"),
+                   near_miss_reflection_copies=share(near_trials, "copy"),
+                   near_miss_reflection_near_copies=share(near_trials, "near_copy"),
+                   reflector_copies=None, near_miss_reflector_improves=None, near_miss_reflector_copies=None,
+                   near_miss_reflector_near_copies=None)
     if reflector is not None:
-        reflected = reflect(model, tokenizer, failures, reflector)
-        summary["reflector_improves"] = sum(t["improved"] for t in reflected) / max(1, len(reflected))
+        reflected, near_reflected = reflect(model, tokenizer, failures, reflector), reflect(model, tokenizer, near_failures, reflector)
+        summary.update(reflector_improves=share(reflected, "improved"), reflector_copies=share(reflected, "copy"),
+                       near_miss_reflector_improves=share(near_reflected, "improved"),
+                       near_miss_reflector_copies=share(near_reflected, "copy"),
+                       near_miss_reflector_near_copies=share(near_reflected, "near_copy"))
+    summary.update(reflection_cases=len(trials), near_miss_reflection_cases=len(near_trials))
     k = max(1, n // 20)  # other families' reflection cases grow with n
     other_trials = reflect(model, tokenizer, failure_sets(model, tokenizer, counting[:k] + star + ciphers[:k], seed))
-    summary["reflection_improves"] = sum(t["improved"] for t in trials) / max(1, len(trials))
+    summary["reflection_improves"] = share(trials, "improved")
     rows = [
         ("strings, held-out programs", "instruction", summary["with_instruction"], len(held_cases)),
         *[(f"strings, held-out programs of {k} ops", "instruction", accuracy(model, tokenizer, c, instruction), len(c))
@@ -207,6 +267,16 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
          summary["near_miss_varied"], len(near_cases)),
         ("reflection on held-out programs by the reflector: raises reward", "seed prompt + 3 failures",
          summary["reflector_improves"], len(trials) if reflector is not None else 0),
+        ("reflection on held-out programs: proposal copies the shown instruction", "seed prompt + 3 failures",
+         summary["reflection_copies"], len(trials)),
+        ("reflection on held-out programs by the reflector: proposal copies the shown instruction",
+         "seed prompt + 3 failures", summary["reflector_copies"], len(trials) if reflector is not None else 0),
+        *[(f"reflection on held-out programs{by}: {what}", "near miss + 3 failures", summary[key],
+           len(near_trials) if summary[key] is not None else 0)
+          for by, who in (("", "reflection"), (" by the reflector", "reflector"))
+          for what, key in (("raises reward", f"near_miss_{who}_improves"),
+                            ("proposal copies the shown instruction", f"near_miss_{who}_copies"),
+                            ("proposal computes what the shown one does (near copy)", f"near_miss_{who}_near_copies"))],
         (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "seed prompt",
          summary["code_seed_prompt"], n),
         (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "strategy (one line per step)",

@@ -119,6 +119,13 @@ def is_held_out(program: tuple[Op, ...]) -> bool:
 _PROGRAMS = all_programs()
 TRAIN_PROGRAMS = [p for p in _PROGRAMS if not is_held_out(p)]
 HELD_OUT_PROGRAMS = [p for p in _PROGRAMS if is_held_out(p)]
+_BY_INSTRUCTION = {describe(p): p for p in _PROGRAMS}
+
+
+def program_of(instruction: str) -> tuple[Op, ...] | None:
+    """The program an instruction names, if it is one of the language's instructions (surrounding whitespace
+    ignored), else None."""
+    return _BY_INSTRUCTION.get(instruction.strip())
 
 
 def held_out_program(program_seed: int) -> tuple[Op, ...]:

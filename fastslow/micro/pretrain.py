@@ -34,6 +34,7 @@ MODEL_SIZES = {
                num_key_value_heads=2, head_dim=64),
 }
 MODEL_SIZES["reflector"] = MODEL_SIZES["v3"]  # trained on from v3 (--init fastslow/micro/model)
+MODEL_SIZES["reflector2"] = MODEL_SIZES["v3"]  # trained on from the reflector (issue 24)
 VERSIONS = tuple(MODEL_SIZES)
 
 
