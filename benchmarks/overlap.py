@@ -48,6 +48,8 @@ def config_for(task: dict, arm: str, steps: int | None, tiny: bool, out: Path, e
     from fastslow.experiments.presets import PRESETS
 
     settings = {k: v for k, v in ARMS[arm].items() if k != "mode"}
+    extra = dict(extra)
+    task = extra.pop("task", None) or task  # a whole task given as an override (--random-shape, --set task=...)
     light = {} if evaluate else {"eval.every": 10_000, "task.val_size": 8, "eval.samples": 1, "eval.kl_prompts": 0}
     sizes = {} if preset == "full" else {**PRESETS[preset]["overrides"], "rl.bf16": False}  # confident_prompts: full
     data = base_config(tiny, {**sizes, **({"loop.steps": steps} if steps else {}), **settings, **extra, **light},
@@ -88,12 +90,35 @@ def measure(config) -> dict:
             "run total incl. setup (s)": total, "timeline": timeline(rows, populations), "rows": rows}
 
 
+def random_model_run(shape: str, folder: Path) -> dict:
+    """Overrides for a model of a real shape with random weights (no download; benchmarks/random_model.py), the micro
+    tokenizer, a synthetic task whose rewards always vary, and long completions: where generation dominates."""
+    import torch
+    from random_model import TINY_VOCAB, VOCAB, random_qwen3
+
+    from fastslow.policy import load_tokenizer
+
+    tokenizer = load_tokenizer("micro")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = random_qwen3(shape, tokenizer, torch.bfloat16 if device == "cuda" else torch.float32, device,
+                         VOCAB if shape != "tiny" else TINY_VOCAB)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {"model.path": str(folder), "model.max_new_tokens": 512, "reflection.kind": "self",
+            "reflection.template": "gepa", "reflection.max_new_tokens": 256, "rl.micro_batch_rows": 16,
+            "task": {"name": "random_model:AlternatingRewardTask", "args": {"prompt_chars": 200}}}
+
+
 def time_arms(args) -> None:
     from fastslow.cli import parse_overrides
 
     import torch
 
     extra = parse_overrides(args.set)
+    if args.random_shape:
+        extra = {**random_model_run(args.random_shape, Path(tempfile.mkdtemp()) / args.random_shape), **extra}
+    if args.task is None and "task" not in extra:
+        raise SystemExit("overlap.py time: give --task or --random-shape")
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -179,7 +204,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("time", help="each arm alone on the device: seconds per step and a per-cycle timeline")
-    t.add_argument("--task", type=json.loads, required=True, metavar="JSON", help="a task config with its seed prompt")
+    t.add_argument("--task", type=json.loads, default=None, metavar="JSON", help="a task config with its seed prompt")
+    t.add_argument("--random-shape", default=None, choices=["qwen3-1.7b", "qwen3-4b", "tiny"],
+                   help="instead of a task: random weights of this shape, 512-token completions of a synthetic task "
+                   "(step time only: nothing is learnt)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the full preset's 60)")
     t.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
