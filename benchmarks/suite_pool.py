@@ -3,8 +3,9 @@ axes, training problems, rollouts sampled and wall clock (issue 24).
 
     python benchmarks/suite_pool.py COLLECT_DIR [--out suite.md]
 
-COLLECT_DIR holds one folder per suite task, as benchmarks/suite_experiments.py writes them (OUT/suite): `<i>/task.json`
-(the task config) and `<i>/<experiment>/summary.json` (what `fastslow experiment` writes). Two kinds of table:
+COLLECT_DIR holds one folder per suite task, as `benchmarks/suite.py experiments` writes them ($OUT/suite):
+`<i>/task.json` (the task config) and `<i>/<experiment>/summary.json` (what `fastslow experiment` writes). Two kinds
+of table:
 - "Claims": one row per claim and axis (`CLAIMS`), shaped like docs/RESULTS.md's summary: the paper's number, each
   task's mean ± std over seeds, the pooled mean ± sd over tasks (every task counts once, whatever its spread over
   seeds), and a tally: tasks where the claim holds by more than one standard error over seeds, where it fails by more,

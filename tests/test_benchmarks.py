@@ -1,11 +1,15 @@
 """benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
-device's entry script, works without a GPU (no wheels, $OUT a temporary folder)."""
+device's entry script, works without a GPU (no wheels, $OUT a temporary folder); benchmarks/suite.py stops a task
+past its time limit, workers included."""
 
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,35 @@ def test_gpu_sh_packs_what_the_device_could_not_return(tmp_path):
         names = set(tar.getnames())
     assert {f"table-{i}.md" for i in range(9)} | {"runs/a/fst-s0/metrics.jsonl"} <= names
     assert not any("checkpoints" in name for name in names)  # a run's checkpoints never travel back
+
+
+def process_gone(pid: int, wait_s: float = 5.0) -> bool:
+    """No process `pid`, or only its zombie (stopped, not yet reaped by init)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_suite_stops_a_task_past_its_limit_with_its_workers_and_shows_the_end_of_its_log(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("suite", ROOT / "benchmarks/suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    worker = tmp_path / "worker.pid"  # a task's worker process: the task's own child, in its process group
+    commands = {0: ["bash", "-c", f"echo training; sleep 60 & echo $! > {worker}; wait"],
+                1: ["bash", "-c", "echo finished"]}
+    handler, started = signal.getsignal(signal.SIGTERM), time.monotonic()
+    codes = suite.run_side_by_side(commands, tmp_path / "logs", limit_s=2)
+    assert codes == {0: -signal.SIGTERM, 1: 0}
+    assert time.monotonic() - started < suite.GRACE_S  # sleep heeds SIGTERM: no wait for the SIGKILL
+    assert process_gone(int(worker.read_text()))
+    assert (tmp_path / "logs" / "1.log").read_text() == "finished\n"
+    printed = capsys.readouterr().out
+    assert "--- task 0, end of" in printed and "training" in printed.split("--- task 0")[1]
+    assert "--- task 1" not in printed  # only a failed task's log is shown
+    assert signal.getsignal(signal.SIGTERM) == handler  # this process's own SIGTERM handling is given back
