@@ -38,10 +38,10 @@ class ModelConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
     share_prefixes: bool = Field(True, description="run a prompt prefix that rows share (a system prompt) once, in "
                                  "sampling and the RL update; false: each row's whole prompt")
-    static_cache: bool = Field(True, description="on a GPU, sample rows that share no computed prefix with a static "
-                               "KV cache (transformers' cache_implementation static), except under bf16 autocast: "
-                               "decoding a small model is ~4x faster per token than with the growing cache "
-                               "(docs/DESIGN.md)")
+    static_cache: bool = Field(False, description="on a GPU, sample rows that share no computed prefix with a static "
+                               "KV cache (transformers' cache_implementation static, which compiles the decoding "
+                               "step), except under bf16 autocast: ~4x faster per token for a small model once "
+                               "compiled, but each process pays the compilation first (~30 s, docs/DESIGN.md)")
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="passed to apply_chat_template, e.g. {enable_thinking: false}"
     )

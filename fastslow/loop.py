@@ -166,10 +166,12 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                                  metric_calls=fast.metric_calls, rounds=fast.rounds,
                                  reflection_calls=fast.reflection_calls, reflection_failures=fast.reflection_failures,
                                  budget=fast.budget, schedule=config.loop.fast_phase, weights_step=fast.weights_step,
-                                 seconds=fast.seconds, fallback=fast.fallback)
+                                 seconds=fast.seconds, seconds_generate=fast.seconds_generate,
+                                 seconds_score=fast.seconds_score, seconds_reflect=fast.seconds_reflect,
+                                 fallback=fast.fallback)
         return {"seconds_generate": fast.seconds_generate, "seconds_score": fast.seconds_score,
                 "seconds_reflect": fast.seconds_reflect, "fast_phase_s": 0.0 if overlap else fast.seconds,
-                "fast_phase_wait_s": fast.seconds_waited}
+                "fast_phase_wait_s": fast.seconds_waited}  # the seconds_* add to the first step's own
 
     last_step = config.loop.steps
     checkpoint = latest_checkpoint(run_dir.checkpoints) if resume else None
@@ -206,7 +208,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         measured: dict[str, list[float]] = {}  # member id -> within-prompt reward variance, per step
         for step in steps:
             batch = plan.batch(step)
-            row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed, **fast_row}
+            row: dict[str, Any] = {"step": step, "cycle": cycle, "reflection_failed": reflection_failed}
             if learner is not None:
                 stats = (learner.distill_step(batch, student, teacher=population[0])
                          if config.mode == "fst-distill" else learner.step(batch, population, reusable))
@@ -222,7 +224,9 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch),
                         "seconds_update": 0.0}
             counters["samples"] += len(batch)
-            fast_row = {}  # the fast phase's time goes to the cycle's first step
+            for key, seconds in fast_row.items():  # the fast phase's time goes to the cycle's first step
+                row[key] = row.get(key, 0.0) + seconds
+            fast_row = {}
             if is_main and (step % config.eval.every == 0 or step == last_step):
                 row |= evaluation(step)
             log(row)

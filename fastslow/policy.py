@@ -113,7 +113,7 @@ class Sampling:
     top_p: float = 1.0
     chat_template_kwargs: dict[str, Any] | None = None
     share_prefixes: bool = True  # fastslow.shared_prefix
-    static_cache: bool = True  # on a GPU, where no prefix is shared (fastslow.shared_prefix.generate)
+    static_cache: bool = False  # on a GPU, where no prefix is shared (fastslow.shared_prefix.generate)
 
     @classmethod
     def of(cls, model_config) -> Sampling:

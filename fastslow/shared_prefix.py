@@ -164,9 +164,9 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, sh
              static_cache: bool = False, **generate_kwargs) -> torch.Tensor:
     """Sample a continuation of each prompt (token ids); returns the new tokens [rows, new], as `model.generate`
     returns them after the prompt columns. `generate_kwargs` go to `model.generate` (generation_config, ...).
-    `static_cache`: on a GPU, rows that share nothing decode with a preallocated KV cache. A small model's decoding
-    step there is mostly per-step overhead, much of it growing the cache: on one H100 micro-v4 decoded 128 rows at
-    2.77 ms per token with a static cache against 12.03 with the growing one (issue 23). On a CPU it saves nothing."""
+    `static_cache`: on a GPU, rows that share nothing decode with a preallocated KV cache, whose decoding step
+    transformers compiles on first use: on one H100 micro-v4 then decoded 128 rows at 2.77 ms per token against
+    12.03 with the growing cache (issue 23), after a compilation that cost a fresh process ~30 s. Not on a CPU."""
     plan = plan_prefixes(prompts) if share else None
     if plan and plan.shared_rows:
         rows = prefill(model, prompts, pad_id, plan)

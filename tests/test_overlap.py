@@ -65,6 +65,11 @@ def test_overlap_computes_each_cycles_population_from_the_weights_the_previous_c
         else:
             assert r["fast_phase_wait_s"] is None and r["fast_phase_s"] is None
     assert metrics[1]["fast_phase_wait_s"] > 0  # cycle 0: nothing to run beside, the trainer waits for all of it
+    for cycle in range(3):  # the worker's clocks add to the cycle's first step's own (its RL generation, scoring)
+        first, population = metrics[1 + cycle * T], population_file(run, cycle)
+        assert population["seconds"] >= population["seconds_generate"] > 0
+        assert first["seconds_generate"] > population["seconds_generate"]
+        assert first["seconds_reflect"] == population["seconds_reflect"]
 
     # (a) cycle 2's population is exactly what a synchronous fast phase computes from the same job: the weights of
     # the checkpoint at step 2, cycle 1's population (as its file holds it, with the signals measured so far), the
