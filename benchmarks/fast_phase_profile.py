@@ -40,14 +40,14 @@ def main() -> int:
     from fastslow.fast.gepa_driver import FastJob, FastPhaseSettings
     from fastslow.fast.phase import WorkerSpec
     from fastslow.fast.population import Member
-    from fastslow.fast.worker import _build
+    from fastslow.fast.worker import build_fast_phase
     from fastslow.tasks import load_task
 
     config = config_for(args.task, "fst-overlap", None, False, args.out, parse_overrides(args.set), "profile",
                         preset=args.preset)
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
     started = time.perf_counter()
-    fast = _build(WorkerSpec(config, FastPhaseSettings.of(config), args.out / "scratch", None, device, None))
+    fast = build_fast_phase(WorkerSpec(config, FastPhaseSettings.of(config), args.out / "scratch", None, device, None))
     print(f"worker built in {time.perf_counter() - started:.1f} s on {device or 'CPU'}", flush=True)
     task = load_task(config.task.name, **config.task.args)
     plan = DataPlan(task.problems("train", config.task.train_size, config.seed), config.loop.problems_per_step,

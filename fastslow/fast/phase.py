@@ -89,7 +89,7 @@ class WorkerSpec:
 
 
 class OverlapFastPhase(FastPhase):
-    """The overlap schedule: jobs run in a worker process, started with the first job and kept for the run."""
+    """The overlap schedule: jobs run in a worker process, started by `build` and kept for the run."""
 
     overlaps = True
     retries = 1  # a job whose worker died is given to a new worker this many times

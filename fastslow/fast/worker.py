@@ -14,8 +14,11 @@ from contextlib import contextmanager
 
 def serve(spec, jobs, results) -> None:
     """The worker's main: build everything once, then answer jobs until told to stop."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer stops us
     try:
-        fast = _build(spec)
+        fast = build_fast_phase(spec)
     except Exception as exc:  # the run stops with this line at its next collection (OverlapFastPhase.result)
         results.put(("start failed", _failure(exc)[1]))
         return
@@ -45,7 +48,7 @@ def _failure(exc: Exception) -> tuple[str, str]:
     return ("user error" if isinstance(exc, FastSlowError) else "error"), one_line(exc)
 
 
-class _WorkerFastPhase:
+class WorkerFastPhase:
     """The policy at a checkpoint's weights, and the sync fast phase run on it."""
 
     def __init__(self, spec):
@@ -124,11 +127,11 @@ class _WorkerFastPhase:
         return self.phase.result()
 
 
-def _build(spec) -> _WorkerFastPhase:
+def build_fast_phase(spec) -> WorkerFastPhase:
     import os
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
-    return _WorkerFastPhase(spec)
+    return WorkerFastPhase(spec)
