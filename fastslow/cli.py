@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -70,12 +69,16 @@ app.add_typer(micro_app, name="micro", help="The project's own micro model: pret
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs as {dotted key: YAML value}; the key's path is checked where it is applied
+    (config.set_dotted), the value here."""
+    from fastslow.config import parse_yaml
+
     overrides = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise FastSlowError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loop.steps=12")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key.strip()] = parse_yaml(value, f"--set {pair}")
     return overrides
 
 
