@@ -46,6 +46,8 @@ class ErrorBoundary(TyperGroup):
     becomes one red line and exit code 2 before click could turn it into a traceback or a bare "Aborted!"."""
 
     def invoke(self, ctx):
+        from fastslow.stopping import Stopped
+
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
@@ -53,6 +55,11 @@ class ErrorBoundary(TyperGroup):
                 raise
             console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Stopped as stop:  # SIGTERM or SIGINT: the command has cleaned up on its way out (fastslow.stopping)
+            if ctx.params.get("debug"):
+                raise
+            console.print(f"[bold yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(stop.exit_code) from None
 
 
 app = typer.Typer(help="Fast-Slow Training: RL on the weights, GEPA on a population of prompts.", cls=ErrorBoundary,
@@ -87,12 +94,17 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", help="override a c
 
 @app.command()
 def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
-    """Validate CONFIG (values, model paths, sizes that fit the model) and print the resolved config."""
+    """Validate CONFIG as `run` would before it loads weights (values, task data, model paths and tokenizer, sizes that
+    fit the model, the reflection LM) and print the resolved config."""
     from fastslow.config import load_config
-    from fastslow.guards import check_model
+    from fastslow.guards import preflight
+    from fastslow.rundir import RunDir
 
     cfg = load_config(config, parse_overrides(set_))
-    check_model(cfg)
+    preflight(cfg)
+    occupied = RunDir.refusal(cfg)
+    if occupied:
+        console.print(f"[yellow]note:[/] {escape(occupied)}", highlight=False, soft_wrap=True)
     typer.echo(cfg.to_yaml(), nl=False)
 
 
@@ -103,15 +115,36 @@ def run(
     set_: Overrides = None,
 ) -> None:
     """Train: fst (both channels), rl (weights only), gepa (prompts only) or fst-distill (GEPA, then the best prompt
-    distilled into the weights), as the config's mode says."""
+    distilled into the weights), as the config's mode says. SIGTERM or Ctrl-C stops it cleanly (never mid-checkpoint)
+    and says how to resume."""
     from fastslow.config import load_config
+    from fastslow.stopping import Stopped, stop_on_signals
 
-    cfg = load_config(config, parse_overrides(set_))
-    path = train_with_progress(cfg, resume)
+    with stop_on_signals():
+        cfg = load_config(config, parse_overrides(set_))
+        try:
+            path = train_with_progress(cfg, resume)
+        except Stopped as stop:
+            stop.advice = how_to_go_on(cfg, ["fastslow", "run", str(config), *(f"--set={pair}" for pair in set_ or [])])
+            raise
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # under `accelerate launch`, once
         console.print(f"run directory: {path}  (plots: fastslow report {path})")
+
+
+def how_to_go_on(cfg, command: list[str]) -> str:
+    """After a stop: what the run directory kept, and the command that goes on from there."""
+    import shlex
+
+    from fastslow.checkpoint import checkpoint_dirs
+
+    kept = checkpoint_dirs(cfg.run_dir / "checkpoints")
+    if kept:
+        return f"{cfg.run_dir} is kept up to {kept[0].name}; continue with: {shlex.join(command + ['--resume'])}"
+    if (cfg.run_dir / "config.yaml").is_file():  # a resumed run stopped before its first checkpoint
+        return f"{cfg.run_dir} has no checkpoint yet; start it over with: {shlex.join(command + ['--resume'])}"
+    return f"no checkpoint was written, so nothing was kept; start again with: {shlex.join(command)}"
 
 
 def train_with_progress(cfg, resume: bool = False) -> Path:
@@ -170,8 +203,14 @@ def report(
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo")) -> None:
     """FST and RL-only on a micro task with the embedded micro model, on CPU, then a report."""
     from fastslow.demo import run_demo
+    from fastslow.stopping import Stopped, stop_on_signals
 
-    html = run_demo(out, train=train_with_progress)
+    with stop_on_signals():
+        try:
+            html = run_demo(out, train=train_with_progress)
+        except Stopped as stop:
+            stop.advice = f"the demo's runs so far are in {out}; to start over, remove it and run fastslow demo again"
+            raise
     console.print(f"report: {html}")
 
 

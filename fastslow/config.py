@@ -146,7 +146,8 @@ class ReflectionConfig(Section):
     max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit (tokens); a longer answer, "
                                 "or an instruction longer than this, is a failed reflection")
     temperature: float = Field(0.7, ge=0, description="reflection sampling temperature")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    timeout_s: float = Field(120.0, gt=0, description="deadline of one reflection request, from its first byte sent "
+                             "to the answer's last byte received, whatever the server does (each retry gets its own)")
     retries: int = Field(3, ge=0, le=10, description="retries after a failed request, with exponential backoff")
     backoff_s: float = Field(2.0, ge=0, description="first backoff delay; doubles each retry")
 

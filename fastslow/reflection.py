@@ -13,8 +13,10 @@ raises ReflectionError, which the loop catches (a failed reflection keeps the ol
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -109,25 +111,63 @@ def api_key(config: ReflectionConfig) -> str | None:
     return key
 
 
+class Deadlines:
+    """Requests with one deadline each, from the first byte sent to the last received: `reflection.timeout_s`.
+
+    The HTTP clients' own timeouts (httpx, under openai and litellm) bound each connect, write and read, so a server
+    that sends a byte every few seconds never trips them. Here each request is a coroutine on one event loop in a
+    daemon thread, under `asyncio.wait_for`: at the deadline it is cancelled, which closes its connection. Calls may
+    come from several threads (batched reflections); a forked process makes its own loop."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.loop, self.pid = seconds, None, None
+
+    def run(self, coroutine):
+        """The coroutine's result, or TimeoutError at the deadline."""
+        if self.pid != os.getpid():  # first use, or a fork: the loop thread is not in this process
+            self.loop, self.pid = asyncio.new_event_loop(), os.getpid()
+            threading.Thread(target=self.loop.run_forever, name="reflection-requests", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(self._bounded(coroutine), self.loop).result()
+
+    async def _bounded(self, coroutine):
+        try:
+            return await asyncio.wait_for(coroutine, self.seconds)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no whole answer within reflection.timeout_s ({self.seconds:g} s)") from None
+
+    def __getstate__(self):  # a copy in another process starts its own loop
+        return {"seconds": self.seconds, "loop": None, "pid": None}
+
+
 class OpenAIReflection(ReflectionLM):
-    """An OpenAI-compatible chat endpoint, through the `openai` client (its own retries off: ours apply)."""
+    """An OpenAI-compatible chat endpoint, through the `openai` client (its own retries off: ours apply), each request
+    held to reflection.timeout_s as a whole (`Deadlines`)."""
 
     def __init__(self, config: ReflectionConfig):
         super().__init__(config)
-        from openai import OpenAI
-
-        self.client = OpenAI(
-            base_url=config.base_url, api_key=api_key(config) or DUMMY_API_KEY, timeout=config.timeout_s, max_retries=0
-        )
+        self.key = api_key(config) or DUMMY_API_KEY
+        self.deadlines, self.client, self.client_pid = Deadlines(config.timeout_s), None, None
 
     def _complete(self, prompt: str) -> str:
-        response = self.client.chat.completions.create(
+        return self.deadlines.run(self._request(prompt))
+
+    async def _request(self, prompt: str) -> str:
+        if self.client_pid != os.getpid():  # made on the loop that runs its requests (one per process)
+            from openai import AsyncOpenAI
+
+            self.client = AsyncOpenAI(base_url=self.config.base_url, api_key=self.key, timeout=self.config.timeout_s,
+                                      max_retries=0)
+            self.client_pid = os.getpid()
+        response = await self.client.chat.completions.create(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
         )
         return response.choices[0].message.content
+
+    def __getstate__(self):
+        return {**self.__dict__, "client": None, "client_pid": None}
 
     def describe(self) -> str:
         return f"openai:{self.config.model}@{self.config.base_url}"
@@ -142,12 +182,16 @@ class LiteLLMReflection(ReflectionLM):
     def __init__(self, config: ReflectionConfig):
         super().__init__(config)
         self.api_key = api_key(config) or (DUMMY_API_KEY if config.base_url else None)
+        self.deadlines = Deadlines(config.timeout_s)
 
     def _complete(self, prompt: str) -> str:
+        return self.deadlines.run(self._request(prompt))
+
+    async def _request(self, prompt: str) -> str:
         import litellm
 
         litellm.suppress_debug_info = True  # our one-line ReflectionError says what failed
-        response = litellm.completion(
+        response = await litellm.acompletion(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=self.config.max_new_tokens,

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastslow.checkpoint import checkpoint_dirs, write_text_atomic
 from fastslow.config import Config, parse_config, read_yaml_mapping
-from fastslow.errors import FastSlowError
+from fastslow.errors import FastSlowError, named_write_error
 from fastslow.fast.population import Member
 
 METRIC_KEYS = (
@@ -77,6 +77,16 @@ class RunDir:
             raise FastSlowError(refusal)
         return run_dir or cls(config, resume, writer=False)
 
+    @classmethod
+    def refusal(cls, config: Config, resume: bool = False) -> str | None:
+        """Why `fastslow run` would refuse this run's directory as it stands (without --resume: it holds a run), or
+        None; reads only."""
+        try:
+            cls(config, resume, writer=False)._check_contents()
+        except FastSlowError as exc:
+            return str(exc)
+        return None
+
     def _take_lock(self) -> None:
         existed = self.path.is_dir()
         try:
@@ -88,6 +98,10 @@ class RunDir:
         self._entries_before = set(os.listdir(self.path)) if existed else None
 
     def _check_contents(self) -> None:
+        if not self.path.is_dir():
+            if self.resume:
+                raise FastSlowError(f"{self.path}: no run to resume (config.yaml missing)")
+            return
         stored = self.path / "config.yaml"
         if self.resume:
             if not stored.is_file():
@@ -144,10 +158,7 @@ class RunDir:
         if not self.writer:  # other ranks read the directory, never write it
             return
         row = {key: row.get(key) for key in METRIC_KEYS} | row
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_durably(self.metrics_path, (json.dumps(row) + "\n").encode())
         for tracker in self.trackers:
             tracker(row)
 
@@ -217,6 +228,27 @@ class RunLock:
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
         os.close(self.fd)
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append `data` to `path` and fsync it; on a failed write (a full disk) the file is cut back to what it held, so
+    no half row is left for --resume to choke on, and the error names the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:  # unbuffered: nothing is left in a buffer to be flushed after the cut
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise named_write_error(exc, path) from exc
+    finally:
+        os.close(fd)
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:

@@ -15,7 +15,7 @@ def test_advantages_normalised_once_over_the_whole_group_of_mixed_prompts():
     # one problem, G=4 rollouts: slots 0,2 used prompt A and slots 1,3 prompt B (K=2)
     rewards = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
     adv, kept = group_advantages(rewards, eps=0.0)
-    mean, std = 0.75, math.sqrt(((0.25**2) * 3 + 0.75**2) / 3)  # unbiased std over all G, not per prompt
+    std = math.sqrt(((0.25**2) * 3 + 0.75**2) / 3)  # mean 0.75; unbiased std over all G, not per prompt
     assert torch.allclose(adv, torch.tensor([[0.25, -0.75, 0.25, 0.25]]) / std)
     assert kept.tolist() == [True]
     # per-prompt normalisation would have given prompt A's rollouts zero advantage; ours does not

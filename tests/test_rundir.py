@@ -74,7 +74,7 @@ def limit_file_size():
 def test_a_fresh_run_that_fails_before_its_first_checkpoint_removes_what_it_wrote(tmp_path, tiny_model_path):
     data = tiny_run(tmp_path, tiny_model_path)
     result = fastslow("run", write(tmp_path, data), preexec_fn=limit_file_size)
-    assert_user_error(result, "checkpoints", "cannot write checkpoint step-000001", "File too large",
+    assert_user_error(result, "checkpoints", "cannot write checkpoint step-000001", "file too large for a file size limit",
                       "no earlier checkpoint", alone=False)
     assert list((tmp_path / "runs").iterdir()) == []  # the name is free again
     result = fastslow("run", write(tmp_path, data))
