@@ -12,11 +12,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
 
+from fastslow.clihelp import Command, Group
 from fastslow.errors import FastSlowError
 from fastslow.micro.cli import app as micro_app
-from fastslow.serve import MAX_BATCH, MAX_QUEUE
+from fastslow.serve import MAX_BATCH, MAX_BODY_MB, MAX_QUEUE
 
 console = Console(stderr=True)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -41,7 +41,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(message.split())
 
 
-class ErrorBoundary(TyperGroup):
+class ErrorBoundary(Group):
     """The one place user errors end: every command (the micro ones too) runs inside `invoke`, so a user error
     becomes one red line and exit code 2 before click could turn it into a traceback or a bare "Aborted!"."""
 
@@ -89,10 +89,11 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="override a config field: --set loop.steps=12")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                     help="override a config field: --set loop.steps=12")]
 
 
-@app.command()
+@app.command(cls=Command)
 def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
     """Validate CONFIG as `run` would before it loads weights (values, task data, model paths and tokenizer, sizes that
     fit the model, the reflection LM) and print the resolved config."""
@@ -108,7 +109,7 @@ def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set
     typer.echo(cfg.to_yaml(), nl=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     config: Annotated[Path, typer.Argument(help="run config (YAML)")],
     resume: Annotated[bool, typer.Option(help="continue the run from its newest checkpoint")] = False,
@@ -187,7 +188,7 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
         progress.stop()
 
 
-@app.command()
+@app.command(cls=Command)
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
     out: Annotated[Path | None, typer.Option(help="where to write the plots and report.html")] = None,
@@ -199,7 +200,7 @@ def report(
     console.print(f"report: {html}")
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo")) -> None:
     """FST and RL-only on a micro task with the embedded micro model, on CPU, then a report."""
     from fastslow.demo import run_demo
@@ -214,7 +215,7 @@ def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("run
     console.print(f"report: {html}")
 
 
-@app.command()
+@app.command(cls=Command)
 def experiment(
     name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward, k-sweep, t-sweep")],
     config: Annotated[Path | None, typer.Option(help="base run config (model, task, reflection); default: micro")] = None,
@@ -232,21 +233,22 @@ def experiment(
     console.print(f"experiment: {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
     model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=0, max=65535)] = 8000,
     max_batch: Annotated[int, typer.Option(help="requests generated together", min=1)] = MAX_BATCH,
     max_queue: Annotated[int, typer.Option(help="requests waiting; more are answered 503", min=1)] = MAX_QUEUE,
+    max_body_mb: Annotated[int, typer.Option(help="larger request bodies are answered 413, unread", min=1)] = MAX_BODY_MB,
 ) -> None:
     """Serve a local model through an OpenAI-compatible /v1/chat/completions (e.g. as a reflection LM)."""
     from fastslow.serve import serve as serve_model
 
-    serve_model(model_dir, host=host, port=port, max_batch=max_batch, max_queue=max_queue)
+    serve_model(model_dir, host=host, port=port, max_batch=max_batch, max_queue=max_queue, max_body_mb=max_body_mb)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run directory with a checkpoint")],
     out_dir: Annotated[Path, typer.Argument(help="new directory for the exported model")],

@@ -192,3 +192,12 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     assert_user_error(fastslow("check", tmp_path / "c.yaml"), "c.yaml", "'loop' appears twice", "line 3")
     (tmp_path / "c.yaml").write_text("base: &b {steps: 3}\ntask: {name: strings}\nloop:\n  <<: *b\n  steps: 5\n")
     assert_user_error(fastslow("check", tmp_path / "c.yaml"), "base", "unknown field")  # merge keys still work
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["micro", "eval"]], ids=["fastslow", "run", "micro-eval"])
+def test_help_shows_boolean_flags_bare(command):
+    result = fastslow(*command, "--help", env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    flag = {"": "--debug", "run": "--resume", "micro eval": "--json"}[" ".join(command)]
+    assert flag in result.stdout and "--help" in result.stdout
+    assert "<bool>" not in result.stdout and "<list" not in result.stdout, result.stdout

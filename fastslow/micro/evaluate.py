@@ -184,6 +184,8 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
     k = max(1, n // 20)  # other families' reflection cases grow with n
     other_trials = reflect(model, tokenizer, failure_sets(model, tokenizer, counting[:k] + star + ciphers[:k], seed))
     summary["reflection_improves"] = sum(t["improved"] for t in trials) / max(1, len(trials))
+    by_reflector = [("reflection on held-out programs by the reflector: raises reward", "seed prompt + 3 failures",
+                     summary["reflector_improves"], len(trials))] if reflector is not None else []  # --reflector
     rows = [
         ("strings, held-out programs", "instruction", summary["with_instruction"], len(held_cases)),
         *[(f"strings, held-out programs of {k} ops", "instruction", accuracy(model, tokenizer, c, instruction), len(c))
@@ -205,8 +207,7 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
          len(held_cases) * SAMPLES),
         (f"strings, held-out programs: problems whose {SAMPLES} samples differ in reward (T=1)", "near miss",
          summary["near_miss_varied"], len(near_cases)),
-        ("reflection on held-out programs by the reflector: raises reward", "seed prompt + 3 failures",
-         summary["reflector_improves"], len(trials) if reflector is not None else 0),
+        *by_reflector,
         (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "seed prompt",
          summary["code_seed_prompt"], n),
         (f"code, held-out 3-op programs stated in the problem (mean@{SAMPLES}, T=1)", "strategy (one line per step)",
