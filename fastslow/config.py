@@ -278,6 +278,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a seed prompt that fits a model's context fits here
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error on one line: what is wrong and where (line and column, 1-based)."""
     mark = getattr(exc, "problem_mark", None)
@@ -299,6 +302,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FastSlowError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:  # read whole, so capped: a dataset passed by mistake is not parsed
+        raise FastSlowError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES >> 20} MB a config "
+                            "file may hold; is it the right file?")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

@@ -14,6 +14,8 @@ raises ReflectionError, which the loop catches (a failed reflection keeps the ol
 from __future__ import annotations
 
 import asyncio
+import atexit
+import json
 import os
 import socket
 import threading
@@ -102,6 +104,14 @@ def check_reachable(base_url: str, timeout_s: float) -> None:
         raise FastSlowError(f"reflection.base_url: cannot reach {base_url} ({one_line(exc)}); is the server running?") from None
 
 
+def answer_cap(config: ReflectionConfig) -> int:
+    """Bytes of an HTTP answer worth reading: an answer of reflection.max_new_tokens tokens at the most characters
+    per token the guards allow, each escaped in JSON (up to 6 bytes), plus the envelope."""
+    from fastslow.guards import CHARS_PER_TOKEN
+
+    return 6 * CHARS_PER_TOKEN * config.max_new_tokens + (64 << 10)
+
+
 def api_key(config: ReflectionConfig) -> str | None:
     if config.api_key_env is None:
         return None
@@ -127,7 +137,26 @@ class Deadlines:
         if self.pid != os.getpid():  # first use, or a fork: the loop thread is not in this process
             self.loop, self.pid = asyncio.new_event_loop(), os.getpid()
             threading.Thread(target=self.loop.run_forever, name="reflection-requests", daemon=True).start()
+            atexit.register(self.close)
         return asyncio.run_coroutine_threadsafe(self._bounded(coroutine), self.loop).result()
+
+    def close(self) -> None:
+        """Cancel what still runs on the loop (litellm's logging worker) and stop it, so that the interpreter's exit
+        does not print "Task was destroyed but it is pending!"."""
+        if self.loop is None or self.pid != os.getpid() or not self.loop.is_running():
+            return
+
+        async def cancel_the_rest():
+            rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
     async def _bounded(self, coroutine):
         try:
@@ -158,13 +187,19 @@ class OpenAIReflection(ReflectionLM):
             self.client = AsyncOpenAI(base_url=self.config.base_url, api_key=self.key, timeout=self.config.timeout_s,
                                       max_retries=0)
             self.client_pid = os.getpid()
-        response = await self.client.chat.completions.create(
+        async with self.client.chat.completions.with_streaming_response.create(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
-        )
-        return response.choices[0].message.content
+        ) as response:  # read as it comes, up to a cap: a server that ignores max_tokens cannot fill the memory
+            body, cap = bytearray(), answer_cap(self.config)
+            async for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise ValueError(f"the answer passed {cap} bytes, far more than reflection.max_new_tokens "
+                                     f"({self.config.max_new_tokens}) allows")
+        return json.loads(body)["choices"][0]["message"]["content"]
 
     def __getstate__(self):
         return {**self.__dict__, "client": None, "client_pid": None}

@@ -163,9 +163,19 @@ class RunDir:
             tracker(row)
 
     def rows(self) -> list[dict[str, Any]]:
+        """The metrics rows; a line that is not one (half a row from a process killed while appending it) is left
+        out, so that --resume, which rewrites the file with the rows up to its checkpoint, drops it."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+        return rows
 
     def truncate_metrics(self, last_step: int) -> None:
         """On resume: drop rows written after the checkpoint (the killed run's lost steps are redone)."""

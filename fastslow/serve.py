@@ -80,7 +80,7 @@ class ChatModel:
         """A request body (JSON bytes) as a ChatRequest; BadRequest for anything the server answers 400."""
         try:
             request = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
             raise BadRequest(str(exc)) from None
         if not isinstance(request, dict):
             raise BadRequest("the body must be a JSON object")

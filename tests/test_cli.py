@@ -201,3 +201,10 @@ def test_help_shows_boolean_flags_bare(command):
     flag = {"": "--debug", "run": "--resume", "micro eval": "--json"}[" ".join(command)]
     assert flag in result.stdout and "--help" in result.stdout
     assert "<bool>" not in result.stdout and "<list" not in result.stdout, result.stdout
+
+
+def test_a_config_file_too_large_to_be_one_is_refused_unread(tmp_path):
+    with open(tmp_path / "data.jsonl", "wb") as f:  # a dataset passed as the config: 2 GB, sparse
+        f.truncate(2 << 30)
+    assert_user_error(fastslow("check", tmp_path / "data.jsonl"), "data.jsonl", "2147483648 bytes", "1 MB",
+                      "right file")

@@ -189,6 +189,13 @@ def test_a_server_that_trickles_a_valid_answer_fails_at_the_deadline(fake_endpoi
     assert time.monotonic() - start < 4.0
 
 
+def test_an_answer_far_longer_than_max_tokens_allows_is_not_read_whole(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "x" * (20 << 20), 0))  # 20 MB: a server that ignores max_tokens
+    lm = make_reflection_lm(config(kind="openai", model="m", base_url=endpoint.base_url), model_dir)
+    with pytest.raises(ReflectionError, match=r"the answer passed \d+ bytes, far more than reflection.max_new_tokens"):
+        lm(PROMPT)
+
+
 def test_api_key_comes_from_the_named_environment_variable(fake_endpoint, model_dir, monkeypatch):
     endpoint = fake_endpoint((200, "ok", 0))
     settings = config(kind="openai", model="m", base_url=endpoint.base_url, api_key_env="FASTSLOW_TEST_KEY")

@@ -123,3 +123,15 @@ def test_a_rank_that_does_not_own_the_run_directory_writes_nothing_to_it(tmp_pat
     reader.truncate_metrics(0)
     reader.write_population(0, [Member("seed", "Answer.")])
     assert snapshot(config.run_dir) == before
+
+
+def test_half_a_metrics_row_from_a_killed_run_does_not_block_resume(tmp_path):
+    config = parse_config({"name": "r", "output_dir": str(tmp_path)})
+    config.run_dir.mkdir()
+    (config.run_dir / "config.yaml").write_text(config.to_yaml())
+    rows = [{"step": step, "reward_mean": 0.5} for step in range(3)]
+    (config.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "rew')
+    with RunDir(config, resume=True) as run_dir:
+        run_dir.truncate_metrics(1)  # what --resume does with a checkpoint at step 1
+        assert [row["step"] for row in run_dir.rows()] == [0, 1]
+    assert (config.run_dir / "metrics.jsonl").read_text() == "".join(json.dumps(r) + "\n" for r in rows[:2])

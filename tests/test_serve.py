@@ -119,6 +119,7 @@ def test_max_tokens_is_capped_by_the_context(server, model_dir):
     ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "streaming"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
     ({"messages": [{"role": "user", "content": 3}]}, "content must be"),
+    (b"[" * 100_000 + b"]" * 100_000, "recursion"),  # nested too deeply for json: a 400, not a 500
 ])
 def test_bad_requests_get_400_with_a_message(server, body, fragment):
     status, reply = post(server.base_url + "/chat/completions", body)

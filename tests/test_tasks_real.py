@@ -156,6 +156,14 @@ def test_a_one_gigabyte_line_is_refused_before_it_is_read_whole(tmp_path, task):
     assert f"{path} line 4 is longer than 16 MB, the cap on one dataset row" in str(error.value)
 
 
+def test_a_row_nested_too_deeply_for_json_is_a_malformed_row(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "d.jsonl", ARITHMETIC + ["[" * 100_000 + "]" * 100_000])
+    with caplog.at_level(logging.WARNING):
+        task = MathTask(path=str(path), val_fraction=0, test_fraction=0)
+    assert len(task.data.splits["train"]) == len(ARITHMETIC)
+    assert "skipped 1 malformed rows" in caplog.text and "line 31: JSON nested too deeply" in caplog.text
+
+
 def test_rows_over_the_cap_are_refused_in_every_format(tmp_path):
     big = {"problem": "x" * (17 << 20), "answer": "1"}
     (tmp_path / "d.json").write_text(json.dumps(ARITHMETIC[:3] + [big]))

@@ -63,6 +63,8 @@ def _read_file(path: Path, field: str) -> Iterator[tuple[str, Any, str | None]]:
                         row = json.loads(text)
                     except json.JSONDecodeError as exc:
                         row = ValueError(f"not valid JSON ({exc.msg})")  # a malformed row, reported as such
+                    except RecursionError:
+                        row = ValueError("JSON nested too deeply")
                     yield f"line {number}", row, None
     elif suffix == ".json":  # one document: read whole, so the file is capped (JSONL is read row by row)
         if path.stat().st_size > MAX_JSON_FILE_BYTES:
@@ -71,7 +73,7 @@ def _read_file(path: Path, field: str) -> Iterator[tuple[str, Any, str | None]]:
                                 "JSONL, one row per line")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise FastSlowError(f"{field}: {path} is not valid JSON: {exc}") from None
         if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
             for split, rows in data.items():  # {"train": [...], "test": [...]}
