@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 
 from fastslow.config import ReflectionConfig
 from fastslow.errors import FastSlowError
+from fastslow.stopping import stopping
 from fastslow.tasks.answers import strip_thinking
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm otherwise fetches a price list on import
@@ -36,6 +38,17 @@ DUMMY_API_KEY = "not-needed"  # local OpenAI-compatible servers ignore the key, 
 
 class ReflectionError(FastSlowError):
     """The reflection LM gave no usable answer after all retries."""
+
+
+def pause(seconds: float) -> bool:
+    """Sleep `seconds`, or less if the run starts stopping meanwhile (fastslow.stopping); False if it did."""
+    end = time.monotonic() + seconds
+    while not stopping():
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.25))
+    return False
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -64,9 +77,9 @@ class ReflectionLM:
                 failure = "empty answer"
             except Exception as exc:  # network, timeout, server or generation error: all worth a retry
                 failure = f"{type(exc).__name__}: {one_line(exc)}"
-            if attempt + 1 < attempts:
-                time.sleep(self.config.backoff_s * 2**attempt)
-        raise ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
+            if attempt + 1 < attempts and not pause(self.config.backoff_s * 2**attempt):
+                break  # the run is stopping: no more retries
+        raise ReflectionError(f"reflection LM {self.describe()} failed after {attempt + 1} attempt(s): {failure}")
 
     def batch_complete(self, prompts: list[str]) -> list[str | ReflectionError]:
         """Several reflections at once (GEPA's batched proposals), each slot the answer or the ReflectionError its
@@ -138,13 +151,21 @@ class Deadlines:
             self.loop, self.pid = asyncio.new_event_loop(), os.getpid()
             threading.Thread(target=self.loop.run_forever, name="reflection-requests", daemon=True).start()
             atexit.register(self.close)
-        return asyncio.run_coroutine_threadsafe(self._bounded(coroutine), self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(self._bounded(coroutine), self.loop)
+        while not future.done():  # waiting in steps: a stopping run does not wait for the deadline
+            if stopping():
+                future.cancel()  # cancels the request on the loop, closing its connection
+                raise ReflectionError("the run is stopping")
+            concurrent.futures.wait([future], timeout=0.25)
+        return future.result()
 
     def close(self) -> None:
-        """Cancel what still runs on the loop (litellm's logging worker) and stop it, so that the interpreter's exit
-        does not print "Task was destroyed but it is pending!"."""
+        """At exit: cancel what still runs on the loop (litellm's logging worker, requests a stop cut short) and stop
+        it, quietly: the interpreter's exit would print "Task was destroyed but it is pending!" or the errors of
+        cleanups that can no longer run ("cannot schedule new futures after interpreter shutdown")."""
         if self.loop is None or self.pid != os.getpid() or not self.loop.is_running():
             return
+        self.loop.set_exception_handler(lambda loop, context: None)
 
         async def cancel_the_rest():
             rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
@@ -153,7 +174,7 @@ class Deadlines:
             await asyncio.gather(*rest, return_exceptions=True)
 
         try:
-            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(timeout=1)
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -178,15 +199,15 @@ class OpenAIReflection(ReflectionLM):
         self.deadlines, self.client, self.client_pid = Deadlines(config.timeout_s), None, None
 
     def _complete(self, prompt: str) -> str:
-        return self.deadlines.run(self._request(prompt))
-
-    async def _request(self, prompt: str) -> str:
-        if self.client_pid != os.getpid():  # made on the loop that runs its requests (one per process)
-            from openai import AsyncOpenAI
+        if self.client_pid != os.getpid():  # one client per process, used on its Deadlines loop
+            from openai import AsyncOpenAI  # imported before the deadline starts: the first import takes seconds
 
             self.client = AsyncOpenAI(base_url=self.config.base_url, api_key=self.key, timeout=self.config.timeout_s,
                                       max_retries=0)
             self.client_pid = os.getpid()
+        return self.deadlines.run(self._request(prompt))
+
+    async def _request(self, prompt: str) -> str:
         async with self.client.chat.completions.with_streaming_response.create(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
@@ -220,12 +241,14 @@ class LiteLLMReflection(ReflectionLM):
         self.deadlines = Deadlines(config.timeout_s)
 
     def _complete(self, prompt: str) -> str:
+        import litellm  # before the deadline starts: the first import takes seconds
+
+        litellm.suppress_debug_info = True  # our one-line ReflectionError says what failed
         return self.deadlines.run(self._request(prompt))
 
     async def _request(self, prompt: str) -> str:
         import litellm
 
-        litellm.suppress_debug_info = True  # our one-line ReflectionError says what failed
         response = await litellm.acompletion(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],

@@ -57,6 +57,11 @@ def _handle(signum: int, frame) -> None:
     raise Stopped(signum)
 
 
+def stopping() -> bool:
+    """Whether a stop is under way: work in other threads (a reflection request, a retry's backoff) ends early."""
+    return _State.stopping
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGINT raise `Stopped` (at a safe point) while the block runs; the previous handlers after."""

@@ -6,13 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from clirun import TESTS, tiny_run, write
+from doubles import FakeChatEndpoint
 
 import fastslow.checkpoint as checkpoint
 from fastslow.checkpoint import latest_checkpoint, save_checkpoint, verify
+from fastslow.config import ReflectionConfig
+from fastslow.reflection import make_reflection_lm
 from fastslow.stopping import Stopped, deferred, stop_on_signals
 
 
@@ -65,6 +69,23 @@ def test_outside_a_command_signals_keep_their_usual_behaviour():
     with deferred():  # no handler installed: nothing deferred, nothing raised
         pass
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_stop_ends_reflection_requests_in_flight_without_waiting_for_their_deadline(tiny_model_path):
+    """GEPA's batched reflections run in threads; a stop cancels their requests and skips the retries, so the run's
+    way out does not wait minutes (deadline x attempts) for a slow server."""
+    endpoint = FakeChatEndpoint([(200, "a valid answer", 0, 0.5)])  # trickles: each attempt would take minutes
+    try:
+        lm = make_reflection_lm(ReflectionConfig(kind="openai", model="m", base_url=endpoint.base_url, timeout_s=60,
+                                                 retries=3, backoff_s=5), tiny_model_path)
+        start = time.monotonic()
+        with pytest.raises(Stopped):
+            with stop_on_signals():
+                threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+                lm.batch_complete(["a prompt"] * 3)
+        assert time.monotonic() - start < 5
+    finally:
+        endpoint.close()
 
 
 def start_run(tmp_path, data, *flags):
