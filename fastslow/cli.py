@@ -95,8 +95,7 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE
 
 @app.command(cls=Command)
 def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
-    """Validate CONFIG as `run` would before it loads weights (values, task data, model paths and tokenizer, sizes that
-    fit the model, the reflection LM) and print the resolved config."""
+    """Validate CONFIG as `run` does before it loads weights (guards.preflight) and print the resolved config."""
     from fastslow.config import load_config
     from fastslow.guards import preflight
     from fastslow.rundir import RunDir
@@ -116,8 +115,7 @@ def run(
     set_: Overrides = None,
 ) -> None:
     """Train: fst (both channels), rl (weights only), gepa (prompts only) or fst-distill (GEPA, then the best prompt
-    distilled into the weights), as the config's mode says. SIGTERM or Ctrl-C stops it cleanly (never mid-checkpoint)
-    and says how to resume."""
+    distilled into the weights), as the config's mode says."""
     from fastslow.config import load_config
     from fastslow.stopping import Stopped, stop_on_signals
 

@@ -23,6 +23,7 @@ from fastslow.checkpoint import checkpoint_dirs, write_text_atomic
 from fastslow.config import Config, parse_config, read_yaml_mapping
 from fastslow.errors import FastSlowError, named_write_error
 from fastslow.fast.population import Member
+from fastslow.stopping import deferred
 
 METRIC_KEYS = (
     "step", "cycle", "mode", "samples", "rl_rollouts", "fast_rollouts", "reward_mean", "val_accuracy",
@@ -131,12 +132,13 @@ class RunDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.writer:
             return
-        try:
-            self.close()
-        finally:
-            if exc_type is not None and not self.resume and not checkpoint_dirs(self.checkpoints):
-                self._remove_what_this_run_wrote()
-            self._release()
+        with deferred():  # a signal arriving now waits: the clean-up and the lock's release are not cut short
+            try:
+                self.close()
+            finally:
+                if exc_type is not None and not self.resume and not checkpoint_dirs(self.checkpoints):
+                    self._remove_what_this_run_wrote()
+                self._release()
 
     def _remove_what_this_run_wrote(self) -> None:
         for name in set(os.listdir(self.path)) - (self._entries_before or set()) - {LOCK}:
