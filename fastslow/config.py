@@ -278,7 +278,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a seed prompt that fits a model's context fits here
+MAX_CONFIG_BYTES = 16 << 20  # a page of YAML, or a seed prompt as long as a dataset row may be (tasks.loading)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -134,38 +134,31 @@ def api_key(config: ReflectionConfig) -> str | None:
     return key
 
 
-class Deadlines:
-    """Requests with one deadline each, from the first byte sent to the last received: `reflection.timeout_s`.
+class RequestLoop:
+    """The event loop every remote reflection request of this process runs on, in a daemon thread: one loop, so that
+    the clients' connection pools and litellm's per-loop state (its clients, its logging worker) stay on it. Made on
+    first use, and again in a forked process (the thread is not there); closed at exit."""
 
-    The HTTP clients' own timeouts (httpx, under openai and litellm) bound each connect, write and read, so a server
-    that sends a byte every few seconds never trips them. Here each request is a coroutine on one event loop in a
-    daemon thread, under `asyncio.wait_for`: at the deadline it is cancelled, which closes its connection. Calls may
-    come from several threads (batched reflections); a forked process makes its own loop."""
+    loop: asyncio.AbstractEventLoop | None = None
+    pid: int | None = None
 
-    def __init__(self, seconds: float):
-        self.seconds, self.loop, self.pid = seconds, None, None
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        if cls.pid != os.getpid():
+            cls.loop, cls.pid = asyncio.new_event_loop(), os.getpid()
+            threading.Thread(target=cls.loop.run_forever, name="reflection-requests", daemon=True).start()
+            atexit.register(cls.close)
+        return cls.loop
 
-    def run(self, coroutine):
-        """The coroutine's result, or TimeoutError at the deadline."""
-        if self.pid != os.getpid():  # first use, or a fork: the loop thread is not in this process
-            self.loop, self.pid = asyncio.new_event_loop(), os.getpid()
-            threading.Thread(target=self.loop.run_forever, name="reflection-requests", daemon=True).start()
-            atexit.register(self.close)
-        future = asyncio.run_coroutine_threadsafe(self._bounded(coroutine), self.loop)
-        while not future.done():  # waiting in steps: a stopping run does not wait for the deadline
-            if stopping():
-                future.cancel()  # cancels the request on the loop, closing its connection
-                raise ReflectionError("the run is stopping")
-            concurrent.futures.wait([future], timeout=0.25)
-        return future.result()
-
-    def close(self) -> None:
-        """At exit: cancel what still runs on the loop (litellm's logging worker, requests a stop cut short) and stop
-        it, quietly: the interpreter's exit would print "Task was destroyed but it is pending!" or the errors of
-        cleanups that can no longer run ("cannot schedule new futures after interpreter shutdown")."""
-        if self.loop is None or self.pid != os.getpid() or not self.loop.is_running():
+    @classmethod
+    def close(cls) -> None:
+        """At exit: cancel what still runs (litellm's logging worker, requests a stop cut short) and stop the loop,
+        quietly: the interpreter's exit would print "Task was destroyed but it is pending!" or the errors of
+        clean-ups that can no longer run ("cannot schedule new futures after interpreter shutdown")."""
+        loop = cls.loop
+        if loop is None or cls.pid != os.getpid() or not loop.is_running():
             return
-        self.loop.set_exception_handler(lambda loop, context: None)
+        loop.set_exception_handler(lambda loop, context: None)
 
         async def cancel_the_rest():
             rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
@@ -174,38 +167,52 @@ class Deadlines:
             await asyncio.gather(*rest, return_exceptions=True)
 
         try:
-            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self.loop).result(timeout=1)
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(timeout=1)
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
 
-    async def _bounded(self, coroutine):
+
+def within_deadline(coroutine, seconds: float):
+    """The coroutine's result, or TimeoutError after `seconds`, from its first byte sent to its last received.
+
+    The HTTP clients' own timeouts (httpx, under openai and litellm) bound each connect, write and read, so a server
+    that sends a byte every few seconds never trips them. Here the request runs on the RequestLoop under
+    `asyncio.wait_for`: at the deadline it is cancelled, which closes its connection. Callable from any thread
+    (batched reflections); a stopping run (fastslow.stopping) cancels it at once."""
+
+    async def bounded():
         try:
-            return await asyncio.wait_for(coroutine, self.seconds)
+            return await asyncio.wait_for(coroutine, seconds)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"no whole answer within reflection.timeout_s ({self.seconds:g} s)") from None
+            raise TimeoutError(f"no whole answer within reflection.timeout_s ({seconds:g} s)") from None
 
-    def __getstate__(self):  # a copy in another process starts its own loop
-        return {"seconds": self.seconds, "loop": None, "pid": None}
+    future = asyncio.run_coroutine_threadsafe(bounded(), RequestLoop.get())
+    while not future.done():  # waiting in steps: a stopping run does not wait for the deadline
+        if stopping():
+            future.cancel()  # cancels the request on the loop, closing its connection
+            raise ReflectionError("the run is stopping")
+        concurrent.futures.wait([future], timeout=0.25)
+    return future.result()
 
 
 class OpenAIReflection(ReflectionLM):
     """An OpenAI-compatible chat endpoint, through the `openai` client (its own retries off: ours apply), each request
-    held to reflection.timeout_s as a whole (`Deadlines`)."""
+    held to reflection.timeout_s as a whole (`within_deadline`)."""
 
     def __init__(self, config: ReflectionConfig):
         super().__init__(config)
         self.key = api_key(config) or DUMMY_API_KEY
-        self.deadlines, self.client, self.client_pid = Deadlines(config.timeout_s), None, None
+        self.client, self.client_pid = None, None
 
     def _complete(self, prompt: str) -> str:
-        if self.client_pid != os.getpid():  # one client per process, used on its Deadlines loop
+        if self.client_pid != os.getpid():  # one client per process, used on its RequestLoop
             from openai import AsyncOpenAI  # imported before the deadline starts: the first import takes seconds
 
             self.client = AsyncOpenAI(base_url=self.config.base_url, api_key=self.key, timeout=self.config.timeout_s,
                                       max_retries=0)
             self.client_pid = os.getpid()
-        return self.deadlines.run(self._request(prompt))
+        return within_deadline(self._request(prompt), self.config.timeout_s)
 
     async def _request(self, prompt: str) -> str:
         async with self.client.chat.completions.with_streaming_response.create(
@@ -238,13 +245,12 @@ class LiteLLMReflection(ReflectionLM):
     def __init__(self, config: ReflectionConfig):
         super().__init__(config)
         self.api_key = api_key(config) or (DUMMY_API_KEY if config.base_url else None)
-        self.deadlines = Deadlines(config.timeout_s)
 
     def _complete(self, prompt: str) -> str:
         import litellm  # before the deadline starts: the first import takes seconds
 
         litellm.suppress_debug_info = True  # our one-line ReflectionError says what failed
-        return self.deadlines.run(self._request(prompt))
+        return within_deadline(self._request(prompt), self.config.timeout_s)
 
     async def _request(self, prompt: str) -> str:
         import litellm

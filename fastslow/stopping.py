@@ -75,7 +75,7 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _State.installed, _State.pending = False, None
+        _State.installed, _State.pending, _State.stopping = False, None, False
 
 
 @contextmanager

@@ -206,5 +206,5 @@ def test_help_shows_boolean_flags_bare(command):
 def test_a_config_file_too_large_to_be_one_is_refused_unread(tmp_path):
     with open(tmp_path / "data.jsonl", "wb") as f:  # a dataset passed as the config: 2 GB, sparse
         f.truncate(2 << 30)
-    assert_user_error(fastslow("check", tmp_path / "data.jsonl"), "data.jsonl", "2147483648 bytes", "1 MB",
+    assert_user_error(fastslow("check", tmp_path / "data.jsonl"), "data.jsonl", "2147483648 bytes", "16 MB",
                       "right file")
