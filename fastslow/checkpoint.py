@@ -24,7 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from fastslow.errors import FastSlowError
+from fastslow.errors import FastSlowError, named_write_error, write_failure
+from fastslow.stopping import deferred
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole or not at all (a stopping signal waits for it: fastslow.stopping)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with deferred():
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk: the old file stays as it was, and no temp file is left
+            tmp.unlink(missing_ok=True)
+            raise named_write_error(exc, path) from exc
 
 
 def _sha256(path: Path) -> str:
@@ -124,39 +131,46 @@ def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, st
     raises FastSlowError and leaves the earlier checkpoints as they were."""
     name = f"step-{step:06d}"
     tmp, final = root / f".tmp-{name}", root / name
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(".tmp-*"):  # left by a crash mid-save; one process writes a run (the run dir lock)
-            shutil.rmtree(stale)
-        tmp.mkdir()
-        if model is not None:
-            model.save_pretrained(tmp / "model", safe_serialization=True)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / "trainer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        for name, value in (objects or {}).items():
-            torch.save(value, tmp / f"{name}.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        write_manifest(tmp)
-        if final.exists():  # a damaged checkpoint of this step, which the resumed run has now redone
-            os.replace(final, root / f".tmp-replaced-{name}")
-        os.replace(tmp, final)
-        _fsync(root)
-        problem = verify(final)
-        if problem:
-            raise FastSlowError(f"{final}: written, but on reading it back {problem}")
-        write_text_atomic(root / "LATEST", name)
-    except WRITE_ERRORS as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        intact = next((p.name for p in checkpoint_dirs(root) if p.name != name), None)
-        kept = f"{intact} is intact (resume with --resume)" if intact else "no earlier checkpoint exists"
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
-        raise FastSlowError(f"{root}: cannot write checkpoint {name} ({reason}); {kept}") from exc
-    for old in [p for p in checkpoint_dirs(root) if _step(p) < step][keep - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    with deferred():  # a stopping signal waits for the checkpoint to be written, verified and named (or discarded)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp-*"):  # left by a crash mid-save; one process writes a run (the run dir lock)
+                shutil.rmtree(stale)
+            tmp.mkdir()
+            if model is not None:
+                model.save_pretrained(tmp / "model", safe_serialization=True)
+            if trainer_state is not None:
+                _torch_save(trainer_state, tmp / "trainer.pt")
+            _torch_save(rng_state(), tmp / "rng.pt")
+            for object_name, value in (objects or {}).items():
+                _torch_save(value, tmp / f"{object_name}.pt")
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            write_manifest(tmp)
+            if final.exists():  # a damaged checkpoint of this step, which the resumed run has now redone
+                os.replace(final, root / f".tmp-replaced-{name}")
+            os.replace(tmp, final)
+            _fsync(root)
+            problem = verify(final)
+            if problem:
+                raise FastSlowError(f"{final}: written, but on reading it back {problem}")
+            write_text_atomic(root / "LATEST", name)
+        except WRITE_ERRORS as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            intact = next((p.name for p in checkpoint_dirs(root) if p.name != name), None)
+            kept = f"{intact} is intact (resume with --resume)" if intact else "no earlier checkpoint exists"
+            raise FastSlowError(f"{root}: cannot write checkpoint {name} ({write_failure(exc, root)}); {kept}") from exc
+        for old in [p for p in checkpoint_dirs(root) if _step(p) < step][keep - 1:]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """torch.save through a Python file: torch's own file writer says only "[enforce fail at inline_container.cc:672]
+    unexpected pos" when a write fails; through a Python file its error has the OS's (ENOSPC...) as context."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
 
+from fastslow.clihelp import Command, Group
 from fastslow.errors import FastSlowError
 from fastslow.micro.cli import app as micro_app
-from fastslow.serve import MAX_BATCH, MAX_QUEUE
+from fastslow.serve import MAX_BATCH, MAX_BODY_MB, MAX_QUEUE
 
 console = Console(stderr=True)
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -42,11 +41,13 @@ def one_line(exc: BaseException) -> str:
     return " ".join(message.split())
 
 
-class ErrorBoundary(TyperGroup):
+class ErrorBoundary(Group):
     """The one place user errors end: every command (the micro ones too) runs inside `invoke`, so a user error
     becomes one red line and exit code 2 before click could turn it into a traceback or a bare "Aborted!"."""
 
     def invoke(self, ctx):
+        from fastslow.stopping import Stopped
+
         try:
             return super().invoke(ctx)
         except USER_ERRORS as exc:
@@ -54,6 +55,11 @@ class ErrorBoundary(TyperGroup):
                 raise
             console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Stopped as stop:  # SIGTERM or SIGINT: the command has cleaned up on its way out (fastslow.stopping)
+            if ctx.params.get("debug"):
+                raise
+            console.print(f"[bold yellow]{escape(str(stop))}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(stop.exit_code) from None
 
 
 app = typer.Typer(help="Fast-Slow Training: RL on the weights, GEPA on a population of prompts.", cls=ErrorBoundary,
@@ -70,30 +76,39 @@ app.add_typer(micro_app, name="micro", help="The project's own micro model: pret
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """--set KEY=VALUE pairs as {dotted key: YAML value}; the key's path is checked where it is applied
+    (config.set_dotted), the value here."""
+    from fastslow.config import parse_yaml
+
     overrides = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise FastSlowError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set loop.steps=12")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key.strip()] = parse_yaml(value, f"--set {pair}")
     return overrides
 
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="override a config field: --set loop.steps=12")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                     help="override a config field: --set loop.steps=12")]
 
 
-@app.command()
+@app.command(cls=Command)
 def check(config: Annotated[Path, typer.Argument(help="run config (YAML)")], set_: Overrides = None) -> None:
-    """Validate CONFIG (values, model paths, sizes that fit the model) and print the resolved config."""
+    """Validate CONFIG as `run` does before it loads weights (guards.preflight) and print the resolved config."""
     from fastslow.config import load_config
-    from fastslow.guards import check_model
+    from fastslow.guards import preflight
+    from fastslow.rundir import RunDir
 
     cfg = load_config(config, parse_overrides(set_))
-    check_model(cfg)
+    preflight(cfg)
+    occupied = RunDir.refusal(cfg)
+    if occupied:
+        console.print(f"[yellow]note:[/] {escape(occupied)}", highlight=False, soft_wrap=True)
     typer.echo(cfg.to_yaml(), nl=False)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     config: Annotated[Path, typer.Argument(help="run config (YAML)")],
     resume: Annotated[bool, typer.Option(help="continue the run from its newest checkpoint")] = False,
@@ -102,13 +117,33 @@ def run(
     """Train: fst (both channels), rl (weights only), gepa (prompts only) or fst-distill (GEPA, then the best prompt
     distilled into the weights), as the config's mode says."""
     from fastslow.config import load_config
+    from fastslow.stopping import Stopped, stop_on_signals
 
-    cfg = load_config(config, parse_overrides(set_))
-    path = train_with_progress(cfg, resume)
+    with stop_on_signals():
+        cfg = load_config(config, parse_overrides(set_))
+        try:
+            path = train_with_progress(cfg, resume)
+        except Stopped as stop:
+            stop.advice = how_to_go_on(cfg, ["fastslow", "run", str(config), *(f"--set={pair}" for pair in set_ or [])])
+            raise
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # under `accelerate launch`, once
         console.print(f"run directory: {path}  (plots: fastslow report {path})")
+
+
+def how_to_go_on(cfg, command: list[str]) -> str:
+    """After a stop: what the run directory kept, and the command that goes on from there."""
+    import shlex
+
+    from fastslow.checkpoint import checkpoint_dirs
+
+    kept = checkpoint_dirs(cfg.run_dir / "checkpoints")
+    if kept:
+        return f"{cfg.run_dir} is kept up to {kept[0].name}; continue with: {shlex.join(command + ['--resume'])}"
+    if (cfg.run_dir / "config.yaml").is_file():  # a resumed run stopped before its first checkpoint
+        return f"{cfg.run_dir} has no checkpoint yet; start it over with: {shlex.join(command + ['--resume'])}"
+    return f"no checkpoint was written, so nothing was kept; start again with: {shlex.join(command)}"
 
 
 def train_with_progress(cfg, resume: bool = False) -> Path:
@@ -151,7 +186,7 @@ def train_with_progress(cfg, resume: bool = False) -> Path:
         progress.stop()
 
 
-@app.command()
+@app.command(cls=Command)
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
     out: Annotated[Path | None, typer.Option(help="where to write the plots and report.html")] = None,
@@ -163,16 +198,22 @@ def report(
     console.print(f"report: {html}")
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo")) -> None:
     """FST and RL-only on a micro task with the embedded micro model, on CPU, then a report."""
     from fastslow.demo import run_demo
+    from fastslow.stopping import Stopped, stop_on_signals
 
-    html = run_demo(out, train=train_with_progress)
+    with stop_on_signals():
+        try:
+            html = run_demo(out, train=train_with_progress)
+        except Stopped as stop:
+            stop.advice = f"the demo's runs so far are in {out}; to start over, remove it and run fastslow demo again"
+            raise
     console.print(f"report: {html}")
 
 
-@app.command()
+@app.command(cls=Command)
 def experiment(
     name: Annotated[str, typer.Argument(help="efficiency, asymptote, kl, decomposition, ood, plasticity, continual, zero-reward, k-sweep, t-sweep")],
     config: Annotated[Path | None, typer.Option(help="base run config (model, task, reflection); default: micro")] = None,
@@ -190,21 +231,22 @@ def experiment(
     console.print(f"experiment: {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
     model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=0, max=65535)] = 8000,
     max_batch: Annotated[int, typer.Option(help="requests generated together", min=1)] = MAX_BATCH,
     max_queue: Annotated[int, typer.Option(help="requests waiting; more are answered 503", min=1)] = MAX_QUEUE,
+    max_body_mb: Annotated[int, typer.Option(help="larger request bodies are answered 413, unread", min=1)] = MAX_BODY_MB,
 ) -> None:
     """Serve a local model through an OpenAI-compatible /v1/chat/completions (e.g. as a reflection LM)."""
     from fastslow.serve import serve as serve_model
 
-    serve_model(model_dir, host=host, port=port, max_batch=max_batch, max_queue=max_queue)
+    serve_model(model_dir, host=host, port=port, max_batch=max_batch, max_queue=max_queue, max_body_mb=max_body_mb)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run directory with a checkpoint")],
     out_dir: Annotated[Path, typer.Argument(help="new directory for the exported model")],

@@ -154,7 +154,8 @@ class ReflectionConfig(Section):
     max_new_tokens: int = Field(1024, gt=0, description="reflection answer length limit (tokens); a longer answer, "
                                 "or an instruction longer than this, is a failed reflection")
     temperature: float = Field(0.7, ge=0, description="reflection sampling temperature")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    timeout_s: float = Field(120.0, gt=0, description="deadline of one reflection request, from its first byte sent "
+                             "to the answer's last byte received, whatever the server does (each retry gets its own)")
     retries: int = Field(3, ge=0, le=10, description="retries after a failed request, with exponential backoff")
     backoff_s: float = Field(2.0, ge=0, description="first backoff delay; doubles each retry")
 
@@ -273,39 +274,108 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise FastSlowError(describe_validation_error(exc, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one, so a
+    second `loop:` section would silently replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping "
+                                                            "(the second would silently replace the first)",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+MAX_CONFIG_BYTES = 16 << 20  # a page of YAML, or a seed prompt as long as a dataset row may be (tasks.loading)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return " ".join(f"{problem}{where}".split())
+
+
+def parse_yaml(text: str, source: str):
+    """A YAML document (safe types only, no repeated keys); errors name `source` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise FastSlowError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping (an empty file is {}); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise FastSlowError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_CONFIG_BYTES:  # read whole, so capped: a dataset passed by mistake is not parsed
+        raise FastSlowError(f"{path}: {path.stat().st_size} bytes, more than the {MAX_CONFIG_BYTES >> 20} MB a config "
+                            "file may hold; is it the right file?")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FastSlowError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
                             "save the config as UTF-8") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise FastSlowError(f"{path}: not valid YAML: {exc}") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise FastSlowError(f"{path}: expected a mapping of config sections at the top level")
     return data
 
 
+WHAT_TO_TRAIN = ("model", "task")  # a config file must set a field of one of these (docs/DESIGN.md, issue 22)
+
+
+def require_what_to_train(data: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> None:
+    """Refuse a config file that says nothing about what to train (empty, only comments, only `name:` ...): every
+    field has a default, so it would silently start the default run; a wrong or unfinished file is likelier.
+    `overrides` (--set's dotted keys) count as part of the file."""
+    if not any(data.get(section) for section in WHAT_TO_TRAIN) and not any(
+            key.split(".")[0] in WHAT_TO_TRAIN for key in overrides or {}):
+        given = ", ".join(sorted(data)) or "nothing"
+        raise FastSlowError(f"{source}: names neither a model nor a task (it sets {given}), so it says nothing about "
+                            "what to train; set at least model.path or task.name (e.g. configs/micro-strings.yaml)")
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config file; `overrides` are dotted keys (e.g. {"loop.steps": 12}) applied on top."""
+    """Read a YAML config file; `overrides` are dotted keys (e.g. {"loop.steps": 12}) applied on top. The file (with
+    the overrides) must name a model or a task (`require_what_to_train`)."""
     data = read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
-    return parse_config(data, source=str(path))
+        try:
+            set_dotted(data, key, value)
+        except FastSlowError as exc:
+            raise FastSlowError(f"--set {key}: {exc}") from None
+    config = parse_config(data, source=str(path))
+    require_what_to_train(data, str(path))
+    return config
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
+    """Set `data[a][b][c] = value` for key "a.b.c", making missing (or null) sections; FastSlowError (without the key,
+    which the caller names) when a part is empty or an earlier part holds a value that is not a section."""
+    parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise FastSlowError("a part of the dotted key is empty; expected names joined by dots, e.g. loop.steps")
+    for depth, part in enumerate(parts[:-1]):
+        child = data.get(part)
+        if child is None:
+            child = data[part] = {}
+        elif not isinstance(child, dict):
+            held = ".".join(parts[: depth + 1])
+            kind = "a list" if isinstance(child, list) else f"the value {repr(child)[:40]}"
+            raise FastSlowError(f"{held} holds {kind}, not a section of fields; set it whole (--set {held}=...)")
+        data = child
+    data[parts[-1]] = value
 
 
 def reference_markdown() -> str:

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fastslow.checkpoint import latest_checkpoint
+from fastslow.checkpoint import WRITE_ERRORS, latest_checkpoint
 from fastslow.config import Config, load_config
-from fastslow.errors import FastSlowError
+from fastslow.errors import FastSlowError, write_failure
 from fastslow.micro import MICRO_MODELS
 
 METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
@@ -145,17 +145,31 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         "members": state.get("population", []),
     }
 
-    # Write everything next to out_dir, then rename: a crash never leaves a half-written model behind.
+    # Write everything next to out_dir, then rename: a crash or a full disk never leaves a half-written model behind.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp makes it private
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "population.json").write_text(json.dumps(population, indent=2, ensure_ascii=False) + "\n")
         (tmp / "README.md").write_text(model_card(config, state, final_metrics(run_dir / "metrics.jsonl"), str(out_dir)))
+        readable_as_usual(tmp)
         os.replace(tmp, out_dir)  # also replaces an empty out_dir
+    except WRITE_ERRORS as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FastSlowError(f"{out_dir}: cannot export ({write_failure(exc, out_dir.parent)}); nothing was written") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def readable_as_usual(directory: Path) -> None:
+    """Give `directory` and its files the modes a new directory and file get here (0755 and 0644 under the usual
+    umask 022): mkdtemp makes the directory private (0700), and safetensors (0.8) creates model.safetensors private
+    (0600), which would leave the weights unreadable to the other users of a shared model directory."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

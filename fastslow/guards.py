@@ -1,5 +1,8 @@
-"""Size guards: a run whose sizes cannot fit is refused, with the numbers, before anything big is allocated.
+"""Guards: everything that can refuse a run before its weights are loaded, and the size guards among them.
 
+- preflight: every check a run makes before it loads weights, in the order it makes them (the task and its data,
+  the data plan, the engine, the tokenizer and its chat template, the sizes below, the reflection LM). `fastslow run`
+  and `fastslow check` both call it, so `check` says no wherever `run` would, before any weights;
 - context: the longest row (system prompt + the longest problem, as the chat template renders them) plus
   `model.max_new_tokens` must fit in the model's context. Evolved prompts are held to the same room and to
   `reflection.max_new_tokens` tokens: a longer answer, or one with no instruction in it, is a failed reflection;
@@ -9,13 +12,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from fastslow import engine
 from fastslow.config import Config
+from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
 from fastslow.fast.records import extract_instruction
-from fastslow.policy import chat_messages, resolve_model_path
-from fastslow.tasks.base import Problem
+from fastslow.policy import chat_messages, load_tokenizer, resolve_model_path
+from fastslow.tasks import Problem, Task, load_task
 
 CHARS_PER_TOKEN = 16  # more than any tokenizer averages: a text longer than this many chars per token is refused untokenized
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -42,7 +49,7 @@ def context_length(model_config) -> int | None:
 
 
 def check_model(config: Config) -> None:
-    """What `fastslow check` can see without loading weights: the model paths, and a completion that fits."""
+    """The model paths can be read, and a completion leaves room for a prompt: from config.json alone, in a second."""
     model_config = load_model_config(config.model.path)
     context = context_length(model_config)
     if context is not None and config.model.max_new_tokens >= context:
@@ -50,6 +57,50 @@ def check_model(config: Config) -> None:
                             f"the model's context of {context} tokens")
     if config.mode != "rl" and config.reflection.kind == "local":
         load_model_config(config.reflection.model, "reflection.model")
+
+
+def load_problems(config: Config, task: Task) -> tuple[list[Problem], list[Problem]]:
+    train = task.problems("train", config.task.train_size, config.seed)
+    val = task.problems("val", config.task.val_size, config.seed)
+    for split, problems in (("train", train), ("val", val)):
+        if not problems:
+            raise FastSlowError(f"task: the {split} split of {config.task.name!r} is empty")
+    return train, val
+
+
+@dataclass
+class Preflight:
+    """What a run's checks built on the way: the run goes on with these, `fastslow check` drops them."""
+
+    task: Task
+    train: list[Problem]
+    val: list[Problem]
+    seed_prompt: str
+    plan: DataPlan
+    tokenizer: Any
+    prompt_room: PromptRoom
+    reflection_lm: Callable[[str], str] | None  # the configured reflection LM, checked; None in rl mode
+
+
+def preflight(config: Config, processes: int = 1, reflection: bool = True) -> Preflight:
+    """Every check a run makes before it loads weights, in order; FastSlowError at the first that fails.
+    `reflection` False: the caller brings its own reflection LM, so config.reflection is neither built nor checked."""
+    check_model(config)
+    task = load_task(config.task.name, **config.task.args)
+    train, val = load_problems(config, task)
+    seed_prompt = config.task.seed_prompt or task.seed_prompt
+    plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
+                    ordered=getattr(task, "ordered", False))
+    engine.check(config)
+    tokenizer = load_tokenizer(config.model.path)
+    prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes)
+    reflection_lm = None
+    if reflection and config.mode != "rl":
+        from fastslow.reflection import make_reflection_lm
+
+        reflection_lm = make_reflection_lm(config.reflection, config.model.path)
+        reflection_lm.check()
+    return Preflight(task, train, val, seed_prompt, plan, tokenizer, prompt_room, reflection_lm)
 
 
 def no_instruction(answer: str) -> str | None:

@@ -29,28 +29,16 @@ from fastslow import engine
 from fastslow.checkpoint import (latest_checkpoint, load_weights, read_checkpoint, read_object, save_checkpoint,
                                  set_rng_state)
 from fastslow.config import Config
-from fastslow.data import DataPlan
-from fastslow.errors import FastSlowError
 from fastslow.evaluation import evaluate
 from fastslow.fast import phase as fast_phases
 from fastslow.fast.adapter import PolicyAdapter
 from fastslow.fast.gepa_driver import FastJob, FastPhaseResult, FastPhaseSettings
 from fastslow.fast.population import SEED_ID, Member
-from fastslow.guards import check_sizes
-from fastslow.policy import Sampling, load_model, load_tokenizer
+from fastslow.guards import preflight
+from fastslow.policy import Sampling, load_model
 from fastslow.rundir import RunDir
-from fastslow.tasks import Problem, Task, load_task
 
 Observer = Callable[[dict[str, Any]], None]
-
-
-def load_problems(config: Config, task: Task) -> tuple[list[Problem], list[Problem]]:
-    train = task.problems("train", config.task.train_size, config.seed)
-    val = task.problems("val", config.task.val_size, config.seed)
-    for split, problems in (("train", train), ("val", val)):
-        if not problems:
-            raise FastSlowError(f"task: the {split} split of {config.task.name!r} is empty")
-    return train, val
 
 
 def run(config: Config, resume: bool = False, observer: Observer | None = None,
@@ -68,20 +56,10 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     set_seed(config.seed)
     processes = PartialState()  # one process per GPU under `accelerate launch`; rank 0 owns the run directory
     is_main = processes.is_main_process
-    task = load_task(config.task.name, **config.task.args)
-    train, val = load_problems(config, task)
-    seed_prompt = config.task.seed_prompt or task.seed_prompt
-    plan = DataPlan(train, config.loop.problems_per_step, config.loop.steps_per_cycle, config.seed,
-                    ordered=getattr(task, "ordered", False))
-    engine.check(config)
-    tokenizer = load_tokenizer(config.model.path)
-    prompt_room = check_sizes(config, tokenizer, train + val, seed_prompt, processes.num_processes)
     reflection_override, own_reflection = reflection_lm, config.mode != "rl" and reflection_lm is None
-    if own_reflection:
-        from fastslow.reflection import make_reflection_lm
-
-        reflection_lm = make_reflection_lm(config.reflection, config.model.path)
-        reflection_lm.check()
+    ready = preflight(config, processes.num_processes, reflection=own_reflection)  # what `fastslow check` runs
+    task, val, seed_prompt, plan = ready.task, ready.val, ready.seed_prompt, ready.plan
+    tokenizer, prompt_room, reflection_lm = ready.tokenizer, ready.prompt_room, ready.reflection_lm or reflection_lm
     fast_phase = None  # overlap: its worker starts now and loads its own weights while this process loads these
     if config.mode != "rl":
         fast_phase = cleanup.enter_context(fast_phases.build(

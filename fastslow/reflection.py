@@ -13,8 +13,13 @@ raises ReflectionError, which the loop catches (a failed reflection keeps the ol
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
+import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +28,7 @@ from urllib.parse import urlparse
 
 from fastslow.config import ReflectionConfig
 from fastslow.errors import FastSlowError
+from fastslow.stopping import stopping
 from fastslow.tasks.answers import strip_thinking
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm otherwise fetches a price list on import
@@ -32,6 +38,17 @@ DUMMY_API_KEY = "not-needed"  # local OpenAI-compatible servers ignore the key, 
 
 class ReflectionError(FastSlowError):
     """The reflection LM gave no usable answer after all retries."""
+
+
+def pause(seconds: float) -> bool:
+    """Sleep `seconds`, or less if the run starts stopping meanwhile (fastslow.stopping); False if it did."""
+    end = time.monotonic() + seconds
+    while not stopping():
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.25))
+    return False
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
@@ -62,9 +79,9 @@ class ReflectionLM:
                 failure = "empty answer"
             except Exception as exc:  # network, timeout, server or generation error: all worth a retry
                 failure = f"{type(exc).__name__}: {one_line(exc)}"
-            if attempt + 1 < attempts and self.remote:
-                time.sleep(self.config.backoff_s * 2**attempt)
-        raise ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
+            if attempt + 1 < attempts and not pause(self.config.backoff_s * 2**attempt if self.remote else 0.0):
+                break  # the run is stopping: no more retries
+        raise ReflectionError(f"reflection LM {self.describe()} failed after {attempt + 1} attempt(s): {failure}")
 
     def batch_complete(self, prompts: list[str]) -> list[str | ReflectionError]:
         """Several reflections at once (GEPA's batched proposals), each slot the answer or the ReflectionError its
@@ -102,6 +119,14 @@ def check_reachable(base_url: str, timeout_s: float) -> None:
         raise FastSlowError(f"reflection.base_url: cannot reach {base_url} ({one_line(exc)}); is the server running?") from None
 
 
+def answer_cap(config: ReflectionConfig) -> int:
+    """Bytes of an HTTP answer worth reading: an answer of reflection.max_new_tokens tokens at the most characters
+    per token the guards allow, each escaped in JSON (up to 6 bytes), plus the envelope."""
+    from fastslow.guards import CHARS_PER_TOKEN
+
+    return 6 * CHARS_PER_TOKEN * config.max_new_tokens + (64 << 10)
+
+
 def api_key(config: ReflectionConfig) -> str | None:
     if config.api_key_env is None:
         return None
@@ -111,25 +136,103 @@ def api_key(config: ReflectionConfig) -> str | None:
     return key
 
 
+class RequestLoop:
+    """The event loop every remote reflection request of this process runs on, in a daemon thread: one loop, so that
+    the clients' connection pools and litellm's per-loop state (its clients, its logging worker) stay on it. Made on
+    first use, and again in a forked process (the thread is not there); closed at exit."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    pid: int | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        if cls.pid != os.getpid():
+            cls.loop, cls.pid = asyncio.new_event_loop(), os.getpid()
+            threading.Thread(target=cls.loop.run_forever, name="reflection-requests", daemon=True).start()
+            atexit.register(cls.close)
+        return cls.loop
+
+    @classmethod
+    def close(cls) -> None:
+        """At exit: cancel what still runs (litellm's logging worker, requests a stop cut short) and stop the loop,
+        quietly: the interpreter's exit would print "Task was destroyed but it is pending!" or the errors of
+        clean-ups that can no longer run ("cannot schedule new futures after interpreter shutdown")."""
+        loop = cls.loop
+        if loop is None or cls.pid != os.getpid() or not loop.is_running():
+            return
+        loop.set_exception_handler(lambda loop, context: None)
+
+        async def cancel_the_rest():
+            rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(timeout=1)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def within_deadline(coroutine, seconds: float):
+    """The coroutine's result, or TimeoutError after `seconds`, from its first byte sent to its last received.
+
+    The HTTP clients' own timeouts (httpx, under openai and litellm) bound each connect, write and read, so a server
+    that sends a byte every few seconds never trips them. Here the request runs on the RequestLoop under
+    `asyncio.wait_for`: at the deadline it is cancelled, which closes its connection. Callable from any thread
+    (batched reflections); a stopping run (fastslow.stopping) cancels it at once."""
+
+    async def bounded():
+        try:
+            return await asyncio.wait_for(coroutine, seconds)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no whole answer within reflection.timeout_s ({seconds:g} s)") from None
+
+    future = asyncio.run_coroutine_threadsafe(bounded(), RequestLoop.get())
+    while not future.done():  # waiting in steps: a stopping run does not wait for the deadline
+        if stopping():
+            future.cancel()  # cancels the request on the loop, closing its connection
+            raise ReflectionError("the run is stopping")
+        concurrent.futures.wait([future], timeout=0.25)
+    return future.result()
+
+
 class OpenAIReflection(ReflectionLM):
-    """An OpenAI-compatible chat endpoint, through the `openai` client (its own retries off: ours apply)."""
+    """An OpenAI-compatible chat endpoint, through the `openai` client (its own retries off: ours apply), each request
+    held to reflection.timeout_s as a whole (`within_deadline`)."""
 
     def __init__(self, config: ReflectionConfig):
         super().__init__(config)
-        from openai import OpenAI
-
-        self.client = OpenAI(
-            base_url=config.base_url, api_key=api_key(config) or DUMMY_API_KEY, timeout=config.timeout_s, max_retries=0
-        )
+        self.key = api_key(config) or DUMMY_API_KEY
+        self.client, self.client_pid = None, None
 
     def _complete(self, prompt: str) -> str:
-        response = self.client.chat.completions.create(
+        if self.client_pid != os.getpid():  # one client per process, used on its RequestLoop
+            from openai import AsyncOpenAI  # imported before the deadline starts: the first import takes seconds
+
+            self.client = AsyncOpenAI(base_url=self.config.base_url, api_key=self.key, timeout=self.config.timeout_s,
+                                      max_retries=0)
+            self.client_pid = os.getpid()
+        return within_deadline(self._request(prompt), self.config.timeout_s)
+
+    async def _request(self, prompt: str) -> str:
+        async with self.client.chat.completions.with_streaming_response.create(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
-        )
-        return response.choices[0].message.content
+        ) as response:  # read as it comes, up to a cap: a server that ignores max_tokens cannot fill the memory
+            body, cap = bytearray(), answer_cap(self.config)
+            async for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise ValueError(f"the answer passed {cap} bytes, far more than reflection.max_new_tokens "
+                                     f"({self.config.max_new_tokens}) allows")
+        return json.loads(body)["choices"][0]["message"]["content"]
+
+    def __getstate__(self):
+        return {**self.__dict__, "client": None, "client_pid": None}
 
     def describe(self) -> str:
         return f"openai:{self.config.model}@{self.config.base_url}"
@@ -146,10 +249,15 @@ class LiteLLMReflection(ReflectionLM):
         self.api_key = api_key(config) or (DUMMY_API_KEY if config.base_url else None)
 
     def _complete(self, prompt: str) -> str:
-        import litellm
+        import litellm  # before the deadline starts: the first import takes seconds
 
         litellm.suppress_debug_info = True  # our one-line ReflectionError says what failed
-        response = litellm.completion(
+        return within_deadline(self._request(prompt), self.config.timeout_s)
+
+    async def _request(self, prompt: str) -> str:
+        import litellm
+
+        response = await litellm.acompletion(
             model=self.config.model,
             messages=[{"role": "user", "content": prompt}],
             max_tokens=self.config.max_new_tokens,

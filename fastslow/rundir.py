@@ -21,8 +21,9 @@ from typing import Any
 
 from fastslow.checkpoint import checkpoint_dirs, write_text_atomic
 from fastslow.config import Config, parse_config, read_yaml_mapping
-from fastslow.errors import FastSlowError
+from fastslow.errors import FastSlowError, named_write_error
 from fastslow.fast.population import Member
+from fastslow.stopping import deferred
 
 METRIC_KEYS = (
     "step", "cycle", "mode", "samples", "rl_rollouts", "fast_rollouts", "reward_mean", "val_accuracy",
@@ -78,6 +79,16 @@ class RunDir:
             raise FastSlowError(refusal)
         return run_dir or cls(config, resume, writer=False)
 
+    @classmethod
+    def refusal(cls, config: Config, resume: bool = False) -> str | None:
+        """Why `fastslow run` would refuse this run's directory as it stands (without --resume: it holds a run), or
+        None; reads only."""
+        try:
+            cls(config, resume, writer=False)._check_contents()
+        except FastSlowError as exc:
+            return str(exc)
+        return None
+
     def _take_lock(self) -> None:
         existed = self.path.is_dir()
         try:
@@ -89,6 +100,10 @@ class RunDir:
         self._entries_before = set(os.listdir(self.path)) if existed else None
 
     def _check_contents(self) -> None:
+        if not self.path.is_dir():
+            if self.resume:
+                raise FastSlowError(f"{self.path}: no run to resume (config.yaml missing)")
+            return
         stored = self.path / "config.yaml"
         if self.resume:
             if not stored.is_file():
@@ -118,12 +133,13 @@ class RunDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.writer:
             return
-        try:
-            self.close()
-        finally:
-            if exc_type is not None and not self.resume and not checkpoint_dirs(self.checkpoints):
-                self._remove_what_this_run_wrote()
-            self._release()
+        with deferred():  # a signal arriving now waits: the clean-up and the lock's release are not cut short
+            try:
+                self.close()
+            finally:
+                if exc_type is not None and not self.resume and not checkpoint_dirs(self.checkpoints):
+                    self._remove_what_this_run_wrote()
+                self._release()
 
     def _remove_what_this_run_wrote(self) -> None:
         for name in set(os.listdir(self.path)) - (self._entries_before or set()) - {LOCK}:
@@ -145,17 +161,24 @@ class RunDir:
         if not self.writer:  # other ranks read the directory, never write it
             return
         row = {key: row.get(key) for key in METRIC_KEYS} | row
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_durably(self.metrics_path, (json.dumps(row) + "\n").encode())
         for tracker in self.trackers:
             tracker(row)
 
     def rows(self) -> list[dict[str, Any]]:
+        """The metrics rows; a line that is not one (half a row from a process killed while appending it) is left
+        out, so that --resume, which rewrites the file with the rows up to its checkpoint, drops it."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+        return rows
 
     def truncate_metrics(self, last_step: int) -> None:
         """On resume: drop rows written after the checkpoint (the killed run's lost steps are redone)."""
@@ -218,6 +241,27 @@ class RunLock:
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
         os.close(self.fd)
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append `data` to `path` and fsync it; on a failed write (a full disk) the file is cut back to what it held, so
+    no half row is left for --resume to choke on, and the error names the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:  # unbuffered: nothing is left in a buffer to be flushed after the cut
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise named_write_error(exc, path) from exc
+    finally:
+        os.close(fd)
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:

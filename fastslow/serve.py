@@ -8,6 +8,10 @@ Requests wait in a bounded queue. One worker takes everything waiting and genera
 share their sampling settings in one batched `generate` call (a seeded request alone, so that its seed alone
 decides its text). A full queue is answered 503 with Retry-After, never left to the socket to drop, and
 max_tokens is capped by the room the prompt leaves in the model's context.
+
+No request can stall the others: a body over `--max-body-mb` is answered 413 from its Content-Length (or as soon
+as a body without one passes the cap), before it is read whole; a prompt longer in characters than the context
+could hold is a 400 before it is tokenised; parsing and tokenising run in a thread, never on the event loop.
 """
 
 import asyncio  # no `from __future__ import annotations`: FastAPI reads the route signatures' types at run time
@@ -26,6 +30,11 @@ from fastslow.errors import FastSlowError
 DEFAULT_MAX_TOKENS = 256
 MAX_BATCH = 16  # requests generated together
 MAX_QUEUE = 256  # requests waiting; more are answered 503
+MAX_BODY_MB = 8  # a request body larger than this is answered 413 unread: 2M tokens of text, past any context
+
+
+class TooLarge(Exception):
+    """A request body over the cap: HTTP 413."""
 
 
 class BadRequest(Exception):
@@ -59,12 +68,28 @@ class ChatModel:
 
         self.name = model_dir if model_dir in MICRO_MODELS else Path(resolve_model_path(model_dir)).name
         self.tokenizer = load_tokenizer(model_dir)
+        # parsing counts prompt tokens in request threads while generation pads batches in the worker's: a fast
+        # tokenizer changing its padding in one thread while another encodes fails ("Already borrowed"), so each
+        # has its own, and the counters take turns
+        self.counter, self.counting = load_tokenizer(model_dir), threading.Lock()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_dir, "auto", device).eval().requires_grad_(False)
         self.context = context_length(self.model.config)
 
+    def parse_body(self, body: bytes) -> "ChatRequest":
+        """A request body (JSON bytes) as a ChatRequest; BadRequest for anything the server answers 400."""
+        try:
+            request = json.loads(body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
+            raise BadRequest(str(exc)) from None
+        if not isinstance(request, dict):
+            raise BadRequest("the body must be a JSON object")
+        return self.parse(request)
+
     def parse(self, request: dict) -> ChatRequest:
         """Validate an OpenAI-style request body; max_tokens is capped by the room left in the context."""
+        from fastslow.guards import CHARS_PER_TOKEN
+
         messages = parse_messages(request.get("messages"))
         if request.get("n", 1) != 1:
             raise BadRequest("only n=1 is supported")
@@ -83,8 +108,13 @@ class ChatModel:
             raise BadRequest("top_p must be a number in (0, 1]")
         if seed is not None and not isinstance(seed, int):
             raise BadRequest("seed must be an integer")
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt_tokens = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        characters = sum(len(m["content"]) for m in messages)
+        if self.context is not None and characters > CHARS_PER_TOKEN * self.context:  # no need to tokenise it
+            raise BadRequest(f"the prompt is {characters} characters, more than the model's context of "
+                             f"{self.context} tokens holds")
+        with self.counting:
+            prompt = self.counter.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt_tokens = len(self.counter(prompt, add_special_tokens=False)["input_ids"])
         if self.context is not None:
             if prompt_tokens >= self.context:
                 raise BadRequest(f"the prompt is {prompt_tokens} tokens; the model's context is {self.context}")
@@ -180,7 +210,24 @@ class Batcher:
                         future.set_result(text)
 
 
-def make_app(chat_model: ChatModel, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
+async def read_body(request, limit: int) -> bytes:
+    """The request's body, or TooLarge as soon as it is known to pass `limit` bytes: from Content-Length before a byte
+    is read, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the request body is {int(declared)} bytes, more than the server's cap of {limit} "
+                       "(fastslow serve --max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body passed the server's cap of {limit} bytes (fastslow serve --max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def make_app(chat_model: ChatModel, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE,
+             max_body_mb: int = MAX_BODY_MB):
     """The FastAPI app serving `chat_model`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -211,11 +258,11 @@ def make_app(chat_model: ChatModel, max_batch: int = MAX_BATCH, max_queue: int =
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = json.loads(await request.body() or b"null")
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            parsed = chat_model.parse(body)
-        except (BadRequest, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = await read_body(request, max_body_mb << 20)
+            parsed = await asyncio.to_thread(chat_model.parse_body, body)  # JSON and tokens off the event loop
+        except TooLarge as exc:  # the client may still be sending: answer, then close the connection
+            return error(413, str(exc), {"Connection": "close"})
+        except BadRequest as exc:
             return error(400, str(exc))
         try:
             text = await request.app.state.batcher.complete(parsed)
@@ -237,10 +284,11 @@ def listen(host: str, port: int) -> socket.socket:
         raise FastSlowError(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-def uvicorn_server(chat_model: ChatModel, max_batch: int, max_queue: int, log_level: str):
+def uvicorn_server(chat_model: ChatModel, max_batch: int, max_queue: int, log_level: str,
+                   max_body_mb: int = MAX_BODY_MB):
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(make_app(chat_model, max_batch, max_queue), log_level=log_level,
+    return uvicorn.Server(uvicorn.Config(make_app(chat_model, max_batch, max_queue, max_body_mb), log_level=log_level,
                                          lifespan="on", backlog=2048))
 
 
@@ -248,10 +296,11 @@ class BackgroundServer:
     """The server in a daemon thread (tests, notebooks): `with BackgroundServer(dir) as s: s.base_url`."""
 
     def __init__(self, model_dir: str, host: str = "127.0.0.1", port: int = 0, max_batch: int = MAX_BATCH,
-                 max_queue: int = MAX_QUEUE):
+                 max_queue: int = MAX_QUEUE, max_body_mb: int = MAX_BODY_MB):
         self.socket = listen(host, port)  # port 0: a free port
         self.host, self.port = host, self.socket.getsockname()[1]
-        self.server = uvicorn_server(ChatModel(model_dir), max_batch, max_queue, log_level="warning")
+        self.server = uvicorn_server(ChatModel(model_dir), max_batch, max_queue, log_level="warning",
+                                     max_body_mb=max_body_mb)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -278,10 +327,10 @@ class BackgroundServer:
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_batch: int = MAX_BATCH,
-          max_queue: int = MAX_QUEUE) -> None:
+          max_queue: int = MAX_QUEUE, max_body_mb: int = MAX_BODY_MB) -> None:
     """Serve `model_dir` until interrupted (Ctrl-C)."""
     sock = listen(host, port)
     chat_model = ChatModel(model_dir)
     print(f"serving {chat_model.name} at http://{host}:{sock.getsockname()[1]}/v1 (Ctrl-C to stop)", file=sys.stderr,
           flush=True)
-    uvicorn_server(chat_model, max_batch, max_queue, log_level="info").run(sockets=[sock])
+    uvicorn_server(chat_model, max_batch, max_queue, log_level="info", max_body_mb=max_body_mb).run(sockets=[sock])

@@ -55,3 +55,21 @@ def tiny_run(tmp_path, model_path, **over):
             "eval": {"samples": 1, "kl_prompts": 1}}
     data.update(over)
     return data
+
+
+def on_a_small_disk(tmp_path, megabytes: int, code: str, *args, timeout=600) -> subprocess.CompletedProcess:
+    """Run Python `code` with sys.argv[1] a fresh tmpfs of `megabytes` MB: a real full disk (the kernel's ENOSPC), in
+    a private mount namespace (`unshare -rm`, no root needed), gone when the code ends, so `code` checks the files
+    itself and prints what the test asserts. Skips the test where such namespaces are not allowed."""
+    import pytest
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mount}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (unshare -rm: {probe.stderr.strip()[:200]})")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    script = f'mount -t tmpfs -o size={megabytes}m tmpfs "$1" && exec "$0" -c "$2" "$1" "${{@:3}}"'
+    return subprocess.run(["unshare", "-rm", "bash", "-c", script, sys.executable, str(mount), code, *map(str, args)],
+                          capture_output=True, text=True, cwd=TESTS, env=env, timeout=timeout)

@@ -101,7 +101,8 @@ class ConstantRewardTask(ShortAnswerTask):
 
 class FakeChatEndpoint:
     """Test double: an OpenAI-style endpoint that plays a script of (status, content, delay_s) replies, then
-    repeats the last one, and records each request's headers and body."""
+    repeats the last one, and records each request's headers and body. A fourth element, `byte_every_s`, trickles
+    the reply: headers at once, then its body one byte at a time (a valid answer, which no read timeout catches)."""
 
     def __init__(self, script):
         self.script, self.requests = list(script), []
@@ -111,7 +112,7 @@ class FakeChatEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                status, content, delay = endpoint.script.pop(0) if len(endpoint.script) > 1 else endpoint.script[0]
+                status, content, delay, *trickle = endpoint.script.pop(0) if len(endpoint.script) > 1 else endpoint.script[0]
                 time.sleep(delay)
                 reply = {"error": {"message": "boom"}} if status != 200 else {
                     "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
@@ -124,7 +125,13 @@ class FakeChatEndpoint:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if trickle:
+                        for i in range(len(data)):
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(trickle[0])
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and left
 

@@ -10,7 +10,7 @@ from clirun import assert_user_error, fastslow, snapshot, tiny_run, write
 
 
 def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
-    result = fastslow("check", str(write(tmp_path, {"name": "x", "loop": {"steps": 12}})))
+    result = fastslow("check", str(write(tmp_path, {"name": "x", "task": {"name": "strings"}, "loop": {"steps": 12}})))
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["loop"] == {"steps": 12, "steps_per_cycle": 6, "population_size": 4, "rollouts_per_problem": 8,
@@ -134,3 +134,77 @@ def test_a_run_dir_holding_a_different_run_is_left_alone(tmp_path, tiny_model_pa
 
 def test_bad_override(tmp_path):
     assert_user_error(fastslow("check", str(write(tmp_path, {})), "--set", "loop.steps"), "--set", "KEY=VALUE")
+
+
+@pytest.mark.parametrize("text", ["", "# a template, not filled in\n", "{}\n", "name: x\n",
+                                  "name: x\nseed: 3\noutput_dir: out\nreport_to: []\n", "model: {}\ntask: {}\n"],
+                         ids=["empty", "comments", "braces", "name", "bookkeeping", "empty-sections"])
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_config_that_names_no_model_and_no_task_is_refused_not_run_with_the_defaults(tmp_path, text, command):
+    (tmp_path / "c.yaml").write_text(text)
+    result = fastslow(command, "c.yaml", cwd=tmp_path)
+    assert_user_error(result, "c.yaml", "names neither a model nor a task", "model.path or task.name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no ./runs/run started
+
+
+def test_a_near_empty_config_plus_set_naming_the_task_is_an_order(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: x\n")
+    result = fastslow("check", "c.yaml", "--set", "task.name=cipher", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["task"]["name"] == "cipher"
+
+
+def test_the_demo_config_passes_check():
+    from fastslow.demo import DEMO_CONFIG
+
+    result = fastslow("check", DEMO_CONFIG)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("text, pair, fragments", [
+    ("task: {name: strings}\nseed: 0\n", "seed.x=1", ["--set seed.x", "seed holds the value 0", "not a section"]),
+    ("task: {name: strings}\nloop: {steps: 3}\n", "loop.steps.x.y=1", ["--set loop.steps.x.y", "loop.steps holds"]),
+    ("task: {name: strings}\nrl: {adam_betas: [0.9, 0.99]}\n", "rl.adam_betas.0=0.5",
+     ["--set rl.adam_betas.0", "rl.adam_betas holds a list", "set it whole"]),
+    ("task: {name: strings, seed_prompt: hi}\n", "task.seed_prompt.x=1", ["task.seed_prompt holds the value 'hi'"]),
+    ("task: {name: strings}\n", "loop..steps=1", ["--set loop..steps", "part of the dotted key is empty"]),
+    ("task: {name: strings}\n", ".steps=1", ["--set .steps", "empty"]),
+    ("task: {name: strings}\n", "loop.=1", ["--set loop.", "empty"]),
+    ("task: {name: strings}\n", "loop.steps=[1", ["--set loop.steps=[1", "not valid YAML"]),
+    ("task: {name: strings}\n", "name=a: b: c", ["--set name=a: b: c", "not valid YAML", "column"]),
+    ("task: {name: strings}\n", "loop.steps=!!python/object:os.system x", ["not valid YAML"]),
+    ("task: {name: strings}\n", "loop.stepz=3", ["loop.stepz", "unknown field"]),
+])
+def test_every_set_path_error_is_one_line(tmp_path, text, pair, fragments):
+    (tmp_path / "c.yaml").write_text(text)
+    assert_user_error(fastslow("check", tmp_path / "c.yaml", "--set", pair), *fragments)
+
+
+def test_set_through_a_null_section_makes_it(tmp_path):
+    (tmp_path / "c.yaml").write_text("task: {name: strings}\nmodel: {lora: null}\n")
+    result = fastslow("check", tmp_path / "c.yaml", "--set", "model.lora.r=8")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["lora"]["r"] == 8
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("task: {name: strings}\nloop: {steps: 3}\nloop: {steps: 5}\n")
+    assert_user_error(fastslow("check", tmp_path / "c.yaml"), "c.yaml", "'loop' appears twice", "line 3")
+    (tmp_path / "c.yaml").write_text("base: &b {steps: 3}\ntask: {name: strings}\nloop:\n  <<: *b\n  steps: 5\n")
+    assert_user_error(fastslow("check", tmp_path / "c.yaml"), "base", "unknown field")  # merge keys still work
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["micro", "eval"]], ids=["fastslow", "run", "micro-eval"])
+def test_help_shows_boolean_flags_bare(command):
+    result = fastslow(*command, "--help", env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    flag = {"": "--debug", "run": "--resume", "micro eval": "--json"}[" ".join(command)]
+    assert flag in result.stdout and "--help" in result.stdout
+    assert "<bool>" not in result.stdout and "<list" not in result.stdout, result.stdout
+
+
+def test_a_config_file_too_large_to_be_one_is_refused_unread(tmp_path):
+    with open(tmp_path / "data.jsonl", "wb") as f:  # a dataset passed as the config: 2 GB, sparse
+        f.truncate(2 << 30)
+    assert_user_error(fastslow("check", tmp_path / "data.jsonl"), "data.jsonl", "2147483648 bytes", "16 MB",
+                      "right file")

@@ -44,3 +44,14 @@ def test_auto_proposals_are_four_per_round_or_what_the_cycles_budget_pays_for():
     assert parse_config({"gepa": {"proposals_per_iteration": 7}}).gepa.proposals(960) == 7
     with pytest.raises(FastSlowError, match="2 x 3 x 1 = 6"):  # not even one proposal fits: GEPA would never run
         parse_config({"loop": {"steps_per_cycle": 1, "problems_per_step": 1}})
+
+
+def test_an_experiment_base_config_that_names_no_model_and_no_task_is_refused_before_any_run(tmp_path):
+    from fastslow.experiments import run_experiment
+
+    (tmp_path / "base.yaml").write_text("# nothing yet\n")
+    with pytest.raises(FastSlowError, match="base.yaml: names neither a model nor a task"):
+        run_experiment("efficiency", tmp_path / "base.yaml", out=tmp_path / "out")
+    with pytest.raises(FastSlowError, match="--set seed.x: seed holds the value 0"):
+        run_experiment("efficiency", None, out=tmp_path / "out", overrides={"seed": 0, "seed.x": 1})
+    assert not (tmp_path / "out").exists()

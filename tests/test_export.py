@@ -2,7 +2,9 @@
 transformers alone."""
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,17 @@ def test_an_unwritable_target_is_one_line(tmp_path, base_dir):
     (tmp_path / "a-file").write_text("")
     result = fastslow("export", run_dir, tmp_path / "a-file" / "exported")
     assert_user_error(result, str(tmp_path / "a-file"))
+
+
+def test_every_exported_file_gets_the_usual_modes_under_the_umask(tmp_path, base_dir):
+    """safetensors creates model.safetensors 0600 and mkdtemp the folder 0700: the export is as readable as any new
+    file (0644 and 0755 under umask 022), so that the other users of a shared model directory can load it."""
+    run_dir, _ = make_run(tmp_path, base_dir, lora=False)
+    previous = os.umask(0o022)
+    try:
+        out = export_run(run_dir, tmp_path / "exported")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes.pop("exported") == 0o755 and "model.safetensors" in modes
+    assert set(modes.values()) == {0o644}, modes

@@ -1,9 +1,13 @@
-"""Size guards: sizes that cannot fit are refused with the numbers before anything is allocated, and reflection
-answers that cannot become a prompt (empty, only a fence, too long) are failed reflections, counted and shown."""
+"""Guards: `check` refuses whatever `run` refuses before loading weights; sizes that cannot fit are refused with the
+numbers before anything is allocated, and reflection answers that cannot become a prompt (empty, only a fence, too
+long) are failed reflections, counted and shown."""
 
 import json
+import shutil
+import socket
 
 import pytest
+import yaml
 from clirun import assert_user_error, fastslow, tiny_run, write
 from doubles import FakeChatEndpoint, ShortAnswerTask
 
@@ -63,16 +67,57 @@ def test_rollouts_are_held_to_the_memory_their_kv_cache_needs(tiny_model_path):
     check_rollout_memory(config(10**6), model_config, 36, processes=10**6, memory=(24 * GB, "GPU memory"))
 
 
-@pytest.mark.parametrize("over, fragments", [
-    ({"loop": {"steps": 1, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 10**6,
-               "population_size": 1}}, ["loop.rollouts_per_problem", "1000000 rollouts", "KV cache", "host memory"]),
-    ({"task": {"name": "doubles:ShortAnswerTask", "train_size": 8, "val_size": 2, "seed_prompt": "x" * 2**20}},
-     ["task.seed_prompt", "1048576 characters", "context of 2048 tokens"]),
-])
-def test_sizes_that_cannot_fit_are_refused_before_the_run_starts(tmp_path, tiny_model_path, over, fragments):
-    result = fastslow("run", write(tmp_path, tiny_run(tmp_path, tiny_model_path, **over)))
-    assert_user_error(result, *fragments)
+@pytest.fixture(scope="module")
+def model_without_chat_template(tiny_model_path, tmp_path_factory):
+    path = tmp_path_factory.mktemp("no-chat") / "model"
+    shutil.copytree(tiny_model_path, path)
+    (path / "chat_template.jinja").unlink()
+    return str(path)
+
+
+def unreachable_endpoint():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("case", ["rollouts", "seed-prompt", "chat-template", "task-args", "plan", "reflection",
+                                  "dataset"])
+def test_check_refuses_in_one_line_whatever_run_refuses_before_loading_weights(
+        tmp_path, tiny_model_path, model_without_chat_template, case):
+    """`check` and `run` make the same checks (guards.preflight): the same line, exit 2, and no run directory."""
+    task = {"name": "doubles:ShortAnswerTask", "train_size": 8, "val_size": 2}
+    (tmp_path / "empty.jsonl").write_text("")
+    over, fragments = {
+        "rollouts": ({"loop": {"steps": 1, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 10**6,
+                               "population_size": 1}}, ["loop.rollouts_per_problem", "1000000 rollouts", "KV cache"]),
+        "seed-prompt": ({"task": {**task, "seed_prompt": "x" * 2**20}},
+                        ["task.seed_prompt", "1048576 characters", "context of 2048 tokens"]),
+        "chat-template": ({"model": {"path": model_without_chat_template, "max_new_tokens": 4}},
+                          ["model.path", "has no chat template"]),
+        "task-args": ({"task": {**task, "name": "strings", "args": {"nope": 1}}}, ["task.args", "nope"]),
+        "plan": ({"loop": {"steps": 1, "steps_per_cycle": 1, "problems_per_step": 9, "rollouts_per_problem": 2,
+                           "population_size": 1}}, ["task.train_size", "loop.problems_per_step=9"]),
+        "reflection": ({"mode": "fst", "reflection": {"kind": "openai", "model": "m", "base_url": unreachable_endpoint()}},
+                       ["reflection.base_url", "cannot reach"]),
+        "dataset": ({"task": {"name": "jsonl", "args": {"path": str(tmp_path / "empty.jsonl")}}},
+                    ["task.args.path", "empty.jsonl", "is empty"]),
+    }[case]
+    config = write(tmp_path, tiny_run(tmp_path, tiny_model_path, **over))
+    checked, ran = fastslow("check", config), fastslow("run", config)
+    assert_user_error(checked, *fragments)
+    assert_user_error(ran, *fragments)
+    assert checked.stderr.strip() == ran.stderr.strip()
     assert list((tmp_path / "runs").iterdir()) == []  # refused before the run directory was written
+
+
+def test_check_notes_a_run_directory_that_run_would_refuse(tmp_path, tiny_model_path):
+    config = write(tmp_path, tiny_run(tmp_path, tiny_model_path))
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "metrics.jsonl").write_text("")
+    result = fastslow("check", config)
+    assert result.returncode == 0 and yaml.safe_load(result.stdout)["name"] == "r"
+    assert result.stderr.startswith("note: ") and "already exists and is not empty" in result.stderr
 
 
 def test_fence_only_and_200kb_reflection_answers_are_failed_reflections_counted_and_shown(tmp_path, tiny_model_path):

@@ -214,6 +214,9 @@ def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_refl
     without = CliRunner().invoke(app, ["micro", "eval", "--n", "2", "--json", "--device", "cpu"])
     summary = json.loads(without.stdout)
     assert summary["reflector_improves"] is None and summary["near_miss_reflector_copies"] is None
+    table = CliRunner().invoke(app, ["micro", "eval", "--n", "2", "--device", "cpu"])  # no row for what was not measured
+    assert table.exit_code == 0 and "| reflection on held-out programs: proposal raises" in table.stdout
+    assert "by the reflector" not in table.stdout and "n/a" not in table.stdout, table.stdout
 
 
 def test_prompt_signal_measures_accuracy_and_the_share_of_problems_whose_samples_differ(micro):

@@ -183,6 +183,30 @@ def test_timeout_counts_as_a_failure(fake_endpoint, model_dir):
     assert time.monotonic() - start < 2.0
 
 
+@pytest.mark.parametrize("kind, model", [("openai", "m"), ("litellm", "openai/m")])
+def test_a_server_that_trickles_a_valid_answer_fails_at_the_deadline(fake_endpoint, model_dir, kind, model):
+    """One byte every 0.5 s: each read is quick, so per-read timeouts never fire; the answer would take minutes.
+    timeout_s is one deadline for the whole request: each of the 2 attempts ends at ~1 s."""
+    endpoint = fake_endpoint((200, "a valid answer", 0, 0.5))
+    lm = make_reflection_lm(config(kind=kind, model=model, base_url=endpoint.base_url, timeout_s=1.0, retries=1),
+                            model_dir)
+    start = time.monotonic()
+    with pytest.raises(ReflectionError, match=r"failed after 2 attempt.*within reflection.timeout_s \(1 s\)"):
+        lm(PROMPT)
+    assert 2.0 <= time.monotonic() - start < 4.0
+    start = time.monotonic()
+    answers = lm.batch_complete([PROMPT] * 3)  # concurrent requests: each with its own deadline, all at once
+    assert all(isinstance(answer, ReflectionError) for answer in answers)
+    assert time.monotonic() - start < 4.0
+
+
+def test_an_answer_far_longer_than_max_tokens_allows_is_not_read_whole(fake_endpoint, model_dir):
+    endpoint = fake_endpoint((200, "x" * (20 << 20), 0))  # 20 MB: a server that ignores max_tokens
+    lm = make_reflection_lm(config(kind="openai", model="m", base_url=endpoint.base_url), model_dir)
+    with pytest.raises(ReflectionError, match=r"the answer passed \d+ bytes, far more than reflection.max_new_tokens"):
+        lm(PROMPT)
+
+
 def test_api_key_comes_from_the_named_environment_variable(fake_endpoint, model_dir, monkeypatch):
     endpoint = fake_endpoint((200, "ok", 0))
     settings = config(kind="openai", model="m", base_url=endpoint.base_url, api_key_env="FASTSLOW_TEST_KEY")

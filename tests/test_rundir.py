@@ -74,7 +74,7 @@ def limit_file_size():
 def test_a_fresh_run_that_fails_before_its_first_checkpoint_removes_what_it_wrote(tmp_path, tiny_model_path):
     data = tiny_run(tmp_path, tiny_model_path)
     result = fastslow("run", write(tmp_path, data), preexec_fn=limit_file_size)
-    assert_user_error(result, "checkpoints", "cannot write checkpoint step-000001", "File too large",
+    assert_user_error(result, "checkpoints", "cannot write checkpoint step-000001", "file too large for a file size limit",
                       "no earlier checkpoint", alone=False)
     assert list((tmp_path / "runs").iterdir()) == []  # the name is free again
     result = fastslow("run", write(tmp_path, data))
@@ -123,3 +123,15 @@ def test_a_rank_that_does_not_own_the_run_directory_writes_nothing_to_it(tmp_pat
     reader.truncate_metrics(0)
     reader.write_population(0, [Member("seed", "Answer.")])
     assert snapshot(config.run_dir) == before
+
+
+def test_half_a_metrics_row_from_a_killed_run_does_not_block_resume(tmp_path):
+    config = parse_config({"name": "r", "output_dir": str(tmp_path)})
+    config.run_dir.mkdir()
+    (config.run_dir / "config.yaml").write_text(config.to_yaml())
+    rows = [{"step": step, "reward_mean": 0.5} for step in range(3)]
+    (config.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 3, "rew')
+    with RunDir(config, resume=True) as run_dir:
+        run_dir.truncate_metrics(1)  # what --resume does with a checkpoint at step 1
+        assert [row["step"] for row in run_dir.rows()] == [0, 1]
+    assert (config.run_dir / "metrics.jsonl").read_text() == "".join(json.dumps(r) + "\n" for r in rows[:2])

@@ -1,6 +1,8 @@
 """fastslow.serve: a real HTTP server (FastAPI + uvicorn) on 127.0.0.1 serving a tiny random model."""
 
 import json
+import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -117,6 +119,7 @@ def test_max_tokens_is_capped_by_the_context(server, model_dir):
     ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "streaming"),
     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
     ({"messages": [{"role": "user", "content": 3}]}, "content must be"),
+    (b"[" * 100_000 + b"]" * 100_000, "recursion"),  # nested too deeply for json: a 400, not a 500
 ])
 def test_bad_requests_get_400_with_a_message(server, body, fragment):
     status, reply = post(server.base_url + "/chat/completions", body)
@@ -140,3 +143,65 @@ def test_stop_closes_the_port(model_dir):
     running.stop()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/models", timeout=5)
+
+
+def raw_request(server, headers: dict, body_parts, timeout=30) -> tuple[int, dict, float]:
+    """POST /v1/chat/completions by hand, sending `body_parts` one after another (stopping if the server has
+    answered and closed); returns (status, reply, seconds until the reply)."""
+    start = time.monotonic()
+    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
+        head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}\r\n"
+                     .encode())
+        for part in body_parts:
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        response = b""
+        while b"\r\n\r\n" not in response or len(response.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", response.lower()).group(1)):
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    head, _, reply = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(reply), time.monotonic() - start
+
+
+def small_request_seconds(server) -> float:
+    start = time.monotonic()
+    status, _ = post(server.base_url + "/chat/completions",
+                     {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "temperature": 0})
+    assert status == 200
+    return time.monotonic() - start
+
+
+def test_a_20mb_request_is_413_unread_and_does_not_stall_a_small_one(server):
+    normal = min(small_request_seconds(server) for _ in range(3))
+    twenty_mb = 20 << 20
+    with ThreadPoolExecutor(3) as pool:
+        declared = pool.submit(raw_request, server, {"Content-Length": twenty_mb},  # sends 1 MB, then waits
+                               [b'{"messages": [{"role": "user", "content": "' + b"x" * (1 << 20)])
+        chunked = pool.submit(raw_request, server, {"Transfer-Encoding": "chunked"},  # no length: counted as it comes
+                              (f"{1 << 20:x}\r\n".encode() + b"x" * (1 << 20) + b"\r\n" for _ in range(20)))
+        time.sleep(0.2)
+        beside = small_request_seconds(server)
+        (status, reply, seconds), (chunked_status, chunked_reply, _) = declared.result(), chunked.result()
+    assert status == 413 and f"the request body is {twenty_mb} bytes" in reply["error"]["message"]
+    assert seconds < 5  # from its Content-Length, not after reading 20 MB
+    assert chunked_status == 413 and "passed the server's cap of 8388608 bytes" in chunked_reply["error"]["message"]
+    assert beside < 3 * normal + 1.0, (beside, normal)
+
+
+def test_a_prompt_longer_than_the_context_could_hold_is_400_without_tokenising(server, model_dir):
+    context = load_model(model_dir).config.max_position_embeddings
+    normal = min(small_request_seconds(server) for _ in range(3))
+    body = json.dumps({"messages": [{"role": "user", "content": "y" * (7 << 20)}]}).encode()  # under the body cap
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(post, server.base_url + "/chat/completions", body)
+        beside = small_request_seconds(server)
+        status, reply = big.result()
+    assert status == 400 and f"is {7 << 20} characters, more than the model's context of {context}" in \
+        reply["error"]["message"]
+    assert beside < 3 * normal + 1.0, (beside, normal)

@@ -6,11 +6,17 @@ import csv
 import json
 import logging
 import random
+import os
+import subprocess
+import sys
 import textwrap
+import time
+import tracemalloc
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from clirun import TESTS, assert_user_error, tiny_run, write
 
 from fastslow.errors import FastSlowError
 from fastslow.tasks import Task, load_task
@@ -119,6 +125,78 @@ def test_every_file_format_gives_the_same_problems(tmp_path):
     assert all(s == splits[0] for s in splits)
     assert len(splits[0]["val"]) == 3 and len(splits[0]["test"]) == 3 and len(splits[0]["train"]) == 24
     assert MathTask(path=str(jsonl), val_fraction=0.1).problems("val", 3, seed=0)[0].answer.isdigit()
+
+
+def write_with_sparse_line(path, gigabytes=1.0):
+    """A JSONL file whose 4th line is a row of `gigabytes` GB (a hole in the file: written in an instant, no disk)."""
+    with open(path, "wb") as f:
+        for row in ARITHMETIC[:3]:
+            f.write((json.dumps(row) + "\n").encode())
+        f.write(b'{"problem": "')
+        f.seek(int(gigabytes * (1 << 30)), 1)
+        f.write(b'", "answer": "1"}\n')
+        for row in ARITHMETIC[3:]:
+            f.write((json.dumps(row) + "\n").encode())
+    return path
+
+
+@pytest.mark.parametrize("task", [MathTask, lambda path: JsonlTask(path=path, prompt_field="problem"),
+                                  lambda path: HoverTask(path=path, corpus=path)], ids=["math", "jsonl", "hover"])
+def test_a_one_gigabyte_line_is_refused_before_it_is_read_whole(tmp_path, task):
+    path = write_with_sparse_line(tmp_path / "big.jsonl")
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(FastSlowError) as error:
+            task(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - start < 10 and peak < 64 << 20  # one 16 MB read, not 1 GB (nor 12 GB of tokens)
+    assert f"{path} line 4 is longer than 16 MB, the cap on one dataset row" in str(error.value)
+
+
+def test_a_row_nested_too_deeply_for_json_is_a_malformed_row(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "d.jsonl", ARITHMETIC + ["[" * 100_000 + "]" * 100_000])
+    with caplog.at_level(logging.WARNING):
+        task = MathTask(path=str(path), val_fraction=0, test_fraction=0)
+    assert len(task.data.splits["train"]) == len(ARITHMETIC)
+    assert "skipped 1 malformed rows" in caplog.text and "line 31: JSON nested too deeply" in caplog.text
+
+
+def test_rows_over_the_cap_are_refused_in_every_format(tmp_path):
+    big = {"problem": "x" * (17 << 20), "answer": "1"}
+    (tmp_path / "d.json").write_text(json.dumps(ARITHMETIC[:3] + [big]))
+    pq.write_table(pa.Table.from_pylist(ARITHMETIC[:3] + [big]), tmp_path / "d.parquet")
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["problem", "answer"])
+        writer.writeheader()
+        writer.writerows(ARITHMETIC[:3] + [big])
+    for name, where in (("d.json", "row 3"), ("d.parquet", "row 3"), ("d.csv", "line 5")):
+        with pytest.raises(FastSlowError, match=f"{name} {where} is longer than 16 MB, the cap on one dataset row"):
+            MathTask(path=str(tmp_path / name))
+    with open(tmp_path / "d.csv", "w", newline="") as f:  # a field of 200 KB (over csv's own 128 KB limit) is fine
+        writer = csv.DictWriter(f, fieldnames=["problem", "answer"])
+        writer.writeheader()
+        writer.writerows(ARITHMETIC[:5] + [{"problem": "y" * 200_000, "answer": "2"}])
+    assert len(MathTask(path=str(tmp_path / "d.csv"), val_fraction=0, test_fraction=0).data.splits["train"]) == 6
+
+
+def test_a_large_line_through_the_cli_is_one_line_and_little_memory(tmp_path, tiny_model_path):
+    path = write_with_sparse_line(tmp_path / "big.jsonl")
+    data = tiny_run(tmp_path, tiny_model_path, task={"name": "jsonl", "args": {"path": str(path), "prompt_field": "problem"}})
+    config = write(tmp_path, data)
+    with open(tmp_path / "err", "w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "fastslow", "run", str(config)], cwd=TESTS,
+                                   env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, stdout=subprocess.DEVNULL,
+                                   stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # reaped here, for this process's own peak memory
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        result = subprocess.CompletedProcess(process.args, process.returncode, "", err.read())
+    assert_user_error(result, f"task.args.path: {path} line 4 is longer than 16 MB", "cap on one dataset row")
+    assert usage.ru_maxrss < 1_500_000  # KB: the interpreter with torch imported, not 1 GB more (it was 12 GB)
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 def test_splits_are_disjoint_stable_and_seeded(tmp_path):

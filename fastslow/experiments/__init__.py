@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from fastslow.config import read_yaml_mapping, set_dotted
+from fastslow.config import read_yaml_mapping, require_what_to_train, set_dotted
 from fastslow.errors import FastSlowError
 from fastslow.experiments.common import Experiment, default_workers
 from fastslow.experiments import presets as preset_table
@@ -71,13 +71,17 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     preset_table.preset(preset)  # unknown preset: a clear error before anything runs
     if config_path is not None:
         base, from_config = read_config_file(Path(config_path))
+        require_what_to_train(base, str(config_path), overrides)
     else:
         base, from_config = copy.deepcopy(preset_table.MICRO_BASE), {}
     settings = preset_table.experiment_settings(name, preset, from_config)
     if config_path is None and "task" in settings:
         base["task"] = copy.deepcopy(settings["task"])
     for key, value in (settings.pop("overrides") | (overrides or {})).items():
-        set_dotted(base, key, copy.deepcopy(value))
+        try:
+            set_dotted(base, key, copy.deepcopy(value))
+        except FastSlowError as exc:
+            raise FastSlowError(f"{'--set ' if key in (overrides or {}) else 'experiment.overrides: '}{key}: {exc}") from None
 
     out = Path(out) if out is not None else Path("experiments") / preset
     command = " ".join(["fastslow experiment", name]

@@ -159,9 +159,12 @@ class OverlapFastPhase(FastPhase):
                         return "died", f"exit code {self.process.exitcode}"
 
     def close(self) -> None:
+        """End the worker: at once if a job is in flight (the run is ending early: a signal, an error), else once it
+        has read the end of its queue."""
         if self.process is not None and self.process.is_alive():
-            self.jobs.put(None)
-            self.process.join(timeout=10)
+            if self.job is None:
+                self.jobs.put(None)
+                self.process.join(timeout=10)
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join()

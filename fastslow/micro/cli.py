@@ -8,13 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from fastslow.clihelp import Command, Group
 from fastslow.errors import FastSlowError
 
 app = typer.Typer(help="The project's own micro model: pretrain and evaluate it.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=Group)
 
 
-@app.command()
+@app.command(cls=Command)
 def pretrain(
     out: Annotated[Path, typer.Option(help="where to write the checkpoint")] = Path("runs/micro-model"),
     steps: Annotated[Optional[int], typer.Option(help="optimizer steps (reproducible)")] = None,
@@ -47,7 +48,7 @@ def pretrain(
         typer.echo(f"wrote {out} after {summary['steps']} steps in {summary['train_seconds']:.0f} s")
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def evaluate(
     model: Annotated[str, typer.Option(help="model directory, or 'micro' / 'micro-v4' for a shipped checkpoint")] = "micro",
     n: Annotated[int, typer.Option(help="problems (or reflection cases) per measurement")] = 100,

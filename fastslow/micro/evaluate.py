@@ -283,6 +283,7 @@ def evaluate_micro(model_path: str = "micro", n: int = 100, seed: int = 0, devic
          summary["code_strategy"], n),
         (f"code: problems whose {SAMPLES} samples differ in reward (T=1)", "seed prompt", summary["code_seed_varied"], n),
     ]
+    rows = [row for row in rows if row[2] is not None]  # the reflector's rows only with --reflector
     examples = [{"program": program_spec(t["task"].program), "proposal": t["proposal"], "reward": t["reward"]}
                 for t in trials[:5]]
     return {"summary": summary, "rows": rows, "reflection_examples": examples, "model": model_path, "n": n, "seed": seed}
@@ -297,7 +298,5 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _number(score: float | None) -> str:
-    if score is None:
-        return "n/a"
+def _number(score: float) -> str:
     return f"{score:.3f}" if 0 < score < 0.1 else f"{score:.2f}"

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 MALFORMED = (ValueError, KeyError, TypeError)
+MAX_ROW_BYTES = 16 << 20  # one row of a dataset: far beyond any model's context, and checked before it is read whole
+MAX_JSON_FILE_BYTES = 1 << 30  # a .json file is one document, read whole; larger data is read row by row as JSONL
 T = TypeVar("T")
 
 
@@ -53,44 +55,93 @@ def read_rows(
 def _read_file(path: Path, field: str) -> Iterator[tuple[str, Any, str | None]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, start=1):
-                if line.strip():
+        with path.open("rb") as f:
+            for number, line in _capped_lines(f, path, field):
+                text = line.decode("utf-8", errors="replace")
+                if text.strip():
                     try:
-                        row = json.loads(line)
+                        row = json.loads(text)
                     except json.JSONDecodeError as exc:
                         row = ValueError(f"not valid JSON ({exc.msg})")  # a malformed row, reported as such
+                    except RecursionError:
+                        row = ValueError("JSON nested too deeply")
                     yield f"line {number}", row, None
-    elif suffix == ".json":
+    elif suffix == ".json":  # one document: read whole, so the file is capped (JSONL is read row by row)
+        if path.stat().st_size > MAX_JSON_FILE_BYTES:
+            raise FastSlowError(f"{field}: {path} is {path.stat().st_size >> 20} MB, more than the "
+                                f"{MAX_JSON_FILE_BYTES >> 20} MB a .json file may hold (it is read whole); write it as "
+                                "JSONL, one row per line")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise FastSlowError(f"{field}: {path} is not valid JSON: {exc}") from None
         if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
             for split, rows in data.items():  # {"train": [...], "test": [...]}
                 for i, row in enumerate(rows):
-                    yield f"{split} row {i}", row, split
+                    yield _within_cap(f"{split} row {i}", row, path, field), row, split
         elif isinstance(data, list):
             for i, row in enumerate(data):
-                yield f"row {i}", row, None
+                yield _within_cap(f"row {i}", row, path, field), row, None
         else:
             raise FastSlowError(f"{field}: {path} must hold a list of objects or a mapping of split -> list")
     elif suffix == ".csv":
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))  # a field may be as long as a row
         with path.open(encoding="utf-8", errors="replace", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                yield f"line {reader.line_num}", row, None
+            reader = csv.DictReader(line for _, line in _capped_lines(f, path, field))
+            try:
+                for row in reader:
+                    yield f"line {reader.line_num}", row, None
+            except csv.Error as exc:
+                raise FastSlowError(f"{field}: {path} line {reader.line_num}: not valid CSV ({exc})") from None
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.read_table(path).to_pylist()
+            batches = pq.ParquetFile(path).iter_batches(batch_size=256)  # a batch at a time, not the whole table
+            i = 0
+            for batch in batches:
+                for row in batch.to_pylist():
+                    yield _within_cap(f"row {i}", row, path, field), row, None
+                    i += 1
+        except FastSlowError:
+            raise
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise FastSlowError(f"{field}: cannot read parquet file {path}: {exc}") from None
-        for i, row in enumerate(rows):
-            yield f"row {i}", row, None
     else:
         raise FastSlowError(f"{field}: unsupported file type {path.suffix!r}; expected one of {FILE_SUFFIXES}")
+
+
+def _capped_lines(f, path: Path, field: str) -> Iterator[tuple[int, Any]]:
+    """(number, line) of a file opened for reading; a line longer than MAX_ROW_BYTES is refused after reading that
+    much of it, never read whole (a 1 GB line costs 16 MB and a moment)."""
+    number = 0
+    while line := f.readline(MAX_ROW_BYTES + 1):
+        number += 1
+        if len(line) > MAX_ROW_BYTES:
+            raise FastSlowError(_too_large(field, path, f"line {number}"))
+        yield number, line
+
+
+def _within_cap(location: str, row: Any, path: Path | str, field: str) -> str:
+    """`location`, once the decoded row is found to be within MAX_ROW_BYTES (its text, counted in characters)."""
+    if _text_size(row) > MAX_ROW_BYTES:
+        raise FastSlowError(_too_large(field, path, location))
+    return location
+
+
+def _text_size(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_size(k) + _text_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_text_size(v) for v in value)
+    return 8
+
+
+def _too_large(field: str, path: Path | str, location: str) -> str:
+    return (f"{field}: {path} {location} is longer than {MAX_ROW_BYTES >> 20} MB, the cap on one dataset row "
+            "(no model's context holds a prompt that long); fix or remove that row")
 
 
 def _read_hf(name: str, config: str | None, split: str | None, field: str) -> Iterator[tuple[str, Any, str | None]]:
@@ -102,8 +153,8 @@ def _read_hf(name: str, config: str | None, split: str | None, field: str) -> It
         raise FastSlowError(f"{field}: {name!r} is neither a local file nor a loadable dataset: {exc}") from None
     parts = data.items() if isinstance(data, datasets.DatasetDict) else [(split, data)]
     for part, rows in parts:
-        for i, row in enumerate(rows):
-            yield f"{part or 'dataset'} row {i}", row, part
+        for i, row in enumerate(rows):  # memory-mapped arrow: a row is decoded when it is read
+            yield _within_cap(f"{part or 'dataset'} row {i}", row, name, field), row, part
 
 
 def row_text(row: dict, field: str, structured: bool = False) -> str:
