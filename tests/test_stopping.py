@@ -149,3 +149,27 @@ def test_sigint_before_the_first_checkpoint_keeps_nothing_and_says_to_start_agai
     assert_stopped(stderr, "SIGINT", "nothing was kept", f"start again with: fastslow run {config} --set=seed=3")
     assert "--resume" not in stderr
     assert list((tmp_path / "runs").iterdir()) == []  # the name is free again, the lock gone with it
+
+
+def test_sigterm_during_an_overlap_run_ends_its_fast_phase_worker_too(tmp_path, tiny_model_path):
+    """loop.fast_phase overlap: the worker process beside the run ends with it (the scratch it wrote aside)."""
+    import psutil
+
+    data = tiny_run(tmp_path, tiny_model_path, mode="fst",
+                    loop={"steps": 40, "steps_per_cycle": 2, "problems_per_step": 2, "rollouts_per_problem": 2,
+                          "population_size": 1, "fast_phase": "overlap"},
+                    reflection={"kind": "local", "model": tiny_model_path},
+                    eval={"every": 40, "samples": 1, "kl_prompts": 1})
+    run_dir = tmp_path / "runs" / "r"
+    _, process = start_run(tmp_path, data)
+    wait_for(lambda: (run_dir / "checkpoints" / "LATEST").is_file(), process)
+    workers = [child for child in psutil.Process(process.pid).children(recursive=True)
+               if "spawn_main" in " ".join(child.cmdline())]
+    assert workers, "no fast phase worker beside the run"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    assert_stopped(stderr, "SIGTERM", "continue with: fastslow run")
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"worker(s) left running: {[p.pid for p in alive]}"
+    assert not (run_dir / ".lock").exists()
