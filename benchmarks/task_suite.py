@@ -28,7 +28,7 @@ import torch
 from fastslow.evaluation import prompt_signal
 from fastslow.experiments.presets import SUITE_RULE, select_suite
 from fastslow.micro.evaluate import near_misses
-from fastslow.micro.language import GENERIC_PROMPT, describe, held_out_program, parse_program
+from fastslow.tasks.micro_language import GENERIC_PROMPT, describe, held_out_program, parse_program
 from fastslow.policy import load_model, load_tokenizer
 from fastslow.tasks import load_task
 from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction

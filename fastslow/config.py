@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fastslow.errors import FastSlowError
+from fastslow.models import is_micro
 
 Mode = Literal["fst", "rl", "gepa", "fst-distill"]
 
@@ -163,8 +164,7 @@ class ReflectionConfig(Section):
         if self.template != "auto":
             return self.template
         reflector = policy_path if self.kind == "self" else self.model
-        # the names of fastslow.micro.MICRO_MODELS, spelled out: config stands below micro (docs/DESIGN.md, Layout)
-        return "compact" if reflector in ("micro", "micro-v4") else "gepa"
+        return "compact" if is_micro(reflector) else "gepa"
 
 
 class EvalConfig(Section):

@@ -19,7 +19,6 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastslow.errors import FastSlowError
 
@@ -54,10 +53,10 @@ class ChatModel:
         import torch
 
         from fastslow.guards import context_length
-        from fastslow.micro import MICRO_MODELS
-        from fastslow.policy import load_model, load_tokenizer, resolve_model_path
+        from fastslow.models import display_name
+        from fastslow.policy import load_model, load_tokenizer
 
-        self.name = model_dir if model_dir in MICRO_MODELS else Path(resolve_model_path(model_dir)).name
+        self.name = display_name(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = load_model(model_dir, "auto", device).eval().requires_grad_(False)

@@ -27,7 +27,7 @@ import torch
 
 from fastslow.evaluation import prompt_signal
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
+from fastslow.tasks.micro_language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
 from fastslow.tasks.micro import (
     COUNT_RULES,

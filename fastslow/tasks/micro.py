@@ -21,7 +21,7 @@ import string
 import zlib
 
 from fastslow.errors import FastSlowError
-from fastslow.micro.language import (
+from fastslow.tasks.micro_language import (
     GENERIC_PROMPT,
     HELD_OUT_PROGRAMS,
     TRAIN_PROGRAMS,
