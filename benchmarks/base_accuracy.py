@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from fastslow.evaluation import prompt_signal
+from fastslow.probe import prompt_signal
 from fastslow.policy import load_model, load_tokenizer
 from fastslow.tasks import load_task
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fastslow.evaluation import prompt_signal
+from fastslow.probe import prompt_signal
 from fastslow.experiments.presets import SUITE_RULE, select_suite
 from fastslow.micro.evaluate import near_misses
 from fastslow.tasks.micro_language import GENERIC_PROMPT, describe, held_out_program, parse_program

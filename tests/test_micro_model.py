@@ -177,7 +177,7 @@ def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_refl
 def test_prompt_signal_measures_accuracy_and_the_share_of_problems_whose_samples_differ(micro):
     """What the task suite's rule reads (benchmarks/task_suite.py): the confident v3 model is right and unanimous
     under a single op's instruction, and wrong under the task-agnostic prompt."""
-    from fastslow.evaluation import prompt_signal
+    from fastslow.probe import prompt_signal
 
     model, tokenizer = micro
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ import random
 
 import torch
 
-from fastslow.evaluation import prompt_signal
+from fastslow.probe import prompt_signal
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.tasks.micro_language import GENERIC_PROMPT, TRAIN_PROGRAMS, describe, program_spec, run_program
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
