@@ -7,8 +7,9 @@ system prompt moves the model at all (the fast channel's room). On validation pr
 
 - accuracy: the share of a problem's samples that solve it (reward 1), averaged over problems (mean@samples);
 - varied: the share of problems whose samples' rewards are not all equal;
-- answer entropy: per problem, the entropy (nats) of its samples' final answers (fastslow.tasks.answers), averaged:
-  0 when every sample gives one answer (certain, right or wrong), ln(samples) when all differ;
+- answer entropy: per problem, the entropy (nats) of its samples' answers, averaged: 0 when every sample gives one
+  answer (certain, right or wrong), ln(samples) when all differ. An answer is what the task's verifier reads
+  (`task.answer_of(completion)`, where the task has it), else the final answer fastslow.tasks.answers extracts;
 - answer shift (other prompts): per problem, the total variation distance between the answers under that prompt and
   under the seed prompt, averaged: 0 the same answers, 1 none in common.
 
@@ -99,7 +100,8 @@ def measure(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: s
     texts = [c.text for c in sample(model, tokenizer, conversations, sampling)]
     grouped = [texts[i * samples: (i + 1) * samples] for i in range(len(problems))]
     rewards = [[task.score(p, t).reward for t in ts] for p, ts in zip(problems, grouped)]
-    answers = [[extract_answer(t) for t in ts] for ts in grouped]
+    read = getattr(task, "answer_of", extract_answer)
+    answers = [[read(t) for t in ts] for ts in grouped]
     accuracy, varied = signal(rewards)
     mean_entropy = sum(entropy(a) for a in answers) / max(len(answers), 1)
     return PromptRow(label, prompt, round(accuracy, 4), round(varied, 4), round(mean_entropy, 4), None, answers)
