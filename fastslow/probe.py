@@ -265,9 +265,14 @@ def verdicts(result: ProbeResult) -> list[str]:
         said.append(f"The system prompt moves accuracy by at most {100 * moved:.0f} points over {len(result.rows) - 1} "
                     f"other prompts (noise ~{100 * threshold:.0f}): the fast channel has little room with this model.")
     else:
-        direction = "up" if far.accuracy > seed.accuracy else "down"
-        said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points ({direction}, under "
-                    f"'{far.label}': {far.accuracy:.0%}): the fast channel has room.")
+        best = max(result.rows[1:], key=lambda r: r.accuracy)
+        if best.accuracy - seed.accuracy >= threshold:
+            said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points, and '{best.label}' raises "
+                        f"it to {best.accuracy:.0%}: the fast channel has room.")
+        else:
+            said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points (down, under "
+                        f"'{far.label}': {far.accuracy:.0%}), but none of the prompts measured raises it: the model "
+                        "listens to its system prompt; whether a better one exists is for GEPA to find.")
     lacks = missing(result)
     if not lacks:
         said.append("In FST's regime: a valid but weak seed prompt, RL signal, and room for the prompt.")

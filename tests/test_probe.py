@@ -59,7 +59,7 @@ def test_a_prompt_the_model_follows_shows_as_room_for_the_fast_channel(micro, tm
     assert rows["seed"].answer_shift is None and result.problems == 12 and result.samples == 4
     assert "Transform the text." in reflection.prompts[0]  # the reflection was asked to improve the seed prompt
     said = verdicts(result)
-    assert any("the fast channel has room" in v and "(up, under" in v for v in said), said
+    assert any("raises it to" in v and "the fast channel has room" in v for v in said), said
     table = format_result(result)
     assert table.count("\n| ") == 5 and "Reverse the letters." in table
 
@@ -88,3 +88,19 @@ def test_probe_command_on_the_micro_model_with_its_own_reflection(tmp_path):
             assert 0 <= row[key] <= max(1, math.log(2)), row
     text = fastslow("probe", config, "--problems", "2", "--samples", "1", "--rewrites", "0")
     assert text.returncode == 0 and "| seed |" in text.stdout and "In FST's regime" not in text.stdout
+
+
+def test_verdicts_by_hand_a_prompt_that_only_lowers_accuracy():
+    """smollm2's arithmetic probe, as numbers: 15% under the seed prompt, 5% without a system prompt, 10% under the
+    instruction. On 32 x 4 samples the noise of a difference is 2 * sqrt(2 * .15 * .85 / 128) = 8.9 points, so the
+    10-point drop counts as the model listening, and nothing raises accuracy."""
+    from fastslow.probe import PromptRow, ProbeResult, in_regime, noise
+
+    rows = [PromptRow("seed", "Solve the task.", 0.15, 0.31, 1.0), PromptRow("none", None, 0.05, 0.19, 1.1, 0.6),
+            PromptRow("instruction", "Compute it.", 0.10, 0.28, 1.1, 0.6)]
+    result = ProbeResult("smollm2", "arithmetic", 32, 4, rows, [], 1.0)
+    assert noise(0.15, 32, 4) == pytest.approx(0.0893, abs=1e-4)
+    said = verdicts(result)
+    assert said[0].startswith("The seed prompt solves 15% of samples: valid but weak") and "signal on 31%" in said[1]
+    assert "by up to 10 points (down, under 'none': 5%), but none of the prompts measured raises it" in said[3]
+    assert in_regime(result) and said[-1].startswith("In FST's regime")
