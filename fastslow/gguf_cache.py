@@ -147,6 +147,9 @@ def convert(gguf: Path, out: Path, field: str) -> None:
         raise FastSlowError(f"{field}: cannot load a causal LM from {gguf} ({message})") from None
     if getattr(model, "hf_quantizer", None) is not None:  # only where transformers kept blocks packed regardless
         model = model.dequantize()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ValueError, KeyError, OSError) as exc:
+        raise FastSlowError(f"{field}: cannot read a tokenizer from {gguf} ({' '.join(str(exc).split())})") from None
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -13,8 +13,10 @@ system prompt moves the model at all (the fast channel's room). On validation pr
 - answer shift (other prompts): per problem, the total variation distance between the answers under that prompt and
   under the seed prompt, averaged: 0 the same answers, 1 none in common.
 
-Other prompts: none (the chat template's default), the task's own instruction (`task.instruction`, where it has one)
-and `rewrites` rewrites of the seed prompt by the run's reflection LM, each GEPA's first proposal: the reflection
+The seed prompt is sampled twice: the second sampling ("seed again") is the noise floor of the other rows (two
+samplings of one prompt already differ in answers, the more so the more the model hesitates). Other prompts: none
+(the chat template's default), the task's own instruction (`task.instruction`, where it has one) and `rewrites`
+rewrites of the seed prompt by the run's reflection LM, each GEPA's first proposal: the reflection
 template with the seed prompt's rollouts on 3 training problems and their feedback. `prompt_signal` is the seed-prompt
 half alone, for the benchmarks that screen candidate tasks (benchmarks/task_suite.py, base_accuracy.py).
 """
@@ -37,6 +39,7 @@ from fastslow.tasks.answers import extract_answer
 SOLVED = 1.0 - 1e-9  # a reward this high counts as a solution (as in evaluation)
 # The paper's regime, as the task suite's rule states it (fastslow.experiments.presets.SUITE_RULE).
 REGIME = {"accuracy": (0.02, 0.34), "min_varied": 0.10}
+AGAIN = "seed again"
 MIN_MOVE = 0.05  # the least accuracy change (or twice its sampling noise, if larger) that counts as the prompt moving it
 
 
@@ -44,7 +47,7 @@ MIN_MOVE = 0.05  # the least accuracy change (or twice its sampling noise, if la
 class PromptRow:
     """What one system prompt gets from the model on the probe's problems."""
 
-    label: str  # seed, none, instruction, rewrite 1, ...
+    label: str  # seed, seed again, none, instruction, rewrite 1, ...
     prompt: str | None  # None: no system message
     accuracy: float
     varied: float
@@ -66,6 +69,16 @@ class ProbeResult:
     @property
     def seed(self) -> PromptRow:
         return self.rows[0]
+
+    @property
+    def again(self) -> PromptRow | None:
+        """The seed prompt's second sampling."""
+        return next((row for row in self.rows if row.label == AGAIN), None)
+
+    @property
+    def others(self) -> list[PromptRow]:
+        """The rows of other prompts."""
+        return [row for row in self.rows[1:] if row.label != AGAIN]
 
     def to_dict(self) -> dict:
         rows = [{k: v for k, v in asdict(row).items() if k != "answers"} for row in self.rows]
@@ -173,7 +186,7 @@ def run_probe(config: Config, problems: int | None = None, samples: int | None =
     sampling = Sampling.of(config.model)
     val = task.problems("val", problems, config.seed)
 
-    candidates: list[tuple[str, str | None]] = [("none", None)]
+    candidates: list[tuple[str, str | None]] = [(AGAIN, seed_prompt), ("none", None)]
     instruction = getattr(task, "instruction", None)
     if isinstance(instruction, str) and instruction != seed_prompt:
         candidates.append(("instruction", instruction))
@@ -210,7 +223,7 @@ def noise(accuracy: float, problems: int, samples: int) -> float:
 
 def room(result: ProbeResult) -> tuple[float, PromptRow | None]:
     """How far another prompt moves accuracy from the seed prompt's, and the prompt that moves it most."""
-    others = result.rows[1:]
+    others = result.others
     if not others:
         return 0.0, None
     far = max(others, key=lambda r: abs(r.accuracy - result.seed.accuracy))
@@ -262,10 +275,10 @@ def verdicts(result: ProbeResult) -> list[str]:
     if far is None:
         said.append("No other prompt was measured: nothing is known of the fast channel's room.")
     elif moved < threshold:
-        said.append(f"The system prompt moves accuracy by at most {100 * moved:.0f} points over {len(result.rows) - 1} "
+        said.append(f"The system prompt moves accuracy by at most {100 * moved:.0f} points over {len(result.others)} "
                     f"other prompts (noise ~{100 * threshold:.0f}): the fast channel has little room with this model.")
     else:
-        best = max(result.rows[1:], key=lambda r: r.accuracy)
+        best = max(result.others, key=lambda r: r.accuracy)
         if best.accuracy - seed.accuracy >= threshold:
             said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points, and '{best.label}' raises "
                         f"it to {best.accuracy:.0%}: the fast channel has room.")
@@ -273,6 +286,13 @@ def verdicts(result: ProbeResult) -> list[str]:
             said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points (down, under "
                         f"'{far.label}': {far.accuracy:.0%}), but none of the prompts measured raises it: the model "
                         "listens to its system prompt; whether a better one exists is for GEPA to find.")
+    again = result.again
+    if result.others and again is not None:
+        shifted = max(row.answer_shift or 0.0 for row in result.others)
+        said.append(f"Answers under other prompts differ from the seed prompt's by up to {shifted:.2f} (total variation; "
+                    f"the seed prompt sampled again: {again.answer_shift:.2f})"
+                    + (": more than resampling alone." if shifted > again.answer_shift + 0.05 else
+                       ": no more than resampling alone."))
     lacks = missing(result)
     if not lacks:
         said.append("In FST's regime: a valid but weak seed prompt, RL signal, and room for the prompt.")

@@ -52,7 +52,8 @@ def test_a_prompt_the_model_follows_shows_as_room_for_the_fast_channel(micro, tm
     reflection = ScriptedReflectionLM(instructions=["Reverse the letters."])
     result = run_probe(parse_config(micro_config(tmp_path)), rewrites=1, reflection_lm=reflection)
     rows = {row.label: row for row in result.rows}
-    assert list(rows) == ["seed", "none", "instruction", "rewrite 1"]
+    assert list(rows) == ["seed", "seed again", "none", "instruction", "rewrite 1"]
+    assert rows["seed again"].prompt == "Transform the text." and 0 <= rows["seed again"].answer_shift <= 1
     assert rows["seed"].prompt == "Transform the text." and rows["rewrite 1"].prompt == "Reverse the letters."
     assert rows["seed"].accuracy <= 0.15 and rows["instruction"].accuracy >= 0.85
     assert rows["rewrite 1"].accuracy >= 0.85 and rows["rewrite 1"].answer_shift >= 0.5
@@ -61,13 +62,13 @@ def test_a_prompt_the_model_follows_shows_as_room_for_the_fast_channel(micro, tm
     said = verdicts(result)
     assert any("raises it to" in v and "the fast channel has room" in v for v in said), said
     table = format_result(result)
-    assert table.count("\n| ") == 5 and "Reverse the letters." in table
+    assert table.count("\n| ") == 6 and "Reverse the letters." in table
 
 
 def test_a_prompt_that_cannot_move_the_reward_is_called_little_room(micro, tmp_path):
     config = parse_config(micro_config(tmp_path, task={"name": "doubles:KnownRewardTask", "val_size": 8}))
     result = run_probe(config, rewrites=1, reflection_lm=ScriptedReflectionLM())
-    assert [r.accuracy for r in result.rows] == [0.5, 0.5, 0.5] and all(r.varied == 0 for r in result.rows)
+    assert [r.accuracy for r in result.rows] == [0.5] * 4 and all(r.varied == 0 for r in result.rows)
     said = verdicts(result)
     assert "RL has signal on only 0% of problems" in said[1]
     assert any("at most 0 points" in v and "little room" in v for v in said)
@@ -82,7 +83,7 @@ def test_probe_command_on_the_micro_model_with_its_own_reflection(tmp_path):
     data = json.loads(result.stdout)
     assert data["problems"] == 6 and data["samples"] == 2 and data["verdicts"]
     labels = [row["label"] for row in data["rows"]]
-    assert labels[:3] == ["seed", "none", "instruction"] and len(labels) + len(data["failed"]) == 5
+    assert labels[:4] == ["seed", "seed again", "none", "instruction"] and len(labels) + len(data["failed"]) == 6
     for row in data["rows"]:
         for key in ("accuracy", "varied", "answer_entropy"):
             assert 0 <= row[key] <= max(1, math.log(2)), row
@@ -96,11 +97,13 @@ def test_verdicts_by_hand_a_prompt_that_only_lowers_accuracy():
     10-point drop counts as the model listening, and nothing raises accuracy."""
     from fastslow.probe import PromptRow, ProbeResult, in_regime, noise
 
-    rows = [PromptRow("seed", "Solve the task.", 0.15, 0.31, 1.0), PromptRow("none", None, 0.05, 0.19, 1.1, 0.6),
-            PromptRow("instruction", "Compute it.", 0.10, 0.28, 1.1, 0.6)]
+    rows = [PromptRow("seed", "Solve the task.", 0.15, 0.31, 1.0), PromptRow("seed again", "Solve the task.", 0.16, 0.3,
+                                                                             1.0, 0.55),
+            PromptRow("none", None, 0.05, 0.19, 1.1, 0.62), PromptRow("instruction", "Compute it.", 0.10, 0.28, 1.1, 0.6)]
     result = ProbeResult("smollm2", "arithmetic", 32, 4, rows, [], 1.0)
     assert noise(0.15, 32, 4) == pytest.approx(0.0893, abs=1e-4)
     said = verdicts(result)
     assert said[0].startswith("The seed prompt solves 15% of samples: valid but weak") and "signal on 31%" in said[1]
     assert "by up to 10 points (down, under 'none': 5%), but none of the prompts measured raises it" in said[3]
+    assert "by up to 0.62 (total variation; the seed prompt sampled again: 0.55): more than resampling" in said[4]
     assert in_regime(result) and said[-1].startswith("In FST's regime")

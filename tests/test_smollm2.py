@@ -74,8 +74,8 @@ def test_probe_on_smollm2_measures_every_column(smollm2_cache, tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     labels = [row["label"] for row in data["rows"]]
-    assert labels[:3] == ["seed", "none", "instruction"] and len(labels) + len(data["failed"]) == 4
+    assert labels[:4] == ["seed", "seed again", "none", "instruction"] and len(labels) + len(data["failed"]) == 5
     for row in data["rows"]:
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["varied"] <= 1 and 0 <= row["answer_entropy"] <= math.log(2)
         assert row["answer_shift"] is None if row["label"] == "seed" else 0 <= row["answer_shift"] <= 1
-    assert len(data["verdicts"]) == 5 and data["in_regime"] in (True, False)
+    assert len(data["verdicts"]) == 6 and data["in_regime"] in (True, False)
