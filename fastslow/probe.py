@@ -275,8 +275,11 @@ def verdicts(result: ProbeResult) -> list[str]:
     if far is None:
         said.append("No other prompt was measured: nothing is known of the fast channel's room.")
     elif moved < threshold:
+        resampled = (f"; the seed prompt sampled again: {100 * abs(result.again.accuracy - seed.accuracy):.0f}"
+                     if result.again else "")
         said.append(f"The system prompt moves accuracy by at most {100 * moved:.0f} points over {len(result.others)} "
-                    f"other prompts (noise ~{100 * threshold:.0f}): the fast channel has little room with this model.")
+                    f"other prompts (noise ~{100 * threshold:.0f}{resampled}): the fast channel has little room with "
+                    "this model.")
     else:
         best = max(result.others, key=lambda r: r.accuracy)
         if best.accuracy - seed.accuracy >= threshold:
@@ -291,8 +294,8 @@ def verdicts(result: ProbeResult) -> list[str]:
         shifted = max(row.answer_shift or 0.0 for row in result.others)
         said.append(f"Answers under other prompts differ from the seed prompt's by up to {shifted:.2f} (total variation; "
                     f"the seed prompt sampled again: {again.answer_shift:.2f})"
-                    + (": more than resampling alone." if shifted > again.answer_shift + 0.05 else
-                       ": no more than resampling alone."))
+                    + (": more than resampling alone." if shifted > again.answer_shift + 0.1 else
+                       ": close to what resampling alone gives."))
     lacks = missing(result)
     if not lacks:
         said.append("In FST's regime: a valid but weak seed prompt, RL signal, and room for the prompt.")
