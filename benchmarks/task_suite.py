@@ -27,7 +27,7 @@ from pathlib import Path
 def candidates(programs: int) -> list[dict]:
     """Task configs with their seed prompt, in a fixed order."""
     from fastslow.micro.evaluate import near_misses
-    from fastslow.micro.language import GENERIC_PROMPT, describe, held_out_program, parse_program
+    from fastslow.tasks.micro_language import GENERIC_PROMPT, describe, held_out_program, parse_program
     from fastslow.tasks.micro import STARGRAPH_INSTRUCTION, STEP_STRATEGY, count_instruction
 
     found = []
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch  # after the arguments: --help answers at once
 
-    from fastslow.evaluation import prompt_signal
+    from fastslow.probe import prompt_signal
     from fastslow.experiments.presets import SUITE_RULE, select_suite
     from fastslow.policy import load_model, load_tokenizer
     from fastslow.tasks import load_task

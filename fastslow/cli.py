@@ -232,8 +232,32 @@ def experiment(
 
 
 @app.command(cls=Command)
+def probe(
+    config: Annotated[Path, typer.Argument(help="run config (YAML): its model, task, sampling and reflection LM")],
+    problems: Annotated[int | None, typer.Option(help="validation problems (default: task.val_size)", min=1)] = None,
+    samples: Annotated[int | None, typer.Option(help="samples per problem (default: eval.samples)", min=1)] = None,
+    rewrites: Annotated[int, typer.Option(help="reflection-LM rewrites of the seed prompt to measure", min=0)] = 2,
+    json_: Annotated[bool, typer.Option("--json", help="print the measurements as JSON")] = False,
+    set_: Overrides = None,
+) -> None:
+    """Is the task in FST's regime with this model? Before training: accuracy under the seed prompt, the share of
+    problems RL learns from, answer entropy, and how far other prompts move them."""
+    import json
+
+    from fastslow.config import load_config
+    from fastslow.guards import check_model
+    from fastslow.probe import format_result, run_probe
+
+    cfg = load_config(config, parse_overrides(set_))
+    check_model(cfg)
+    result = run_probe(cfg, problems=problems, samples=samples, rewrites=rewrites)
+    typer.echo(json.dumps(result.to_dict(), indent=1) if json_ else format_result(result))
+
+
+@app.command(cls=Command)
 def serve(
-    model_dir: Annotated[str, typer.Argument(help="a local model directory (or 'micro')")],
+    model_dir: Annotated[str, typer.Argument(help="a local model directory, a .gguf file, or a short name (micro, "
+                                                 "micro-v4, smollm2)")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=0, max=65535)] = 8000,
     max_batch: Annotated[int, typer.Option(help="requests generated together", min=1)] = MAX_BATCH,

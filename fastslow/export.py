@@ -16,7 +16,7 @@ from pathlib import Path
 from fastslow.checkpoint import WRITE_ERRORS, latest_checkpoint
 from fastslow.config import Config, load_config
 from fastslow.errors import FastSlowError, write_failure
-from fastslow.micro import MICRO_MODELS
+from fastslow.models import hub_id, resolve_model_path
 
 METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
 
@@ -35,8 +35,6 @@ def with_default_system_prompt(chat_template: str, system_prompt: str) -> str:
 def load_merged_model(model_dir: Path, base_path: str):
     """Full weights as saved, or (LoRA) the base model with the adapter merged in."""
     from transformers import AutoModelForCausalLM
-
-    from fastslow.policy import resolve_model_path
 
     if not model_dir.is_dir():  # gepa mode trains no weights: the base weights travel with the evolved prompt
         return AutoModelForCausalLM.from_pretrained(resolve_model_path(base_path), dtype="auto")
@@ -68,8 +66,7 @@ def deployed_prompt(state: dict) -> str | None:
 
 def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]], path: str) -> str:
     base = config.model.path
-    is_hub_id = base not in MICRO_MODELS and not Path(base).expanduser().exists()
-    front = "---\n" + (f"base_model: {base}\n" if is_hub_id else "") + "library_name: transformers\n"
+    front = "---\n" + (f"base_model: {hub_id(base)}\n" if hub_id(base) else "") + "library_name: transformers\n"
     front += "tags:\n- fastslow\n- fast-slow-training\n---\n\n"
     rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())
     table = f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows else "No metrics were recorded."
@@ -111,8 +108,6 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256)[0]))
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write the run's newest checkpoint to `out_dir` as a Hugging Face model directory; returns out_dir."""
     from transformers import AutoTokenizer
-
-    from fastslow.policy import resolve_model_path
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not (run_dir / "config.yaml").is_file():

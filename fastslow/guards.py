@@ -21,7 +21,8 @@ from fastslow.config import Config
 from fastslow.data import DataPlan
 from fastslow.errors import FastSlowError
 from fastslow.fast.records import extract_instruction
-from fastslow.policy import chat_messages, load_tokenizer, resolve_model_path
+from fastslow.models import resolve_model_path
+from fastslow.policy import chat_messages, load_tokenizer
 from fastslow.tasks import Problem, Task, load_task
 
 CHARS_PER_TOKEN = 16  # more than any tokenizer averages: a text longer than this many chars per token is refused untokenized
@@ -33,10 +34,7 @@ def load_model_config(path: str, field: str = "model.path"):
     """The model's (text) config, read from config.json alone: no weights are loaded."""
     from transformers import AutoConfig
 
-    try:
-        resolved = resolve_model_path(path)
-    except FastSlowError as exc:
-        raise FastSlowError(str(exc).replace("model.path", field, 1)) from None
+    resolved = resolve_model_path(path, field)
     try:
         return AutoConfig.from_pretrained(resolved).get_text_config()
     except (OSError, ValueError) as exc:

@@ -2,15 +2,14 @@
 next-token distributions the paper's measurements need (entropy, KL to the base model), a chunk of positions at a
 time.
 
-Works for any Hugging Face causal LM with a chat template: a hub id, a local directory, or "micro",
-the small model this project trains and ships (fastslow/micro/model).
+Works for any Hugging Face causal LM with a chat template: whatever fastslow.models resolves (a hub id, a local
+directory, a short name such as "micro", the small model this project trains and ships).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,26 +17,9 @@ from torch import nn
 
 from fastslow import shared_prefix
 from fastslow.errors import FastSlowError
-from fastslow.micro import MICRO_MODELS
+from fastslow.models import resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_model_path(path: str) -> str:
-    """'micro' / 'micro-v4' name the embedded models; an existing directory is used as is; anything else is a hub id."""
-    if path in MICRO_MODELS:
-        if not (MICRO_MODELS[path] / "config.json").is_file():
-            raise FastSlowError(f"model.path: {path!r} has no checkpoint in this installation ({MICRO_MODELS[path]}); "
-                                "docs/MICRO.md says how to train it")
-        return str(MICRO_MODELS[path])
-    local = Path(path).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise FastSlowError(f"model.path: {local} has no config.json; expected a Hugging Face model directory")
-        return str(local)
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise FastSlowError(f"model.path: {path} does not exist; expected a model directory or a hub id")
-    return path
 
 
 def load_tokenizer(path: str):

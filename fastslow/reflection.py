@@ -346,12 +346,9 @@ class LocalReflection(ReflectionLM):
         return f"{self.config.kind}:{self.path}"
 
     def check(self) -> None:
-        from fastslow.policy import resolve_model_path
+        from fastslow.models import resolve_model_path
 
-        try:
-            resolve_model_path(self.path)
-        except FastSlowError as exc:
-            raise FastSlowError(str(exc).replace("model.path", self.field, 1)) from None
+        resolve_model_path(self.path, self.field)
 
 
 def make_reflection_lm(

@@ -23,7 +23,6 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastslow.errors import FastSlowError
 
@@ -63,10 +62,10 @@ class ChatModel:
         import torch
 
         from fastslow.guards import context_length
-        from fastslow.micro import MICRO_MODELS
-        from fastslow.policy import load_model, load_tokenizer, resolve_model_path
+        from fastslow.models import display_name
+        from fastslow.policy import load_model, load_tokenizer
 
-        self.name = model_dir if model_dir in MICRO_MODELS else Path(resolve_model_path(model_dir)).name
+        self.name = display_name(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         # parsing counts prompt tokens in request threads while generation pads batches in the worker's: a fast
         # tokenizer changing its padding in one thread while another encodes fails ("Already borrowed"), so each

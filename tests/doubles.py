@@ -170,3 +170,43 @@ class BrokenVerifierTask(ShortAnswerTask):
 
     def score(self, problem: Problem, completion: str) -> Verdict:
         raise RuntimeError("scripted verifier failure")
+
+
+class KnownRewardTask:
+    """Four problems whose reward is fixed whatever the answer: p0 and p1 solved, p2 and p3 not. Accuracy 0.5 and
+    no problem varied, for any model and prompt."""
+
+    name = "known-reward"
+    seed_prompt = "Answer."
+
+    def problems(self, split: str, n: int, seed: int) -> list[Problem]:
+        return [Problem(f"{split}-{i}", f"say {i}", "", {"solved": i % 4 < 2}) for i in range(n)]
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        return Verdict(1.0 if problem.info["solved"] else 0.0, "Scored by the problem alone.")
+
+
+class AlternatingRewardTask(KnownRewardTask):
+    """Scores 1, 0, 1, 0, ... in the order it is asked: with an even number of samples per problem scored one
+    problem after another, every problem's samples differ (accuracy 0.5, every problem varied)."""
+
+    name = "alternating-reward"
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        self.calls += 1
+        return Verdict(float(self.calls % 2), "Scored by the call's parity.")
+
+
+class VowelShareTask(ShortAnswerTask):
+    """Reward = the share of the completion's letters that are vowels: continuous, so a real model's sampled
+    sentences differ in reward and every group has variance, whatever their length."""
+
+    name = "vowel-share"
+
+    def score(self, problem: Problem, completion: str) -> Verdict:
+        letters = [c for c in completion.lower() if c.isalpha()]
+        reward = sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0
+        return Verdict(reward, f"{reward:.0%} of the letters are vowels; more is better.")

@@ -282,7 +282,7 @@ def test_the_suite_rule_keeps_weak_prompts_with_an_rl_signal_the_most_varied_per
 @pytest.mark.parametrize("task", SUITE_V3)
 def test_the_v3_suite_starts_each_task_from_a_near_miss_of_its_instruction(task):
     from fastslow.micro.evaluate import near_misses
-    from fastslow.micro.language import describe
+    from fastslow.tasks.micro_language import describe
 
     program = load_task(task["name"], **task["args"]).program
     assert task["seed_prompt"] in [describe(near) for near in near_misses(program)]

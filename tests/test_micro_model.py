@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.cli import app
-from fastslow.micro import MICRO_MODEL_DIR
-from fastslow.micro.language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, program_spec
+from fastslow.models import MICRO_MODELS
+from fastslow.tasks.micro_language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, program_spec
 from fastslow.micro.pretrain import merge_shards, pretrain
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
 from fastslow.tasks.micro import StringProgramTask
@@ -46,11 +46,11 @@ def exact_match(model, tokenizer, cases, prompt_of) -> float:
 def test_checkpoint_is_a_small_hub_style_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    files = {f.name for f in MICRO_MODEL_DIR.iterdir()}
+    files = {f.name for f in MICRO_MODELS["micro"].iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= files
-    assert (MICRO_MODEL_DIR / "model.safetensors").stat().st_size <= 30 * 2**20
-    model = AutoModelForCausalLM.from_pretrained(MICRO_MODEL_DIR, dtype="auto")
-    tokenizer = AutoTokenizer.from_pretrained(MICRO_MODEL_DIR)
+    assert (MICRO_MODELS["micro"] / "model.safetensors").stat().st_size <= 30 * 2**20
+    model = AutoModelForCausalLM.from_pretrained(MICRO_MODELS["micro"], dtype="auto")
+    tokenizer = AutoTokenizer.from_pretrained(MICRO_MODELS["micro"])
     assert type(model).__name__ == "Qwen3ForCausalLM" and 10e6 < sum(p.numel() for p in model.parameters()) < 16e6
     assert model.dtype == torch.float32  # stored in bfloat16, run in float32 (config.dtype)
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>") == tokenizer.eos_token_id
@@ -141,7 +141,7 @@ def test_cli_pretrain_needs_steps_or_minutes():
 @pytest.mark.slow
 def test_near_misses_drop_one_op_or_swap_two_neighbours_and_skip_commuting_ones():
     from fastslow.micro.evaluate import near_miss_cases, near_misses
-    from fastslow.micro.language import parse_program
+    from fastslow.tasks.micro_language import parse_program
 
     a, b, c = parse_program("reverse,sort,double")
     assert near_misses((a, b, c)) == [(b, c), (a, c), (a, b), (b, a, c), (a, c, b)]
@@ -180,7 +180,7 @@ def test_near_miss_failure_sets_show_a_wrong_near_miss_and_problems_the_policy_g
     """The shown instruction is the first near miss that is itself wrong on the shown problems, and the policy failed
     each of them under it."""
     from fastslow.micro.evaluate import near_miss_failure_sets, near_misses
-    from fastslow.micro.language import program_of, run_program
+    from fastslow.tasks.micro_language import program_of, run_program
 
     tasks = [StringProgramTask(program="shift:1,upper"), StringProgramTask(program="reverse,sort,double")]
     sets = near_miss_failure_sets(*micro, tasks, seed=0)
@@ -222,7 +222,7 @@ def test_cli_eval_json_reports_the_fractions_the_uncertainty_and_a_separate_refl
 def test_prompt_signal_measures_accuracy_and_the_share_of_problems_whose_samples_differ(micro):
     """What the task suite's rule reads (benchmarks/task_suite.py): the confident v3 model is right and unanimous
     under a single op's instruction, and wrong under the task-agnostic prompt."""
-    from fastslow.evaluation import prompt_signal
+    from fastslow.probe import prompt_signal
 
     model, tokenizer = micro
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 from fastslow.errors import FastSlowError
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
 from fastslow.micro.corpus import encode_batch, example_length, sample_example, simplest_fitting
-from fastslow.micro.language import (
+from fastslow.tasks.micro_language import (
     HELD_OUT_PROGRAMS,
     TRAIN_PROGRAMS,
     describe,

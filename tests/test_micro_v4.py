@@ -7,7 +7,7 @@ import pytest
 
 from fastslow.errors import FastSlowError
 from fastslow.micro.corpus import INSTRUCTION_TO_PROGRAM, code_example, fallible_instruct_example, sample_example
-from fastslow.micro.language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, Op, parse_program, run_program
+from fastslow.tasks.micro_language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, Op, parse_program, run_program
 from fastslow.micro.slips import SLIPS, SlipRates, follow_fallibly, misapply, misread, typos, work_fallibly
 from fastslow.tasks import load_task
 from fastslow.tasks.micro import STEP_STRATEGY, CodeTask, code_input, worked_steps
@@ -151,7 +151,7 @@ def test_reflector_corpus_reflects_on_v3_v4_and_code_answers():
 
 def test_a_near_miss_of_a_string_program_can_swap_two_neighbouring_ops_where_asked():
     from fastslow.micro.corpus import wrong_instruction
-    from fastslow.micro.language import GENERIC_PROMPTS, describe, program_of
+    from fastslow.tasks.micro_language import GENERIC_PROMPTS, describe, program_of
     from fastslow.tasks.micro import StringProgramTask
 
     task = StringProgramTask(program="reverse,sort,double")
@@ -167,7 +167,7 @@ def test_a_near_miss_of_a_string_program_can_swap_two_neighbouring_ops_where_ask
 def test_reflector2_corpus_reflects_mostly_on_string_programs_of_three_ops():
     """reflector2's reflections against the reflector's: more of them on string programs, those longer, and some
     shown the right instruction, which the answer keeps."""
-    from fastslow.micro.language import program_of
+    from fastslow.tasks.micro_language import program_of
 
     def reflections(corpus):
         rng = random.Random(9)
@@ -189,15 +189,16 @@ def test_reflector2_corpus_reflects_mostly_on_string_programs_of_three_ops():
 
 
 def test_a_shipped_short_name_without_its_checkpoint_says_so(monkeypatch, tmp_path):
-    from fastslow import policy
+    from fastslow import models
 
-    monkeypatch.setitem(policy.MICRO_MODELS, "micro-v4", tmp_path / "model-v4")
+    monkeypatch.setitem(models.MICRO_MODELS, "micro-v4", tmp_path / "model-v4")
     with pytest.raises(FastSlowError, match="'micro-v4' has no checkpoint"):
-        policy.resolve_model_path("micro-v4")
+        models.resolve_model_path("micro-v4")
 
 
 def test_the_shipped_micro_v4_works_one_line_per_step_exactly_when_the_strategy_asks():
-    from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, resolve_model_path
+    from fastslow.models import resolve_model_path
+    from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
 
     path = resolve_model_path("micro-v4")
     model, tokenizer = load_model(path), load_tokenizer(path)

@@ -97,7 +97,7 @@ def _slug(text: str) -> str:
 
 def model_fingerprint(path: str) -> str:
     """Identifies the model's files (so a retrained micro model or a new export is not mistaken for an old one)."""
-    from fastslow.policy import resolve_model_path
+    from fastslow.models import resolve_model_path
 
     local = Path(resolve_model_path(path))
     if not local.is_dir():

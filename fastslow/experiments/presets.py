@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastslow.errors import FastSlowError
+from fastslow.probe import REGIME
 
 # Micro model answers are short (<= ~20 characters); the reflection writes one instruction (~60 characters).
 MICRO_BASE: dict[str, Any] = {
@@ -44,7 +45,7 @@ AGNOSTIC = "Solve the task."
 # candidate qualifies with accuracy in [2%, 34%] under its seed prompt and >= 10% of problems varied; each family
 # keeps its `per_family` candidates with the most problems varied (RL's signal from the first step), then the first
 # in candidate order. The suite needs `min_tasks` tasks from `min_families` families.
-SUITE_RULE = {"accuracy": (0.02, 0.34), "min_varied": 0.10, "per_family": 3, "min_tasks": 3, "min_families": 2}
+SUITE_RULE = {**REGIME, "per_family": 3, "min_tasks": 3, "min_families": 2}  # REGIME: fastslow probe's
 # What the rule picks for micro model v3 (250 candidates, docs/logs/suite/task_suite_v3_2026-12-01_2core.md): three
 # held-out string programs, each under its instruction with two neighbouring ops swapped. One family only, so v3
 # does not meet the rule: no other family has a weak prompt under which its samples differ (issue 13's micro model v4).

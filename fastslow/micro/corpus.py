@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from fastslow.fast.records import reflective_record, render_reflection_prompt
-from fastslow.micro.language import (
+from fastslow.tasks.micro_language import (
     ALL_OPS,
     GENERIC_PROMPTS,
     TRAIN_PROGRAMS,

@@ -32,9 +32,9 @@ import random
 
 import torch
 
-from fastslow.evaluation import prompt_signal
+from fastslow.probe import prompt_signal
 from fastslow.fast.records import extract_instruction, reflective_record, render_reflection_prompt
-from fastslow.micro.language import TRAIN_PROGRAMS, describe, program_of, program_spec, run_program
+from fastslow.tasks.micro_language import TRAIN_PROGRAMS, describe, program_of, program_spec, run_program
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer, sample
 from fastslow.tasks.micro import (
     COUNT_RULES,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from fastslow.micro.language import OPS, PARAMETERISED, Op, run_program
+from fastslow.tasks.micro_language import OPS, PARAMETERISED, Op, run_program
 
 
 @dataclass(frozen=True)

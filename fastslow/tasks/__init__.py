@@ -16,6 +16,11 @@ REGISTRY: dict[str, str] = {
     "stargraph": "fastslow.tasks.micro:StarGraphTask",
     "counting": "fastslow.tasks.micro:CountingTask",
     "code": "fastslow.tasks.micro:CodeTask",
+    # real text for small real LLMs (smollm2), generated offline
+    "arithmetic": "fastslow.tasks.text:ArithmeticTask",
+    "compare": "fastslow.tasks.text:CompareTask",
+    "letters": "fastslow.tasks.text:LetterTask",
+    "sentiment": "fastslow.tasks.text:SentimentTask",
     # real tasks
     "codeio": "fastslow.tasks.codeio:CodeIOTask",
     "math": "fastslow.tasks.math:MathTask",

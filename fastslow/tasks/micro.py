@@ -18,10 +18,9 @@ from __future__ import annotations
 import difflib
 import random
 import string
-import zlib
 
 from fastslow.errors import FastSlowError
-from fastslow.micro.language import (
+from fastslow.tasks.micro_language import (
     GENERIC_PROMPT,
     HELD_OUT_PROGRAMS,
     TRAIN_PROGRAMS,
@@ -34,38 +33,12 @@ from fastslow.micro.language import (
     random_word,
     run_program,
 )
-from fastslow.tasks.base import SPLITS, Problem, Verdict
+from fastslow.tasks.base import Problem, Verdict, split_of  # noqa: F401 (micro.corpus takes split_of from here)
+from fastslow.tasks.base import make_problems as _make_problems
 
 STARGRAPH_INSTRUCTION = "Find the path from the start to the goal."
 STEP_STRATEGY = "Write the result of each step on its own line."  # the code family's strategy (micro model v4)
 COUNT_RULES = ("letters", "vowels") + tuple(f"letter:{c}" for c in string.ascii_lowercase)
-
-
-def split_of(prompt: str) -> str:
-    """80/10/10 train/val/test by a hash of the prompt, so splits never overlap."""
-    bucket = zlib.crc32(prompt.encode()) % 10
-    return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
-
-
-def _make_problems(name: str, split: str, n: int, seed: int, sample) -> list[Problem]:
-    """`n` distinct problems of `split`; `sample(rng)` returns a Problem (its id is replaced)."""
-    if split not in SPLITS:
-        raise FastSlowError(f"split: expected one of {SPLITS}, got {split!r}")
-    if n < 0:
-        raise FastSlowError(f"n: expected a non-negative number of problems, got {n}")
-    rng = random.Random(f"{name}/{split}/{seed}")
-    problems, seen = [], set()
-    for _ in range(200 * n + 1000):
-        if len(problems) == n:
-            break
-        problem = sample(rng)
-        if problem.prompt in seen or split_of(problem.prompt) != split:
-            continue
-        seen.add(problem.prompt)
-        problems.append(Problem(f"{split}-{len(problems)}", problem.prompt, problem.answer, problem.info))
-    if len(problems) < n:
-        raise FastSlowError(f"n: {name} has fewer than {n} distinct {split} problems")
-    return problems
 
 
 def text_feedback(answer: str, got: str) -> str:
