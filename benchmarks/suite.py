@@ -7,19 +7,22 @@ micro-v4's, indices 0-6), side by side on one machine: one process per task, eve
     bash benchmarks/gpu.sh suite experiments --tasks 5 --experiments k-sweep --steps 60   # an ablation
     python benchmarks/suite.py experiments --tasks 3 --preset small --steps 4 --seeds 1 --workers 2 --out /tmp/x
                                                           # (the last: a CPU smoke test, 2.3 min on 2 busy cores)
+    bash benchmarks/gpu.sh suite --suite docs/logs/smollm2/suite.json experiments --tasks 0 1 \
+        --config configs/smollm2-text.yaml --model /tmp/smollm2/smollm2.gguf --reflector self ...
+                                                          # smollm2's suite (benchmarks/smollm2_transfer.py: the calls)
 
 `arms`: benchmarks/confident_prompts.py per task (full-preset sizes, its --arms, --seeds), the policy `--model`
 with `--reflector` as its separate reflection LM; writes COLLECT/suite.md (each task's tables). 7 tasks x 6 runs on
 one H200 (2026-12-01) left every FST run at 23-48 of its 60 steps after 400 s: give a call at most ~18 runs.
 
-`experiments` (issues 13 and 24): benchmarks/run_experiments.py per task, the same policy and reflector, the
-paper's claims 1-4 by default (efficiency with FST-distill as an arm, asymptote, kl, decomposition; the last three
-reuse efficiency's runs) or the ablations (`--experiments k-sweep t-sweep`), each task with a worker per run it
-trains (`RUNS` x seeds; `--workers` sets it). Then benchmarks/suite_pool.py COLLECT into COLLECT/pooled.md: the
-claims on three axes (training problems, rollouts sampled, wall clock), per task and pooled, and every measured
-quantity per experiment; the claims table is printed. Every run of every task shares the machine, so the
-wall-clock axis is read within a call (the results pages say so). 7 tasks x 12 runs do not fit one call: give a
-call 1-2 tasks; pool several calls with `python benchmarks/suite_pool.py DIR` on their COLLECT folders together.
+`experiments` (issues 13 and 24): benchmarks/run_experiments.py per task (on --config, if given), the same policy
+and reflector, the paper's claims 1-4 by default (efficiency with FST-distill as an arm, asymptote, kl,
+decomposition; the last three reuse efficiency's runs) or the ablations (`--experiments k-sweep t-sweep`), each task
+with a worker per run it trains (`RUNS` x seeds; `--workers` sets it). Then benchmarks/suite_pool.py COLLECT into
+COLLECT/pooled.md: the claims on three axes (training problems, rollouts sampled, wall clock), per task and pooled,
+and every measured quantity per experiment; the claims table is printed. Every run of every task shares the machine,
+so the wall-clock axis is read within a call (the results pages say so). 7 tasks x 12 runs do not fit one call: give
+a call 1-2 tasks; pool several calls with `python benchmarks/suite_pool.py DIR` on their COLLECT folders together.
 
 What goes where (both): runs and their checkpoints under --out (OUT/<task>/), so a rerun on a still-warm machine
 trains only what is missing; to COLLECT (default $OUT/suite, else OUT/collect): each task's results
@@ -62,8 +65,18 @@ def suite_tasks(path: Path) -> list[dict]:
 
 
 def model_settings(args) -> list[str]:
-    return ["--set", f"model.path={args.model}", "--set", "model.max_new_tokens=48", "--set", "reflection.kind=local",
-            "--set", f"reflection.model={args.reflector}", *(x for kv in args.set for x in ("--set", kv))]
+    """Every run's --set pairs: the policy and its reflector (without --config: micro-v4 reflected on by micro, answers
+    of 48 tokens; with it, the config's own unless --model or --reflector names another), then --set."""
+    config = getattr(args, "config", None)
+    model = args.model or (None if config else "micro-v4")
+    reflector = args.reflector or (None if config else "micro")
+    pairs = [f"model.path={model}"] if model else []
+    pairs += [] if config else ["model.max_new_tokens=48"]
+    if reflector == "self":
+        pairs.append("reflection.kind=self")
+    elif reflector:
+        pairs += ["reflection.kind=local", f"reflection.model={reflector}"]
+    return [x for kv in pairs + args.set for x in ("--set", kv)]
 
 
 def signal_groups(procs, sig: int) -> None:
@@ -160,6 +173,7 @@ def experiments(args, tasks: dict[int, dict]) -> int:
         commands[i] = [sys.executable, str(ROOT / "benchmarks/run_experiments.py"), "--preset", args.preset,
                        "--seeds", str(args.seeds), "--out", str(args.out / str(i)), "--collect",
                        str(args.collect / str(i)), "--only", *args.experiments,
+                       *(["--config", str(args.config)] if args.config else []),
                        *(["--workers", str(workers)] if workers else []),
                        "--set", f"task={json.dumps(task)}", *model_settings(args),
                        *(["--set", f"loop.steps={args.steps}"] if args.steps else [])]
@@ -186,8 +200,10 @@ def main() -> int:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--tasks", type=int, nargs="+", default=None, help="suite task indices (default: all)")
         sub.add_argument("--seeds", type=int, default=3)
-        sub.add_argument("--model", default="micro-v4", help="the policy (a checkpoint path or a short name)")
-        sub.add_argument("--reflector", default="micro", help="the separate reflection LM (reflection.kind=local)")
+        sub.add_argument("--model", default=None, help="the policy, a checkpoint path or a short name (default "
+                         "micro-v4; with --config, the config's)")
+        sub.add_argument("--reflector", default=None, help="the separate reflection LM (reflection.kind=local), or "
+                         "'self': the policy reflects on itself (default micro; with --config, the config's)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
         sub.add_argument("--out", type=Path, default=Path(f"/tmp/suite_{name}"), help="runs and their checkpoints")
         sub.add_argument("--collect", type=Path, default=None,
@@ -204,6 +220,8 @@ def main() -> int:
             sub.add_argument("--steps", type=int, default=None, help="loop.steps (default: the preset's)")
             sub.add_argument("--preset", default="full",
                              help="run sizes (fastslow/experiments/presets.py): full, small")
+            sub.add_argument("--config", type=Path, default=None,
+                             help="every run's base config (run_experiments.py --config; default the micro model's)")
             sub.add_argument("--workers", type=int, default=None,
                              help="run processes per task (default: every run of a task at once, RUNS x seeds)")
     args = parser.parse_args()

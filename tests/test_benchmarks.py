@@ -1,7 +1,9 @@
 """benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
 device's entry script, works without a GPU (no wheels, $OUT a temporary folder); benchmarks/suite.py stops a task
-past its time limit, workers included."""
+past its time limit, workers included, and runs a config's own model; benchmarks/smollm2_transfer.py's pieces come
+back together, checked."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -122,3 +124,52 @@ def test_suite_stops_a_task_past_its_limit_with_its_workers_and_shows_the_end_of
     assert "--- task 0, end of" in printed and "training" in printed.split("--- task 0")[1]
     assert "--- task 1" not in printed  # only a failed task's log is shown
     assert signal.getsignal(signal.SIGTERM) == handler  # this process's own SIGTERM handling is given back
+
+
+def transfer(*args):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks/smollm2_transfer.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=env())
+
+
+def test_smollm2_transfer_sends_a_file_in_pieces_that_receive_and_join_put_back_together_checked(tmp_path):
+    gguf, parts, store = tmp_path / "model.gguf", tmp_path / "tree" / ".smollm2", tmp_path / "store"
+    gguf.write_bytes(os.urandom(50_000))  # incompressible: xz keeps it ~50 kB, two pieces of 0.03 MiB
+    assert transfer("pack", "--gguf", gguf, "--parts", parts, "--piece-mib", 0.03).returncode == 0
+    assert sorted(p.name for p in parts.iterdir()) == ["SHA256SUMS", "part-aa", "part-ab"]
+    second = (parts / "part-ab").read_bytes()
+    (parts / "part-ab").unlink()  # call 1 carries the first piece only
+    done = transfer("receive", "--parts", parts, "--store", store)
+    assert done.returncode == 0 and "holds part-aa of 2 pieces" in done.stdout, done.stderr
+    (parts / "part-aa").unlink()  # call 2 the second only: the first is in the store, outside the tree
+    (parts / "part-ab").write_bytes(second)
+    done = transfer("join", "--parts", parts, "--store", store, "--no-convert")
+    assert done.returncode == 0, done.stderr
+    assert (store / "smollm2.gguf").read_bytes() == gguf.read_bytes()
+
+    (store / "smollm2.gguf").unlink()  # a piece corrupted in the store: refused, nothing joined
+    (store / "part-aa").write_bytes(b"x" + (store / "part-aa").read_bytes()[1:])
+    done = transfer("join", "--parts", parts, "--store", store, "--no-convert")
+    assert done.returncode == 1 and "part-aa no longer match" in done.stderr and not (store / "smollm2.gguf").exists()
+    (store / "part-aa").unlink()  # a piece that never came: named
+    done = transfer("join", "--parts", parts, "--store", store, "--no-convert")
+    assert done.returncode == 1 and "pieces part-aa missing" in done.stderr
+    (parts / "part-ab").write_bytes(b"y" + second[1:])  # corrupted on the way: refused at once
+    done = transfer("receive", "--parts", parts, "--store", store)
+    assert done.returncode == 1 and "part-ab: its SHA-256 is not SHA256SUMS'" in done.stderr
+
+
+def test_suite_runs_a_config_with_its_own_model_and_reflection_unless_told_otherwise():
+    spec = importlib.util.spec_from_file_location("suite", ROOT / "benchmarks/suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+
+    def pairs(**args):
+        settings = suite.model_settings(argparse.Namespace(**{"model": None, "reflector": None, "set": [], **args}))
+        assert settings[::2] == ["--set"] * (len(settings) // 2)
+        return settings[1::2]
+
+    assert pairs() == ["model.path=micro-v4", "model.max_new_tokens=48", "reflection.kind=local",
+                       "reflection.model=micro"]
+    assert pairs(config="configs/smollm2-text.yaml") == []  # the config's model, answer length and reflection
+    assert pairs(config="c.yaml", model="/tmp/smollm2/smollm2.gguf", reflector="self", set=["loop.steps=9"]) == [
+        "model.path=/tmp/smollm2/smollm2.gguf", "reflection.kind=self", "loop.steps=9"]

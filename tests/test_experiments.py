@@ -1,6 +1,7 @@
 """The eight experiments' wiring, end to end on the tiny random model (2 seeds, a few steps each), the run cache,
 the presets, and the continual-learning task sequence."""
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -241,6 +242,16 @@ def test_every_registered_experiment_is_tested():
 def test_bad_input_is_one_clear_error(kwargs, message):
     with pytest.raises(FastSlowError, match=message):
         run_experiment(**kwargs)
+
+
+def test_the_callers_overrides_apply_after_the_presets_in_their_own_order(tmp_path, monkeypatch):
+    # the full preset sets task.train_size; --set task={...} then --set task.train_size=384 must end with 384
+    seen = []
+    monkeypatch.setattr(importlib.import_module(REGISTRY["efficiency"]), "run", lambda exp: seen.append(exp) or tmp_path)
+    task = {"name": "compare", "args": {"digits": 2}}
+    run_experiment("efficiency", None, preset="full", out=tmp_path, overrides={"task": task, "task.train_size": 384})
+    assert "task.train_size" in PRESETS["full"]["overrides"]
+    assert seen[0].base["task"] == {**task, "train_size": 384}
 
 
 def test_settings_layer_defaults_preset_and_config_file():

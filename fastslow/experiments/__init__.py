@@ -77,7 +77,8 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     settings = preset_table.experiment_settings(name, preset, from_config)
     if config_path is None and "task" in settings:
         base["task"] = copy.deepcopy(settings["task"])
-    for key, value in (settings.pop("overrides") | (overrides or {})).items():
+    # the preset's overrides, then the caller's in their own order: `task={...}` then `task.train_size=384` is 384
+    for key, value in [*settings.pop("overrides").items(), *(overrides or {}).items()]:
         try:
             set_dotted(base, key, copy.deepcopy(value))
         except FastSlowError as exc:
