@@ -123,7 +123,7 @@ class OverlapFastPhase(FastPhase):
         if self.process is None:
             self.spawn()
         self.job = job  # a worker that died since is replaced in result()
-        self.jobs.put(job)
+        self.jobs.put(pickle.dumps(job))  # now: the queue pickles later, and the loop goes on updating its members
 
     def result(self) -> FastPhaseResult:
         """Wait for the started job (its `seconds_waited`: how long); a dead worker is replaced and given the job again."""
@@ -135,7 +135,7 @@ class OverlapFastPhase(FastPhase):
             log.warning("fast phase: the worker process died (%s) in cycle %d; starting a new one on the same job",
                         outcome[1], job.cycle)
             self.spawn()
-            self.jobs.put(job)
+            self.jobs.put(pickle.dumps(job))
         self.job, waited = None, time.perf_counter() - started
         if outcome[0] == "done":
             return replace(outcome[1], seconds_waited=waited)

@@ -8,6 +8,7 @@ the training process gone (a SIGKILLed run leaves no worker behind).
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ def serve(spec, jobs, results) -> None:
         if job is None:
             return
         try:
+            job = pickle.loads(job)  # the job as it was when started (fastslow.fast.phase.OverlapFastPhase.start)
             if job.weights != loaded:
                 fast.load(job.weights)
                 loaded = job.weights
