@@ -32,12 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-ARMS = {  # benchmarks/confident_prompts.py's arm names
-    "rl": {"mode": "rl"},
-    "fst": {"mode": "fst"},
-    "fst-overlap": {"mode": "fst", "loop.fast_phase": "overlap"},
-    "fst-overlap-reuse": {"mode": "fst", "loop.fast_phase": "overlap", "loop.reuse_fast_rollouts": True},
-}
+from confident_prompts import ARMS as ACCURACY_ARMS  # noqa: E402  (light: argparse, json, numpy)
+
+ARMS = {name: ACCURACY_ARMS[name] for name in ("rl", "fst", "fst-overlap", "fst-overlap-reuse", "fst-overlap-n16")}
+DEFAULT_ARMS = ["rl", "fst", "fst-overlap", "fst-overlap-reuse"]
 
 
 def config_for(task: dict, arm: str, steps: int | None, tiny: bool, out: Path, extra: dict, name: str,
@@ -85,7 +83,11 @@ def measure(config) -> dict:
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     populations = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (path / "population").glob("cycle-*.json")}
     steps = rows[1:]
+    # after cycle 0, whose fast phase nothing can hide: what each further cycle costs (a long run's per-step price)
+    first = next((i for i, row in enumerate(rows) if row["cycle"] >= 1), None)
+    steady = (rows[-1]["wall_time"] - rows[first - 1]["wall_time"]) / (len(rows) - first) if first else None
     return {"seconds per step": (steps[-1]["wall_time"] - rows[0]["wall_time"]) / len(steps),
+            "seconds per step after cycle 0": steady,
             "rollouts sampled": steps[-1]["rl_rollouts"] + steps[-1]["fast_rollouts"],
             "run total incl. setup (s)": total, "timeline": timeline(rows, populations), "rows": rows}
 
@@ -129,17 +131,23 @@ def time_arms(args) -> None:
         # not measured: the first run in a process pays one-time costs (CUDA's context, kernels, imports)
         measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up", preset=args.preset))
         for arm in args.arms:
+            print(f"{arm}: running", flush=True)
             results[arm] = measure(config_for(args.task, arm, args.steps, args.tiny, Path(tmp), extra, arm,
                                               args.evaluate, args.preset))
-            print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step", flush=True)
+            print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step "
+                  f"({results[arm]['run total incl. setup (s)']:.0f} s in all)", flush=True)
             (args.out / f"metrics-{arm}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in results[arm]["rows"]))
     rl = results["rl"]["seconds per step"] if "rl" in results else float("nan")
+    rl_steady = (results["rl"]["seconds per step after cycle 0"] or float("nan")) if "rl" in results else float("nan")
     steps = len(next(iter(results.values()))["rows"]) - 1
     lines = [f"{steps} steps, {device}, {time.strftime('%Y-%m-%d %H:%M')}, task {json.dumps(args.task)}"
              + "".join(f", --set {k}={v}" for k, v in extra.items()), "",
-             "| arm | s/step | × RL | rollouts sampled | run incl. setup (s) |", "|---|---|---|---|---|"]
+             "| arm | s/step | × RL | s/step after cycle 0 | × RL | rollouts sampled | run incl. setup (s) |",
+             "|---|---|---|---|---|---|---|"]
     for arm, r in results.items():
+        steady = r["seconds per step after cycle 0"] or float("nan")
         lines.append(f"| {arm} | {r['seconds per step']:.3f} | **{r['seconds per step'] / rl:.2f}** | "
+                     f"{steady:.3f} | **{steady / rl_steady:.2f}** | "
                      f"{r['rollouts sampled']} | {r['run total incl. setup (s)']:.1f} |")
     keys = ["cycle", "trainer s", "slow phase s", "fast phase here s", "waited s", "evaluation s", "worker busy s"]
     for arm, r in results.items():
@@ -210,7 +218,7 @@ def main() -> int:
                    "(step time only: nothing is learnt)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the full preset's 60)")
-    t.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    t.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
     t.add_argument("--preset", default="full", choices=["full", "small"],
                    help="sizes: full (benchmarks/confident_prompts.py's, for a GPU) or small (2 CPU cores, fp32)")
     t.add_argument("--threads", type=int, default=None, help="torch threads of the training process (CPU)")
