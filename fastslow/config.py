@@ -48,6 +48,10 @@ class ModelConfig(Section):
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="passed to apply_chat_template, e.g. {enable_thinking: false}"
     )
+    prompt_placement: Literal["system", "user"] = Field(
+        "system", description="where the evolved (or seed) prompt goes in every conversation: system: the system "
+        "message; user: no system message, the prompt heads the user message, a blank line before the problem (for "
+        "models that ignore their system role; export's chat template does the same)")
 
 
 class EngineConfig(Section):

@@ -40,7 +40,7 @@ def accuracy(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: 
              sampling: Sampling, engine=None) -> tuple[float, list[list[str]], list[float]]:
     """Fraction of `samples` completions per problem that solve it (reward 1), averaged over problems;
     the completions and the solved fraction per problem. `engine`: fastslow.engine (None: transformers on `model`)."""
-    conversations = [chat_messages(prompt, p.prompt) for p in problems for _ in range(samples)]
+    conversations = [chat_messages(prompt, p.prompt, sampling.prompt_placement) for p in problems for _ in range(samples)]
     completions = [c.text for c in sample(model, tokenizer, conversations, sampling, engine=engine)]
     grouped = [completions[i * samples : (i + 1) * samples] for i in range(len(problems))]
     per_problem = [sum(task.score(p, c).reward >= SOLVED for c in cs) / samples for p, cs in zip(problems, grouped)]
@@ -97,7 +97,7 @@ def evaluate(model, base: BaseWeights | None, tokenizer, task: Task, problems: S
             else accuracy(model, tokenizer, task, problems, seed_prompt, samples, sampling, engine)[0]
         )
         held_out = problems[:kl_prompts]
-        conversations = [chat_messages(best_prompt, p.prompt) for p in held_out]
+        conversations = [chat_messages(best_prompt, p.prompt, sampling.prompt_placement) for p in held_out]
         completions = [best_completions[i][0] for i in range(len(held_out))]
         kl, entropy = kl_and_entropy(model, base, tokenizer, conversations, completions, sampling.chat_template_kwargs)
     model.train(was_training)

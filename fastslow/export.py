@@ -1,8 +1,8 @@
 """`fastslow export RUN_DIR OUT_DIR`: a run's newest checkpoint as a plain Hugging Face model directory.
 
 Both channels travel: the slow weights (LoRA merged into the base, if the run used LoRA) and the fast
-weights (the best evolved prompt becomes the chat template's default system message; the whole final
-population is in population.json). The result loads with transformers or vLLM, without fastslow.
+weights (the best evolved prompt becomes the chat template's default system message, or with model.prompt_placement
+user the head of the first user message; the whole final population is in population.json). The result loads with transformers or vLLM, without fastslow.
 """
 
 from __future__ import annotations
@@ -21,14 +21,24 @@ from fastslow.models import hub_id, resolve_model_path
 METRICS_IN_CARD = ["val_accuracy", "val_accuracy_seed_prompt", "reward_mean", "kl_base", "entropy"]
 
 
-def with_default_system_prompt(chat_template: str, system_prompt: str) -> str:
-    """A chat template that inserts `system_prompt` as the system message when a conversation has none."""
-    literal = json.dumps(system_prompt, ensure_ascii=False)  # a valid Jinja string literal, quotes and newlines escaped
-    prefix = (
-        "{%- if not messages or messages[0]['role'] != 'system' -%}"
-        f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages -%}}"
-        "{%- endif -%}\n"
-    )
+def with_default_prompt(chat_template: str, prompt: str, placement: str = "system") -> str:
+    """A chat template that puts `prompt` where training put it (model.prompt_placement) when a conversation has no
+    system message: system: as the system message; user: at the head of the first user message, a blank line before
+    it (fastslow.policy.chat_messages)."""
+    if placement == "user":
+        literal = json.dumps(prompt + "\n\n", ensure_ascii=False)  # a valid Jinja string literal, quotes and newlines escaped
+        prefix = (
+            "{%- if messages and messages[0]['role'] == 'user' -%}"
+            f"{{%- set messages = [{{'role': 'user', 'content': {literal} + messages[0]['content']}}] + messages[1:] -%}}"
+            "{%- endif -%}\n"
+        )
+    else:
+        literal = json.dumps(prompt, ensure_ascii=False)
+        prefix = (
+            "{%- if not messages or messages[0]['role'] != 'system' -%}"
+            f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages -%}}"
+            "{%- endif -%}\n"
+        )
     return prefix + chat_template
 
 
@@ -59,7 +69,7 @@ def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
 
 
 def deployed_prompt(state: dict) -> str | None:
-    """The system prompt a checkpoint's weights are used with: the best evolved prompt, or for fst-distill the seed
+    """The prompt a checkpoint's weights are used with: the best evolved prompt, or for fst-distill the seed
     prompt (checkpoints before fst-distill record only the best)."""
     return state.get("deployed_prompt", state.get("best_prompt"))
 
@@ -71,6 +81,9 @@ def model_card(config: Config, state: dict, metrics: dict[str, tuple[int, float]
     rows = "\n".join(f"| {key} | {value:.4g} | {step} |" for key, (step, value) in metrics.items())
     table = f"| metric | value | at step |\n|---|---|---|\n{rows}" if rows else "No metrics were recorded."
     best = deployed_prompt(state) or ""
+    where = ("as the system message when a conversation has none" if config.model.prompt_placement == "system" else
+             "at the head of the first user message, a blank line before it, when a conversation has no system message "
+             "(model.prompt_placement: user)")
     distilled = (" This run (fst-distill) distilled the best evolved prompt into the weights, which are used under "
                  "the seed prompt shown here." if config.mode == "fst-distill" else "")
     return front + f"""# {config.name}
@@ -86,7 +99,7 @@ and GEPA on a population of system prompts, interleaved.
 {table}
 
 ## Best evolved prompt
-The chat template uses it as the system message when a conversation has none; `population.json` holds the
+The chat template puts it {where}; `population.json` holds the
 whole final population.{distilled}
 
 ```text
@@ -123,20 +136,21 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     model = load_merged_model(checkpoint / "model", config.model.path)
     has_tokenizer = (checkpoint / "model" / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint / "model" if has_tokenizer else resolve_model_path(config.model.path))
-    prompt = deployed_prompt(state)
+    prompt, placement = deployed_prompt(state), config.model.prompt_placement
     if prompt:
         if isinstance(tokenizer.chat_template, dict):  # named templates: patch each
             tokenizer.chat_template = {
-                name: with_default_system_prompt(t, prompt) for name, t in tokenizer.chat_template.items()
+                name: with_default_prompt(t, prompt, placement) for name, t in tokenizer.chat_template.items()
             }
         elif tokenizer.chat_template:
-            tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template, prompt)
+            tokenizer.chat_template = with_default_prompt(tokenizer.chat_template, prompt, placement)
         else:
             raise FastSlowError(f"{config.model.path}: the tokenizer has no chat template to put the prompt in")
     population = {
         "step": state.get("step"),
         "cycle": state.get("cycle"),
         "best_prompt": state.get("best_prompt"),
+        "prompt_placement": placement,
         "members": state.get("population", []),
     }
 

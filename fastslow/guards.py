@@ -122,8 +122,11 @@ class PromptRoom:
 
     def row_tokens(self, system_prompt: str | None) -> int:
         """Prompt tokens of the longest problem's row under `system_prompt`, as the chat template renders it."""
-        rendered = self.tokenizer.apply_chat_template(chat_messages(system_prompt, self.longest.prompt), tokenize=False,
-                                                      add_generation_prompt=True, **self.config.model.chat_template_kwargs)
+        model = self.config.model
+        rendered = self.tokenizer.apply_chat_template(chat_messages(system_prompt, self.longest.prompt,
+                                                                    model.prompt_placement),
+                                                      tokenize=False, add_generation_prompt=True,
+                                                      **model.chat_template_kwargs)
         return self.tokens(rendered)
 
     def overflow(self, system_prompt: str) -> str | None:

@@ -60,8 +60,13 @@ def peft_lora(lora):
                       task_type="CAUSAL_LM")
 
 
-def chat_messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+def chat_messages(prompt: str | None, user: str, placement: str = "system") -> list[dict[str, str]]:
+    """The conversation of `prompt` (the evolved or seed prompt; None or empty: none) and `user` (the problem).
+    placement "system" (model.prompt_placement): `prompt` is the system message; "user": no system message, `prompt`
+    heads the user message, a blank line before the problem (for models that ignore their system role)."""
+    if placement == "user":
+        return [{"role": "user", "content": f"{prompt}\n\n{user}" if prompt else user}]
+    messages = [{"role": "system", "content": prompt}] if prompt else []
     return messages + [{"role": "user", "content": user}]
 
 
@@ -96,12 +101,14 @@ class Sampling:
     chat_template_kwargs: dict[str, Any] | None = None
     share_prefixes: bool = True  # fastslow.shared_prefix
     static_cache: bool = False  # on a GPU, where no prefix is shared (fastslow.shared_prefix.generate)
+    prompt_placement: str = "system"  # where a conversation puts its prompt: chat_messages' placement
 
     @classmethod
     def of(cls, model_config) -> Sampling:
         """How rollouts are sampled under `model_config` (config.ModelConfig): RL steps, GEPA and evaluation alike."""
         return cls(model_config.max_new_tokens, model_config.temperature, model_config.top_p,
-                   model_config.chat_template_kwargs, model_config.share_prefixes, model_config.static_cache)
+                   model_config.chat_template_kwargs, model_config.share_prefixes, model_config.static_cache,
+                   model_config.prompt_placement)
 
 
 @dataclass

@@ -65,6 +65,11 @@ class ProbeResult:
     rows: list[PromptRow]
     failed: list[str]  # prompts that could not be measured (a failed reflection), each with why
     seconds: float
+    placement: str = "system"  # model.prompt_placement: where each prompt went (system message or user turn)
+
+    @property
+    def prompt_name(self) -> str:
+        return "system prompt" if self.placement == "system" else "user-turn prompt"
 
     @property
     def seed(self) -> PromptRow:
@@ -83,8 +88,8 @@ class ProbeResult:
     def to_dict(self) -> dict:
         rows = [{k: v for k, v in asdict(row).items() if k != "answers"} for row in self.rows]
         return {"model": self.model, "task": self.task, "problems": self.problems, "samples": self.samples,
-                "rows": rows, "failed": self.failed, "verdicts": verdicts(self), "in_regime": in_regime(self),
-                "seconds": round(self.seconds, 1)}
+                "prompt_placement": self.placement, "rows": rows, "failed": self.failed, "verdicts": verdicts(self),
+                "in_regime": in_regime(self), "seconds": round(self.seconds, 1)}
 
 
 def signal(rewards: Sequence[Sequence[float]]) -> tuple[float, float]:
@@ -109,7 +114,7 @@ def total_variation(a: Sequence[str], b: Sequence[str]) -> float:
 def measure(model, tokenizer, task: Task, problems: Sequence[Problem], prompt: str | None, samples: int,
             sampling: Sampling, label: str = "seed") -> PromptRow:
     """`samples` completions per problem under the system prompt `prompt`, scored by the task."""
-    conversations = [chat_messages(prompt, p.prompt) for p in problems for _ in range(samples)]
+    conversations = [chat_messages(prompt, p.prompt, sampling.prompt_placement) for p in problems for _ in range(samples)]
     texts = [c.text for c in sample(model, tokenizer, conversations, sampling)]
     grouped = [texts[i * samples: (i + 1) * samples] for i in range(len(problems))]
     rewards = [[task.score(p, t).reward for t in ts] for p, ts in zip(problems, grouped)]
@@ -142,7 +147,8 @@ def rewrite_prompts(reflection_lm, task: Task, model, tokenizer, seed_prompt: st
 
     batches = [train[3 * i: 3 * i + 3] for i in range(count)]
     flat = [p for batch in batches for p in batch]
-    texts = [c.text for c in sample(model, tokenizer, [chat_messages(seed_prompt, p.prompt) for p in flat], sampling)]
+    conversations = [chat_messages(seed_prompt, p.prompt, sampling.prompt_placement) for p in flat]
+    texts = [c.text for c in sample(model, tokenizer, conversations, sampling)]
     records = [reflective_record(p.prompt, t, task.score(p, t).feedback) for p, t in zip(flat, texts)]
     prompts = [render_reflection_prompt(seed_prompt, records[3 * i: 3 * i + 3], template) for i in range(count)]
     rewrites: list[str | Exception] = []
@@ -213,7 +219,7 @@ def run_probe(config: Config, problems: int | None = None, samples: int | None =
         row.answer_shift = shift(row, rows[0])
         rows.append(row)
     return ProbeResult(config.model.path, config.task.name, len(val), samples, rows, failed,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, config.model.prompt_placement)
 
 
 def noise(accuracy: float, problems: int, samples: int) -> float:
@@ -240,7 +246,7 @@ def missing(result: ProbeResult) -> list[str]:
     if seed.varied < REGIME["min_varied"]:
         lacks.append(f"RL signal on at least {REGIME['min_varied']:.0%} of problems")
     if moved < max(MIN_MOVE, noise(seed.accuracy, result.problems, result.samples)):
-        lacks.append("a system prompt that moves accuracy")
+        lacks.append(f"a {result.prompt_name} that moves accuracy")
     return lacks
 
 
@@ -277,18 +283,18 @@ def verdicts(result: ProbeResult) -> list[str]:
     elif moved < threshold:
         resampled = (f"; the seed prompt sampled again: {100 * abs(result.again.accuracy - seed.accuracy):.0f}"
                      if result.again else "")
-        said.append(f"The system prompt moves accuracy by at most {100 * moved:.0f} points over {len(result.others)} "
+        said.append(f"The {result.prompt_name} moves accuracy by at most {100 * moved:.0f} points over {len(result.others)} "
                     f"other prompts (noise ~{100 * threshold:.0f}{resampled}): the fast channel has little room with "
                     "this model.")
     else:
         best = max(result.others, key=lambda r: r.accuracy)
         if best.accuracy - seed.accuracy >= threshold:
-            said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points, and '{best.label}' raises "
+            said.append(f"The {result.prompt_name} moves accuracy by up to {100 * moved:.0f} points, and '{best.label}' raises "
                         f"it to {best.accuracy:.0%}: the fast channel has room.")
         else:
-            said.append(f"The system prompt moves accuracy by up to {100 * moved:.0f} points (down, under "
+            said.append(f"The {result.prompt_name} moves accuracy by up to {100 * moved:.0f} points (down, under "
                         f"'{far.label}': {far.accuracy:.0%}), but none of the prompts measured raises it: the model "
-                        "listens to its system prompt; whether a better one exists is for GEPA to find.")
+                        f"listens to its {result.prompt_name}; whether a better one exists is for GEPA to find.")
     again = result.again
     if result.others and again is not None:
         shifted = max(row.answer_shift or 0.0 for row in result.others)
@@ -299,7 +305,7 @@ def verdicts(result: ProbeResult) -> list[str]:
     lacks = missing(result)
     if not lacks:
         said.append("In FST's regime: a valid but weak seed prompt, RL signal, and room for the prompt.")
-    elif seed.accuracy < low and lacks[-1] != "a system prompt that moves accuracy":
+    elif seed.accuracy < low and lacks[-1] != f"a {result.prompt_name} that moves accuracy":
         said.append("Outside the paper's main regime, but a zero-reward start that prompts move: the fast channel can "
                     "give RL its first rewards (the paper's star-graph case).")
     else:
@@ -310,11 +316,12 @@ def verdicts(result: ProbeResult) -> list[str]:
 def format_result(result: ProbeResult) -> str:
     """A markdown table and the verdicts."""
     lines = [f"model {result.model}, task {result.task}: {result.problems} validation problems x {result.samples} "
-             f"samples, {result.seconds:.0f} s", "",
+             f"samples{'' if result.placement == 'system' else ', each prompt at the head of the user turn'}, "
+             f"{result.seconds:.0f} s", "",
              f"| prompt | accuracy (mean@{result.samples}) | problems varied | answer entropy (nats) "
              "| answer shift vs seed | text |", "|---|---|---|---|---|---|"]
     for row in result.rows:
-        text = "(no system prompt)" if row.prompt is None else " ".join(row.prompt.split())
+        text = f"(no {result.prompt_name})" if row.prompt is None else " ".join(row.prompt.split())
         text = (text[:77] + "...") if len(text) > 80 else text
         shifted = "-" if row.answer_shift is None else f"{row.answer_shift:.2f}"
         lines.append(f"| {row.label} | {100 * row.accuracy:.1f}% | {100 * row.varied:.0f}% | "

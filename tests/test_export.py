@@ -16,6 +16,8 @@ from fastslow.checkpoint import save_checkpoint
 from fastslow.config import Config, LoraConfig, ModelConfig, TaskConfig
 from fastslow.errors import FastSlowError
 from fastslow.export import export_run
+from fastslow.policy import Sampling, chat_messages, generate
+from fastslow.serve import ChatModel
 
 # Quotes, newlines, Jinja syntax and non-ASCII: all must survive being embedded in the chat template.
 BEST_PROMPT = 'Think step by step.\nQuote "exactly", it\'s {{ x }} %} {# no #} \\n ünï 🚀'
@@ -40,11 +42,12 @@ def write_checkpoint(run_dir: Path, step: int, model, population=POPULATION):
     save_checkpoint(run_dir / "checkpoints", step, model, None, state)
 
 
-def make_run(tmp_path: Path, base_dir: str, lora: bool) -> tuple[Path, torch.Tensor]:
+def make_run(tmp_path: Path, base_dir: str, lora: bool, placement: str = "system") -> tuple[Path, torch.Tensor]:
     """A run dir whose newest checkpoint (step 4) holds trained weights; returns it and their logits."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    model_config = ModelConfig(path=base_dir, lora=LoraConfig(r=4, alpha=8) if lora else None)
+    model_config = ModelConfig(path=base_dir, lora=LoraConfig(r=4, alpha=8) if lora else None,
+                               prompt_placement=placement)
     config = Config(name="demo", model=model_config, task=TaskConfig(name="strings"))
     (run_dir / "config.yaml").write_text(config.to_yaml())
     rows = [{"step": 0, "val_accuracy": 0.125, "reward_mean": None, "kl_base": None},
@@ -98,6 +101,30 @@ def test_chat_template_defaults_to_the_best_prompt(tmp_path, base_dir):
     own_system = [{"role": "system", "content": "Be brief."}] + USER
     assert render(exported, own_system) == render(original, own_system)
     assert exported.eos_token == original.eos_token and exported.pad_token == original.pad_token
+
+
+def test_user_placement_exports_the_prompt_at_the_head_of_the_first_user_turn_and_serve_applies_it(tmp_path, base_dir):
+    run_dir, _ = make_run(tmp_path, base_dir, lora=False, placement="user")
+    out = export_run(run_dir, tmp_path / "exported")
+    exported, original = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(base_dir)
+    render = lambda tok, msgs: tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)  # noqa: E731
+
+    trained = chat_messages(BEST_PROMPT, "abc", "user")  # the conversation the run trained and evaluated on
+    assert trained == [{"role": "user", "content": BEST_PROMPT + "\n\nabc"}]
+    assert render(exported, USER) == render(original, trained)
+    later = [{"role": "assistant", "content": "cba"}, {"role": "user", "content": "xyz"}]
+    assert render(exported, USER + later) == render(original, trained + later)  # only the first user turn
+    own_system = [{"role": "system", "content": "Be brief."}] + USER
+    assert render(exported, own_system) == render(original, own_system)
+    assert json.loads((out / "population.json").read_text())["prompt_placement"] == "user"
+    assert "head of the first user message" in (out / "README.md").read_text()
+
+    served = ChatModel(str(out), device="cpu")
+    request = served.parse({"messages": USER, "max_tokens": 8, "temperature": 0})
+    assert request.prompt_tokens == len(original(render(original, trained), add_special_tokens=False)["input_ids"])
+    expected = generate(AutoModelForCausalLM.from_pretrained(out), original, [trained],
+                        Sampling(max_new_tokens=request.max_tokens, temperature=0))[0]
+    assert served.generate([request]) == [expected]
 
 
 def test_model_card_names_base_task_steps_and_final_metrics(tmp_path, base_dir):

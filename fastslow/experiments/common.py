@@ -254,7 +254,7 @@ def eval_job(config: Config, label: str, model_path: str | Path, prompts: list[s
                    prompts, config.task.val_size, config.seed, config.eval.samples,
                    {"max_new_tokens": config.model.max_new_tokens, "temperature": config.model.temperature,
                     "top_p": config.model.top_p, "chat_template_kwargs": config.model.chat_template_kwargs,
-                    "share_prefixes": config.model.share_prefixes},
+                    "share_prefixes": config.model.share_prefixes, "prompt_placement": config.model.prompt_placement},
                    seed=config.seed * 1_000_003 + step, dtype=config.model.dtype)  # fastslow.loop's evaluation seed
 
 

@@ -53,7 +53,8 @@ class PolicyAdapter:
         if not pairs:
             return []
         start = time.perf_counter()
-        conversations = [chat_messages(prompt, problem.prompt) for prompt, problem in pairs]
+        conversations = [chat_messages(prompt, problem.prompt, self.sampling.prompt_placement)
+                         for prompt, problem in pairs]
         completions = sample(self.model, self.tokenizer, conversations, self.sampling, engine=self.engine)
         scored = time.perf_counter()
         rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))

@@ -545,7 +545,7 @@ class SlowLearner:
         mine = self._my_share(problems)
         self.problems = {p.id: p for p in mine}
         rows = [
-            {"prompt": chat_messages(member.text, p.prompt), "problem_id": p.id, "member_id": member.id,
+            {"prompt": chat_messages(member.text, p.prompt, self.config.model.prompt_placement), "problem_id": p.id, "member_id": member.id,
              "reused": rollout}
             for p in mine
             for member, rollout in zip(slots, reused[p.id])
@@ -596,7 +596,8 @@ class SlowLearner:
         rows = [p for p in self._my_share(problems) for _ in range(G)]
 
         def prompts(member: Member) -> list[list[int]]:
-            return prompt_token_ids(tokenizer, [chat_messages(member.text, p.prompt) for p in rows],
+            placement = self.config.model.prompt_placement
+            return prompt_token_ids(tokenizer, [chat_messages(member.text, p.prompt, placement) for p in rows],
                                     self.config.model.chat_template_kwargs or None)
 
         student_ids, teacher_ids = prompts(student), prompts(teacher)
