@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -167,17 +168,32 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, sh
     `static_cache`: on a GPU, rows that share nothing decode with a preallocated KV cache, whose decoding step
     transformers compiles on first use: on one H100 micro-v4 then decoded 128 rows at 2.77 ms per token against
     12.03 with the growing cache (issue 23), after a compilation that cost a fresh process ~30 s. Not on a CPU."""
-    plan = plan_prefixes(prompts) if share else None
-    if plan and plan.shared_rows:
-        rows = prefill(model, prompts, pad_id, plan)
-        input_ids, attention_mask, extra = rows.input_ids, rows.attention_mask, {cache_kwarg(model): rows.cache}
-    else:  # nothing to share: plain left-padded generation
-        device = next(model.parameters()).device
-        input_ids, attention_mask = (t.to(device) for t in left_pad(prompts, pad_id))
-        # not under autocast (accelerate runs a mixed-precision model's forward in it: `_original_forward`): Qwen3's
-        # key norm returns float32 keys beside bf16 values there, and a static cache holds both in the keys' dtype
-        autocast = torch.is_autocast_enabled(device.type) or hasattr(model, "_original_forward")
-        static = static_cache and device.type == "cuda" and not autocast
-        extra = {"cache_implementation": "static"} if static else {}
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **generate_kwargs)
+    device = next(model.parameters()).device
+    with decoding_attention(device):
+        plan = plan_prefixes(prompts) if share else None
+        if plan and plan.shared_rows:
+            rows = prefill(model, prompts, pad_id, plan)
+            input_ids, attention_mask, extra = rows.input_ids, rows.attention_mask, {cache_kwarg(model): rows.cache}
+        else:  # nothing to share: plain left-padded generation
+            input_ids, attention_mask = (t.to(device) for t in left_pad(prompts, pad_id))
+            # not under autocast (accelerate runs a mixed-precision model's forward in it: `_original_forward`): Qwen3's
+            # key norm returns float32 keys beside bf16 values there, and a static cache holds both in the keys' dtype
+            autocast = torch.is_autocast_enabled(device.type) or hasattr(model, "_original_forward")
+            static = static_cache and device.type == "cuda" and not autocast
+            extra = {"cache_implementation": "static"} if static else {}
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **generate_kwargs)
     return out[:, input_ids.shape[1] :]
+
+
+def decoding_attention(device: torch.device):
+    """Attention kernels for sampling: on a GPU, SDPA without cuDNN's. torch >= 2.11 on Hopper tries cuDNN attention
+    first, which builds an execution graph for each new (rows, key length) and caches it (~30 ms each); every decoding
+    step has a new key length, so each batch size not sampled before pays a build per token. With rollout reuse the
+    fresh rows' count changes every step: on one H100 (micro-v4) such steps took 0.45-0.97 s to generate, steps whose
+    count had come before 0.13-0.25 s, as did every step of 128 rows without reuse. Flash and memory-efficient
+    attention build nothing (benchmarks/sampling_shapes.py)."""
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

@@ -95,6 +95,30 @@ def test_greedy_sampling_with_shared_prefixes_equals_plain_generate():
     assert len(set(expected)) > 10  # real, varied answers, not one degenerate string
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_sampling_on_a_gpu_runs_attention_without_cudnn(monkeypatch, share):
+    """cuDNN attention builds a graph for every new (rows, key length), so each decoding step of a batch size not
+    sampled before paid one (shared_prefix.decoding_attention). The GPU branch is taken here on the CPU, to see what
+    every forward of sampling runs under; a CPU leaves the flags alone."""
+    flags = torch.backends.cuda
+    with shared_prefix.decoding_attention(torch.device("cpu")):
+        assert flags.cudnn_sdp_enabled()
+    with shared_prefix.decoding_attention(torch.device("cuda")):
+        assert not flags.cudnn_sdp_enabled() and flags.flash_sdp_enabled() and flags.mem_efficient_sdp_enabled()
+    assert flags.cudnn_sdp_enabled()  # restored
+
+    model, tokenizer = load_model("micro").eval(), load_tokenizer("micro")
+    seen, devices, real = [], [], shared_prefix.decoding_attention
+    model.register_forward_pre_hook(lambda *_: seen.append(flags.cudnn_sdp_enabled()))
+    monkeypatch.setattr(shared_prefix, "decoding_attention",
+                        lambda device: devices.append(device.type) or real(torch.device("cuda")))
+    conversations = [chat_messages(system, "abc") for system in SYSTEMS for _ in range(2)]
+    generate(model, tokenizer, conversations, Sampling(max_new_tokens=6, temperature=0, share_prefixes=share))
+    assert devices == ["cpu"]  # the rows' own device decides
+    assert len(seen) >= 2 and not any(seen)  # prefill and decoding steps alike
+    assert flags.cudnn_sdp_enabled()
+
+
 def test_rl_rollouts_with_shared_prefixes_equal_trls_generation(tiny_model_path, tmp_path):
     """The trainer's generation seam returns what TRL's own transformers path returns (greedy, so comparable)."""
     task = ShortAnswerTask()
