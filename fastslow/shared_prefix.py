@@ -191,7 +191,8 @@ def decoding_attention(device: torch.device):
     step has a new key length, so each batch size not sampled before pays a build per token. With rollout reuse the
     fresh rows' count changes every step: on one H100 (micro-v4) such steps took 0.45-0.97 s to generate, steps whose
     count had come before 0.13-0.25 s, as did every step of 128 rows without reuse. Flash and memory-efficient
-    attention build nothing (benchmarks/sampling_shapes.py)."""
+    attention build nothing. The cause is inferred from those logs, not yet measured: benchmarks/sampling_shapes.py
+    measures it on the GPU (revert this if its default arm runs no cuDNN kernel)."""
     if device.type != "cuda":
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
