@@ -196,6 +196,9 @@ def build(config, settings: FastPhaseSettings, scratch: Path, reflection_overrid
 
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
     threads = None if device else max(1, cores() // 2)  # on a CPU, half the cores each rather than both on all
+    if device is None:
+        log.warning("loop.fast_phase: overlap on a CPU splits its %d cores between the trainer and the fast phase; "
+                    "sampling there is throughput-bound, so expect no gain over sync (docs/RESULTS.md)", cores())
     phase = OverlapFastPhase(WorkerSpec(config, settings, scratch, reflection_override, device, threads))
     phase.spawn()  # loading its model and reflection LM overlaps with the training process's own start
     return phase
