@@ -21,8 +21,8 @@ from fastslow.config import parse_config
 from fastslow.policy import load_model
 from fastslow.rundir import METRIC_KEYS
 
-TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update", "seconds_eval",
-               "fast_phase_s", "fast_phase_wait_s"}
+TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update", "seconds_reference",
+               "seconds_eval", "fast_phase_s", "fast_phase_wait_s"}
 
 
 def tiny_config(output_dir, model_path, mode="fst", **sections):
@@ -75,6 +75,8 @@ def test_two_cycles_of_each_mode(tmp_path, tiny_model_path, monkeypatch, mode):
         assert row["val_accuracy"] is not None and row["val_accuracy_seed_prompt"] is not None
         assert row["kl_base"] is not None and row["entropy"] is not None
     assert metrics[-1]["samples"] == 16 and metrics[-1]["cycle"] == 1
+    # the KL term's pass under the starting weights (rl.kl_coef 0.001) has its own column, apart from generation
+    assert all(((row["seconds_reference"] or 0) > 0) == (mode != "gepa") for row in metrics[1:])
     assert (Path(path) / "config.yaml").is_file()
     assert weights_changed(model, tiny_model_path) == (mode != "gepa")
     if mode == "gepa":

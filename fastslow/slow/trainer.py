@@ -75,6 +75,7 @@ class FSTGRPOTrainer(GRPOTrainer):
         self.frozen_base = None  # full fine-tuning without a reference model: the starting weights (SlowLearner)
         self.kept_groups = 0
         self.seconds_rollouts = 0.0
+        self.seconds_reference = 0.0
         if self.use_vllm and self.vllm_mode == "colocate":
             self.vllm_generation.sync_weights = partial(reload_in_place, self.vllm_generation,
                                                         self.vllm_generation.sync_weights)
@@ -101,8 +102,11 @@ class FSTGRPOTrainer(GRPOTrainer):
         if not rows.any():  # one row of weight 0 still takes part in DDP/FSDP's gradient exchange
             rows[0] = True
         out = select_rows(out, rows)
+        self.seconds_reference = 0.0
         if self.beta:
+            started = time.perf_counter()
             out["ref_per_token_logps"] = self._reference_logps(out)
+            self.seconds_reference = time.perf_counter() - started
         self.seconds_rollouts = time.perf_counter() - start  # generation + reward calls + reference log-probs
         return out
 
@@ -359,6 +363,7 @@ class StepStats:
     seconds_generate: float
     seconds_score: float
     seconds_update: float
+    seconds_reference: float = 0.0  # log-probs of the kept rows under the starting weights (rl.kl_coef > 0)
     reused_rollouts: int = 0  # of `rollouts`, taken from the fast phase (the rest were sampled by this step)
     reused_reward_mean: float | None = None  # their mean reward (against reward_mean: GEPA's selection bias)
     importance_ratio_mean: float | None = None  # pi_theta / pi_old over tokens with sampler log-probs (None: none)
@@ -577,7 +582,8 @@ class SlowLearner:
             within_prompt_variance_share=signal["within_prompt_variance_share"],
             member_entropy=member_entropy(entropies.cpu().view(-1, G, 2), slots) if entropies.numel() else {},
             member_signal=member_signal(rewards.view(-1, G), slots, problems),
-            seconds_generate=trainer.seconds_rollouts - self.seconds_score,
+            seconds_generate=trainer.seconds_rollouts - self.seconds_score - trainer.seconds_reference,
+            seconds_reference=trainer.seconds_reference,
             seconds_score=self.seconds_score,
             seconds_update=(done - start) - trainer.seconds_rollouts,
             reused_rollouts=len(reused_rewards),
