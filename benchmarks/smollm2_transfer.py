@@ -48,7 +48,6 @@ Until commit 1b7a91f this was benchmarks/gpu_smollm2.sh (`git show 1b7a91f:bench
 from __future__ import annotations
 
 import argparse
-import hashlib
 import lzma
 import re
 import shutil
@@ -57,6 +56,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # fastslow, also where it is not installed
+from fastslow.gguf_cache import file_sha256 as sha256  # noqa: E402  (light: hashlib, os)
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ROOT / ".smollm2"  # the pieces here, in the tree that travels (git-ignored; carried by name)
 STORE = Path("/tmp/smollm2")  # the pieces and the joined GGUF on the device machine, outside the repository
@@ -64,14 +66,6 @@ SUMS = "SHA256SUMS"
 GGUF = "smollm2.gguf"
 TRAVEL_LIMIT = 64 * 1024 * 1024  # bytes a device call takes: the tree, shared/ and what it carries
 MICRO_CHECKPOINTS = ("fastslow/micro/model/model.safetensors", "fastslow/micro/model-v4/model.safetensors")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def piece_name(i: int) -> str:
