@@ -2,7 +2,8 @@
 
 Both channels travel: the slow weights (LoRA merged into the base, if the run used LoRA) and the fast
 weights (the best evolved prompt becomes the chat template's default system message, or with model.prompt_placement
-user the head of the first user message; the whole final population is in population.json). The result loads with transformers or vLLM, without fastslow.
+user the head of the first user message; the whole final population is in population.json). The result loads with
+transformers or vLLM, without fastslow.
 """
 
 from __future__ import annotations

@@ -550,8 +550,8 @@ class SlowLearner:
         mine = self._my_share(problems)
         self.problems = {p.id: p for p in mine}
         rows = [
-            {"prompt": chat_messages(member.text, p.prompt, self.config.model.prompt_placement), "problem_id": p.id, "member_id": member.id,
-             "reused": rollout}
+            {"prompt": chat_messages(member.text, p.prompt, self.config.model.prompt_placement), "problem_id": p.id,
+             "member_id": member.id, "reused": rollout}
             for p in mine
             for member, rollout in zip(slots, reused[p.id])
         ]
