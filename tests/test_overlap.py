@@ -176,5 +176,5 @@ def test_the_fast_phase_settings_come_from_the_config(tmp_path, schedule):
                                                                       "reuse_fast_rollouts": True}))
     assert distill.keep_rollouts is False  # only fst's RL steps train on the fast phase's rollouts
     phase = build(settings(), plain, tmp_path)
-    assert phase.overlaps is (schedule == "overlap") and not phase.running
+    assert isinstance(phase, OverlapFastPhase) is (schedule == "overlap") and phase.job is None
     phase.close()

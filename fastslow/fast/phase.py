@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 class FastPhase:
     """The sync schedule: `start` remembers the job, `result` runs it here, on `adapter`'s policy as it is now."""
 
-    overlaps = False
-
     def __init__(self, settings: FastPhaseSettings, adapter, reflection_lm, scratch: Path):
         self.settings, self.adapter, self.reflection_lm, self.scratch = settings, adapter, reflection_lm, scratch
         self.job: FastJob | None = None
@@ -46,11 +44,6 @@ class FastPhase:
     def attach(self, adapter, reflection_lm) -> None:
         """The policy it samples (a PolicyAdapter) and the reflection LM, once the run has built them."""
         self.adapter, self.reflection_lm = adapter, reflection_lm
-
-    @property
-    def running(self) -> bool:
-        """A job was started and not yet collected."""
-        return self.job is not None
 
     def start(self, job: FastJob) -> None:
         self.job = job
@@ -91,7 +84,6 @@ class WorkerSpec:
 class OverlapFastPhase(FastPhase):
     """The overlap schedule: jobs run in a worker process, started by `build` and kept for the run."""
 
-    overlaps = True
     retries = 1  # a job whose worker died is given to a new worker this many times
 
     def __init__(self, spec: WorkerSpec):
