@@ -137,6 +137,11 @@ def time_arms(args) -> None:
             print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step "
                   f"({results[arm]['run total incl. setup (s)']:.0f} s in all)", flush=True)
             (args.out / f"metrics-{arm}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in results[arm]["rows"]))
+            write_tables(args, results, extra, device)  # after every arm: a run cut short by a time limit keeps them
+    print((args.out / "time.md").read_text())
+
+
+def write_tables(args, results: dict, extra: dict, device: str) -> None:
     rl = results["rl"]["seconds per step"] if "rl" in results else float("nan")
     rl_steady = (results["rl"]["seconds per step after cycle 0"] or float("nan")) if "rl" in results else float("nan")
     steps = len(next(iter(results.values()))["rows"]) - 1
@@ -156,9 +161,7 @@ def time_arms(args) -> None:
                       "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
             lines += ["| " + " | ".join("—" if c[k] is None else f"{c[k]:.2f}" if isinstance(c[k], float) else str(c[k])
                                         for k in keys) + " |" for c in r["timeline"]]
-    table = "\n".join(lines)
-    print(table)
-    (args.out / "time.md").write_text(table + "\n")
+    (args.out / "time.md").write_text("\n".join(lines) + "\n")
     (args.out / "time.json").write_text(json.dumps({"task": args.task, "device": device, "arms": {
         arm: {k: v for k, v in r.items() if k != "rows"} for arm, r in results.items()}}, indent=1))
 
