@@ -11,12 +11,13 @@
 #   $WHEELS, the folder to take them from) holds none;
 # - sets the environment (PYTHONPATH with the repository and benchmarks/, unbuffered output, expandable CUDA segments,
 #   NVLink multicast off);
-# - writes $OUT/hardware.txt: GPU, memory and driver, cores, date, git commit (COMMIT=... where the machine's copy of
-#   the tree has no .git), package versions, the command;
+# - starts $OUT/BENCHMARK.log with the hardware lines: GPU, memory and driver, cores, date, git commit (COMMIT=...
+#   where the machine's copy of the tree has no .git), package versions, the command;
 # - runs the command under `timeout $LIMIT_S` (default 540 s, inside the device's 600 s per call, so that what it
-#   wrote still comes back), its output teed into $OUT/BENCHMARK.log without warnings and progress bars
-#   (QUIET='' keeps every line);
-# - makes $OUT fit what the device returns (at most 8 files of 16 MiB, 2 folders down): more than that is packed into
+#   wrote still comes back), its output teed into that log without warnings and progress bars (QUIET='' keeps
+#   every line);
+# - leaves in $OUT at most two files, the log and one more, so that four runs in one device call (OUT=$OUT/a, ...)
+#   still fit what the device returns (8 files of 16 MiB, 2 folders down): anything more is packed into
 #   $OUT/results.tgz (run directories' checkpoints and scratch left out; `tar xzf results.tgz`), split into 15 MB
 #   parts when larger (`cat results.tgz.part-* | tar xz`).
 # Exits with the command's exit code (124: it ran past LIMIT_S).
@@ -70,23 +71,23 @@ for name in ("torch", "transformers", "trl", "gepa", "peft", "accelerate", "vllm
 print(", ".join(found))
 PY
   echo "command: bash benchmarks/gpu.sh $NAME $*"
-} > "$OUT/hardware.txt"
-cat "$OUT/hardware.txt"
+} > "$OUT/$NAME.log"
+cat "$OUT/$NAME.log"
 
 # --- the benchmark
 QUIET=${QUIET-Warning|warnings.warn|Loading weights|Writing model|it/s\]}
 timeout --kill-after=30 "${LIMIT_S:-540}" "${CMD[@]}" "$@" 2>&1 | { if [ -n "$QUIET" ]; then grep --line-buffered -v -E "$QUIET"; else cat; fi; } \
-  | tee "$OUT/$NAME.log"
+  | tee -a "$OUT/$NAME.log"
 rc=${PIPESTATUS[0]}
 
-# --- what comes back: at most 8 files of at most 16 MiB, no deeper than $OUT/a/b/file
+# --- what comes back: the log and one more file of at most 16 MiB, no deeper than $OUT/a/b/file
 cd "$OUT"
 files=$(find . -type f | wc -l)
 too_deep=$(find . -mindepth 4 -type f | head -1)
 too_big=$(find . -type f -size +16M | head -1)
 odd_name=$(find . -mindepth 1 | grep -E '[^A-Za-z0-9._/-]' | head -1)
-if [ "$files" -gt 8 ] || [ -n "$too_deep$too_big$odd_name" ]; then
-  mapfile -t entries < <(find . -mindepth 1 -maxdepth 1 ! -name hardware.txt ! -name "$NAME.log" -printf '%P\n')
+if [ "$files" -gt 2 ] || [ -n "$too_deep$too_big$odd_name" ]; then
+  mapfile -t entries < <(find . -mindepth 1 -maxdepth 1 ! -name "$NAME.log" -printf '%P\n')
   tar czf /tmp/gpu_results.tgz --exclude=checkpoints --exclude=.lock \
     --exclude=gepa --exclude=trl --exclude=export "${entries[@]}"
   rm -rf -- "${entries[@]}"

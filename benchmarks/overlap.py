@@ -186,7 +186,8 @@ def at(curve: dict, axis: str, x: float) -> float:
 
 def summarise(args) -> str:
     timing = json.loads((args.time / "time.json").read_text())["arms"]
-    runs = {arm: [Path(p) for p in paths] for arm, paths in
+    # the runs where they now lie (the file names the GPU machine's paths)
+    runs = {arm: [args.accuracy / "runs" / Path(p).name for p in paths] for arm, paths in
             json.loads((args.accuracy / "confident_prompts.json").read_text()).items()}
     per_arm = {arm: [curves(d, timing[arm]["seconds per step"]) for d in dirs] for arm, dirs in runs.items()
                if arm in timing}

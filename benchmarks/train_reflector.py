@@ -13,7 +13,8 @@
    <= 0.15 on held-out programs and star graphs still 0 under it.
 4. $OUT: `reflector.tar.part-*` (the checkpoint in 15 MB parts: `cat reflector.tar.part-* | tar -x -C DIR` gives
    DIR/reflector), `train_reflector.json` (training command and losses, every evaluation, the verdict, timings);
-   gpu.sh adds the log and hardware.txt. Replacing is done by hand, after reading the verdict:
+   gpu.sh adds the log (hardware lines first) and packs the rest into results.tgz.part-* (`cat results.tgz.part-* |
+   tar xz` first). Replacing is done by hand, after reading the verdict:
    `cp DIR/reflector/* fastslow/micro/model/`.
 """
 

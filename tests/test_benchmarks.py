@@ -59,13 +59,14 @@ def gpu_sh(out, *args, **extra):
 def test_gpu_sh_runs_a_benchmark_and_writes_the_hardware_line_and_the_log(tmp_path):
     done = gpu_sh(tmp_path / "out", "suite", "task", "5")
     assert done.returncode == 0, done.stderr
-    task = json.loads(done.stdout.splitlines()[-1])  # the benchmark's own output, after the hardware line
+    task = json.loads(done.stdout.splitlines()[-1])  # the benchmark's own output, after the hardware lines
     assert task["name"] == "code"
-    hardware = (tmp_path / "out" / "hardware.txt").read_text().splitlines()
-    assert len(hardware) == 6 and hardware[1].startswith("cores ") and hardware[3].startswith("commit ")
+    log = (tmp_path / "out" / "suite.log").read_text().splitlines()
+    hardware = log[:6]
+    assert hardware[1].startswith("cores ") and hardware[3].startswith("commit ")
     assert hardware[-1] == "command: bash benchmarks/gpu.sh suite task 5"
-    assert json.loads((tmp_path / "out" / "suite.log").read_text()) == task
-    assert not (tmp_path / "out" / "results.tgz").exists()  # two files come back as they are
+    assert len(log) == 7 and json.loads(log[-1]) == task
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["suite.log"]  # nothing to pack
 
 
 def test_gpu_sh_passes_help_and_exit_codes_through_and_refuses_an_unknown_benchmark(tmp_path):
@@ -87,7 +88,7 @@ def test_gpu_sh_packs_what_the_device_could_not_return(tmp_path):
         (out / f"table-{i}.md").write_text(f"table {i}\n")
     done = gpu_sh(out, "suite", "task", "0")
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["hardware.txt", "results.tgz", "suite.log"]
+    assert sorted(p.name for p in out.iterdir()) == ["results.tgz", "suite.log"]  # four runs fit in one call
     with tarfile.open(out / "results.tgz") as tar:
         names = set(tar.getnames())
     assert {f"table-{i}.md" for i in range(9)} | {"runs/a/fst-s0/metrics.jsonl"} <= names
