@@ -4,6 +4,8 @@ replaced, a failing one leaves the carried population; the settings come from th
 
 import json
 import math
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,34 @@ def test_a_failing_worker_leaves_the_carried_population_and_says_so(tmp_path, ti
     assert result.budget_spent == result.budget == 24  # charged: the next cycle does not pay for two
     assert "scripted verifier failure" in caplog.text and "keeping the carried population" in caplog.text
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def advice(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "gepa.proposals_per_iteration" in r.getMessage()]
+
+
+def test_overlap_says_once_when_the_fast_phase_outlasts_the_rl_steps_beside_it(tmp_path, tiny_model_path, caplog):
+    config, spec = worker_spec(tmp_path, tiny_model_path, ScriptedReflectionLM())
+    job = replace(first_job(config), budget=96)  # several GEPA rounds a cycle
+    with OverlapFastPhase(spec) as phase:
+        for cycle in range(5):  # nothing runs beside the worker: the trainer waits for every fast phase whole
+            phase.start(replace(job, cycle=cycle))
+            result = phase.result()
+    assert result.rounds > 1 and result.seconds_waited > 0
+    assert len(advice(caplog)) == 1 and advice(caplog)[0].startswith("fast phase: before cycle 3 the RL steps waited ")
+
+
+def test_overlap_gives_no_advice_where_the_rl_steps_outlast_the_fast_phase(tmp_path, tiny_model_path, caplog):
+    config, spec = worker_spec(tmp_path, tiny_model_path, ScriptedReflectionLM())
+    job = replace(first_job(config), budget=96)
+    with OverlapFastPhase(spec) as phase:
+        phase.start(job)
+        seconds = phase.result().seconds
+        for cycle in range(1, 4):
+            phase.start(replace(job, cycle=cycle))
+            time.sleep(2 * seconds + 0.2)  # the RL steps, twice as long as a fast phase
+            result = phase.result()
+    assert result.rounds > 1 and advice(caplog) == []
 
 
 def test_a_worker_that_cannot_start_stops_the_run_in_one_line(tmp_path, tiny_model_path):

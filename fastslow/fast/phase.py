@@ -85,6 +85,7 @@ class OverlapFastPhase(FastPhase):
     """The overlap schedule: jobs run in a worker process, started by `build` and kept for the run."""
 
     retries = 1  # a job whose worker died is given to a new worker this many times
+    advise_after = 2  # cycles in a row whose wait exceeded half the RL steps' time beside it, before saying so
 
     def __init__(self, spec: WorkerSpec):
         super().__init__(spec.settings, None, None, spec.scratch)
@@ -97,6 +98,7 @@ class OverlapFastPhase(FastPhase):
                                     f"one given cannot be sent there ({one_line(exc)}); use loop.fast_phase: sync") from None
         self._context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
         self._trainer_threads = None
+        self._started, self._longer, self._advised = 0.0, 0, False
         if spec.device is None and spec.threads:  # on a CPU the trainer leaves the worker its cores
             import torch
 
@@ -114,12 +116,13 @@ class OverlapFastPhase(FastPhase):
     def start(self, job: FastJob) -> None:
         if self.process is None:
             self.spawn()
-        self.job = job  # a worker that died since is replaced in result()
+        self.job, self._started = job, time.perf_counter()  # a worker that died since is replaced in result()
         self.jobs.put(pickle.dumps(job))  # now: the queue pickles later, and the loop goes on updating its members
 
     def result(self) -> FastPhaseResult:
         """Wait for the started job (its `seconds_waited`: how long); a dead worker is replaced and given the job again."""
         job, started = self.job, time.perf_counter()
+        beside = started - self._started  # what the trainer did meanwhile: the RL steps
         for attempt in range(self.retries + 1):
             outcome = self._wait()
             if outcome[0] != "died" or attempt == self.retries:
@@ -130,6 +133,7 @@ class OverlapFastPhase(FastPhase):
             self.jobs.put(pickle.dumps(job))
         self.job, waited = None, time.perf_counter() - started
         if outcome[0] == "done":
+            self._advise(outcome[1], job.cycle, waited, beside)
             return replace(outcome[1], seconds_waited=waited)
         if outcome[0] == "user error":  # bad input the worker found (a reflection LM it cannot reach): as in sync mode
             raise FastSlowError(outcome[1])
@@ -138,6 +142,20 @@ class OverlapFastPhase(FastPhase):
         log.warning("fast phase: the worker %s in cycle %d; keeping the carried population for this cycle",
                     "died again" if outcome[0] == "died" else f"failed ({outcome[1]})", job.cycle)
         return replace(carried(job), seconds_waited=waited)
+
+    def _advise(self, result: FastPhaseResult, cycle: int, waited: float, beside: float) -> None:
+        """Say once when the fast phase is the longer phase: overlap then hides only the RL steps' length. On one H100
+        (docs/RESULTS.md) the trainer waited 0.3-4.5 s after 1.5 s of RL steps with GEPA's default rounds, and at most
+        a third of that with one round a cycle, at half the price per step."""
+        if cycle < 2 or self._advised:  # cycle 0 runs beside nothing; cycle 1's may still pay the worker's start
+            return
+        self._longer = self._longer + 1 if waited > beside / 2 and result.rounds > 1 else 0
+        if self._longer == self.advise_after:
+            self._advised = True
+            log.warning("fast phase: before cycle %d the RL steps waited %.1f s for the worker after %.1f s of their "
+                        "own; its %d GEPA rounds run one after another, so fewer, larger ones shorten it: raise "
+                        "gepa.proposals_per_iteration (now %s) until a cycle is one round (docs/DESIGN.md)",
+                        cycle, waited, beside, result.rounds, self.settings.gepa.proposals_per_iteration)
 
     def _wait(self) -> tuple[str, Any]:
         while True:
