@@ -1,7 +1,7 @@
 """benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
 device's entry script, works without a GPU (no wheels, $OUT a temporary folder); benchmarks/suite.py stops a task
 past its time limit, workers included, and runs a config's own model; benchmarks/smollm2_transfer.py's pieces come
-back together, checked."""
+back together, checked; benchmarks/overlap.py's summary reads accuracy on three axes."""
 
 import argparse
 import importlib.util
@@ -174,3 +174,33 @@ def test_suite_runs_a_config_with_its_own_model_and_reflection_unless_told_other
     assert pairs(config="configs/smollm2-text.yaml") == []  # the config's model, answer length and reflection
     assert pairs(config="c.yaml", model="/tmp/smollm2/smollm2.gguf", reflector="self", set=["loop.steps=9"]) == [
         "model.path=/tmp/smollm2/smollm2.gguf", "reflection.kind=self", "loop.steps=9"]
+
+
+def test_overlap_summary_matches_arms_at_rls_end_on_three_axes_with_runs_found_beside_their_list(tmp_path):
+    """benchmarks/overlap.py summary on hand-written runs: each arm's running best at RL's last problems, rollouts and
+    seconds (steps × the arm's seconds per step measured alone), and when it reaches RL's final accuracy; the runs
+    are found under the accuracy folder, whatever machine's paths confident_prompts.json names."""
+    accuracy, timing = tmp_path / "acc", tmp_path / "time"
+    curves = {"rl-rl-s0": ([0.3, 0.5, 0.6], [0, 768, 1536]), "rl-rl-s1": ([0.3, 0.4, 0.6], [0, 768, 1536]),
+              "fst-overlap-fst-s0": ([0.3, 0.6, 0.7], [0, 1200, 2400]),
+              "fst-overlap-fst-s1": ([0.3, 0.6, 0.7], [0, 1200, 2400])}
+    for name, (val, rollouts) in curves.items():
+        (accuracy / "runs" / name).mkdir(parents=True)
+        rows = [{"step": 6 * i, "samples": 96 * i, "val_accuracy": v, "rl_rollouts": r, "fast_rollouts": 0}
+                for i, (v, r) in enumerate(zip(val, rollouts))]
+        (accuracy / "runs" / name / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (accuracy / "confident_prompts.json").write_text(json.dumps(
+        {"rl": ["/root/out/acc/a/runs/rl-rl-s0", "/root/out/acc/a/runs/rl-rl-s1"],
+         "fst-overlap": ["/root/out/acc/a/runs/fst-overlap-fst-s0", "/root/out/acc/a/runs/fst-overlap-fst-s1"]}))
+    timing.mkdir()
+    (timing / "time.json").write_text(json.dumps({"arms": {"rl": {"seconds per step": 0.25},
+                                                           "fst-overlap": {"seconds per step": 0.5}}}))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/overlap.py"), "summary", "--time", str(timing),
+                           "--accuracy", str(accuracy)], capture_output=True, text=True, env=env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("RL's final running best (mean of 2 seeds): 0.600; matched at RL's end: 192 problems, "
+                        "1536 rollouts, 3.0 s")
+    assert "| rl | 0.250 | 1.00 | 0.600 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 | 3.0 |" in lines
+    # at 192 problems FST's best is 0.7; by 1536 rollouts and by 3 s it had reached its second evaluation's 0.6
+    assert "| fst-overlap | 0.500 | 2.00 | 0.700 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 | 3.0 |" in lines
