@@ -27,7 +27,9 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
 best val accuracy at every evaluation, the matched-sample comparison of each arm with RL. Runs are cached under
-OUT/runs (a rerun trains only what is missing).
+OUT/runs (a rerun trains only what is missing, resuming a run that was stopped). With --limit-s the runs still
+training then are stopped at a safe point and the tables describe what every run reached (the per-run table's
+`steps` says how far each got; the matched table ends where the shortest run did).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[lis
         grad = [r["grad_norm"] for r in run.rows if r.get("grad_norm") is not None]
         last = run.rows[-1]
         rounds = (last.get("fast_rounds") or 0) / (last["cycle"] + 1)
-        rows.append([label, seed, run.last("step"), f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
+        rows.append([label, run.config.get("seed", seed), run.last("step"), f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
                      f"{after_cycle0.get('entropy', float('nan')):.3f}",
                      f"{np.mean(signal):.2f}" if signal else "—", f"{np.mean(grad):.3g}" if grad else "—",
                      f"{last['wall_time'] / max(last['step'], 1):.2f}", f"{rounds:.1f}",
@@ -122,6 +124,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
     parser.add_argument("--task", type=json.loads, default=TASK, metavar="JSON",
                         help="the task config with its seed prompt (default: issue 12's), e.g. one of a suite's tasks")
+    parser.add_argument("--limit-s", type=float, default=None,
+                        help="stop the runs still training after this many seconds (on the GPU machine: gpu.sh's "
+                        "LIMIT_S less ~60 s), then write the tables of what they reached")
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: tables of the runs already in OUT/runs (e.g. brought back from the GPU)")
     args = parser.parse_args()
@@ -137,8 +142,13 @@ def main() -> int:
     else:
         configs = {arm: [exp.config(ARMS[arm]["mode"], seed, arm, **{k: v for k, v in ARMS[arm].items() if k != "mode"})
                          for seed in range(args.seeds)] for arm in args.arms}
-        dirs = exp.train([c for arm in args.arms for c in configs[arm]])
-        runs = {arm: dirs[i * args.seeds:(i + 1) * args.seeds] for i, arm in enumerate(args.arms)}
+        dirs = exp.train([c for arm in args.arms for c in configs[arm]], args.limit_s)
+        runs = {arm: [d for d in dirs[i * args.seeds:(i + 1) * args.seeds] if (d / "metrics.jsonl").is_file()]
+                for i, arm in enumerate(args.arms)}  # a run the limit stopped before it started has nothing
+        missing = [arm for arm in args.arms if not runs[arm]]
+        if missing:
+            print(f"no run started in time for: {', '.join(missing)}")
+            args.arms = [arm for arm in args.arms if runs[arm]]
     T = base["loop"]["steps_per_cycle"]
 
     table = markdown_table(["arm", "seed", "steps", "best val acc", "KL to base at the end", "entropy under the best prompt "

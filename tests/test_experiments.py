@@ -4,6 +4,7 @@ the presets, and the continual-learning task sequence."""
 import importlib
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -366,6 +367,28 @@ def test_runs_in_spawned_processes_match_runs_in_this_process(tmp_path, tiny_mod
 
     assert measured("here") == measured("spawned-a") == measured("spawned-b")
 
+
+
+def test_a_time_limit_stops_the_runs_still_training_at_a_safe_point_and_a_later_call_resumes_them(tmp_path,
+                                                                                                    tiny_model_path):
+    exp = _experiment(tmp_path, tiny_model_path, **{"loop": {"steps": 400, "steps_per_cycle": 1, "problems_per_step": 2,
+                                                             "rollouts_per_problem": 2, "population_size": 1},
+                                                    "task": {"name": SHORT, "train_size": 800, "val_size": 4},
+                                                    "eval": {"every": 50, "samples": 1, "kl_prompts": 2}})
+    config = exp.config("rl", 0)
+
+    def steps() -> list[int]:
+        return [json.loads(line)["step"] for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    started = time.monotonic()
+    exp.train([config], limit_s=20)
+    assert time.monotonic() - started < 20 + 40  # stopped, not run to its 400 steps
+    first = steps()
+    assert not is_complete(config) and 0 < first[-1] < 400 and first == list(range(len(first)))  # whole rows only
+    assert not (config.run_dir / ".lock").exists()  # the stopped run released its lock on the way out
+    exp.train([config], limit_s=20)  # resumes from the stopped run's last checkpoint (one a step here)
+    second = steps()
+    assert second[-1] > first[-1] and second == list(range(len(second)))  # nothing lost or repeated
 
 # ---------------------------------------------------------------- the continual-learning task
 

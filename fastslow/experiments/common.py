@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +75,16 @@ class Experiment:
         config.name = f"{label}-{mode}-s{seed}-{config_hash(config)}"
         return config
 
-    def train(self, configs: Sequence[Config]) -> list[Path]:
-        """Train every config not trained before (in parallel processes); returns their run directories."""
+    def train(self, configs: Sequence[Config], limit_s: float | None = None) -> list[Path]:
+        """Train every config not trained before (in parallel processes); returns their run directories. Runs still
+        training after `limit_s` seconds are stopped as by SIGTERM (at a safe point: a later call resumes them) and
+        those not started are left; their directories hold what they wrote, or nothing."""
         todo = [c for c in configs if not is_complete(c)]
         if len(todo) < len(configs):
             self.say(f"{len(configs) - len(todo)} of {len(configs)} runs already trained (cache: {self.runs_root})")
         jobs = [(c.model_dump(mode="json"), (c.run_dir / "config.yaml").is_file(), self.reflection_lm) for c in todo]
         labels = [c.name for c in todo]
-        parallel(train_job, jobs, self.workers, self.say, labels)
+        parallel(train_job, jobs, self.workers, self.say, labels, limit_s)
         return [c.run_dir for c in configs]
 
     def evaluate(self, jobs: Sequence[EvalJob]) -> list[list[float]]:
@@ -171,15 +173,16 @@ def _init_worker(threads: int, gpus: list[str], counter) -> None:
 
 
 def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Callable[[str], None],
-             labels: Sequence[str]) -> list:
-    """`function(*job)` for every job, in up to `workers` spawned processes (in this process when one suffices
-    and at most one GPU is visible), each worker on one GPU; results in job order. A job's error is raised here
-    after the other jobs have finished."""
+             labels: Sequence[str], limit_s: float | None = None) -> list:
+    """`function(*job)` for every job, in up to `workers` spawned processes (in this process when one suffices,
+    at most one GPU is visible and there is no time limit), each worker on one GPU; results in job order. A job's
+    error is raised here after the other jobs have finished. After `limit_s` seconds the jobs still running get
+    SIGTERM, those not started are dropped, and both have None for a result."""
     if not jobs:
         return []
     workers = max(1, min(workers, len(jobs)))
     gpus = visible_gpus()
-    if workers == 1 and len(gpus) <= 1:
+    if workers == 1 and len(gpus) <= 1 and limit_s is None:
         results = []
         for i, (job, label) in enumerate(zip(jobs, labels)):
             start = time.perf_counter()
@@ -191,15 +194,37 @@ def parallel(function: Callable, jobs: Sequence[tuple], workers: int, say: Calla
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads, gpus, context.Value("i", 0))) as pool:
         futures = {pool.submit(function, *job): label for job, label in zip(jobs, labels)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            say(f"{done}/{len(jobs)} done: {futures[future]}" + (" (failed)" if future.exception() else ""))
+        try:
+            for done, future in enumerate(as_completed(futures, timeout=limit_s), start=1):
+                say(f"{done}/{len(jobs)} done: {futures[future]}" + (" (failed)" if future.exception() else ""))
+        except TimeoutError:
+            unfinished = [label for future, label in futures.items() if not future.done()]
+            say(f"time limit of {limit_s:.0f} s: stopping {len(unfinished)} unfinished ({', '.join(unfinished)})")
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop(active_children())  # the pool's workers: each job stops at a safe point (train_job)
+            return [future.result() if future.done() and not future.cancelled() and future.exception() is None
+                    else None for future in futures]
         return [future.result() for future in futures]  # dicts keep insertion (job) order
+
+
+def stop(processes, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL for any still alive `grace_s` later."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def train_job(config_data: dict[str, Any], resume: bool, reflection_lm: ReflectionLM | None) -> str:
     from fastslow.loop import run
+    from fastslow.stopping import stop_on_signals
 
-    return str(run(parse_config(config_data), resume=resume, reflection_lm=reflection_lm))
+    with stop_on_signals():  # SIGTERM (a time limit): the run stops at a safe point, resumable
+        return str(run(parse_config(config_data), resume=resume, reflection_lm=reflection_lm))
 
 
 # ---------------------------------------------------------------- trained weights, re-evaluated
