@@ -94,7 +94,8 @@ def arm_rows(label: str, run_dirs: list[Path], steps_per_cycle: int) -> list[lis
         grad = [r["grad_norm"] for r in run.rows if r.get("grad_norm") is not None]
         last = run.rows[-1]
         rounds = (last.get("fast_rounds") or 0) / (last["cycle"] + 1)
-        rows.append([label, run.config.get("seed", seed), run.last("step"), f"{accuracy.max():.2f}", f"{run.last('kl_base'):.2f}",
+        rows.append([label, run.config.get("seed", seed), run.last("step"), f"{accuracy.max():.2f}",
+                     f"{run.last('kl_base'):.2f}",
                      f"{after_cycle0.get('entropy', float('nan')):.3f}",
                      f"{np.mean(signal):.2f}" if signal else "—", f"{np.mean(grad):.3g}" if grad else "—",
                      f"{last['wall_time'] / max(last['step'], 1):.2f}", f"{rounds:.1f}",

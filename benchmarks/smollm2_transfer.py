@@ -36,8 +36,8 @@ HEAD` here, written out (the machine has no .git):
  preset's task.val_size of 64: its runs stop at their preflight unless a call sets a smaller one for every task it
  runs (`--tasks 3 0 --set task.val_size=32` in call 3). Back in $OUT: suite.log (the hardware lines, then the
  claims table), results.tgz (smollm2_transfer.log, the join's; suite/: per task ALL.md and each experiment's
- results, logs, runs without checkpoints; pooled.md); both calls' tasks pooled: their suite/ folders into one (a folder per task
- index), then `python benchmarks/suite_pool.py THAT_FOLDER`.
+ results, logs, runs without checkpoints; pooled.md); both calls' tasks pooled: their suite/ folders into one (a
+ folder per task index), then `python benchmarks/suite_pool.py THAT_FOLDER`.
 Afterwards, here (the checkpoints back in the index, the two exclude lines gone):
     git reset -q -- fastslow/micro/model/model.safetensors fastslow/micro/model-v4/model.safetensors
     sed -i '\\|^/fastslow/micro/model|d' .git/info/exclude
