@@ -145,8 +145,8 @@ class OverlapFastPhase(FastPhase):
 
     def _advise(self, result: FastPhaseResult, cycle: int, waited: float, beside: float) -> None:
         """Say once when the fast phase is the longer phase: overlap then hides only the RL steps' length. On one H100
-        (docs/RESULTS.md) the trainer waited 0.3-4.5 s after 1.5 s of RL steps with GEPA's default rounds, and at most
-        a third of that with one round a cycle, at half the price per step."""
+        (docs/RESULTS.md) the trainer waited 0.3-4.5 s a cycle after 1.2-1.9 s of RL steps with GEPA's default rounds,
+        and mostly 0-0.5 s with one round a cycle, at about half the price per step."""
         if cycle < 2 or self._advised:  # cycle 0 runs beside nothing; cycle 1's may still pay the worker's start
             return
         self._longer = self._longer + 1 if waited > beside / 2 and result.rounds > 1 else 0
