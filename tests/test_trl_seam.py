@@ -243,6 +243,37 @@ def test_a_step_reports_where_its_signal_comes_from(tiny_model_path, tmp_path, m
     assert {"within_prompt_signal", "member_entropy", "member_signal", "grad_norm"} <= set(stats.metrics())
 
 
+def test_a_gradient_with_a_nan_skips_the_update_and_the_next_step_trains(tiny_model_path, tmp_path, monkeypatch,
+                                                                          caplog):
+    """A NaN in the gradient must not reach the weights or Adam's moments (the run would die at its next sampling);
+    the step says so in one warning, and the following step updates as usual."""
+    task = ShortAnswerTask()
+    script_rewards(monkeypatch, lambda rows: [1.0, 0.0] * (rows // 2))
+    learner = make_learner(tiny_model_path, tmp_path, task, problems=2, members=1, learning_rate=1e-2)
+    original_step, poisoned = FSTGRPOTrainer.training_step, []
+
+    def poison_once(self, *args, **kwargs):
+        loss = original_step(self, *args, **kwargs)
+        if not poisoned:
+            next(p for p in self.model.parameters() if p.grad is not None).grad[0].fill_(float("nan"))
+            poisoned.append(True)
+        return loss
+
+    monkeypatch.setattr(FSTGRPOTrainer, "training_step", poison_once)
+    problems, members = task.problems("train", 2, 0), [Member("a", "Answer.")]
+    before = [p.detach().clone() for p in learner.policy.parameters()]
+    with caplog.at_level("WARNING", logger="fastslow.slow.trainer"):
+        stats = learner.step(problems, members)
+    assert math.isnan(stats.grad_norm) and stats.kept_problems == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
+    assert not learner.trainer.optimizer.state  # Adam's moments were never written
+    assert [r.message for r in caplog.records if "update is skipped" in r.message][0].startswith("RL step 1:")
+    stats = learner.step(problems, members)
+    assert math.isfinite(stats.grad_norm) and stats.grad_norm > 0
+    assert not all(torch.equal(a, b) for a, b in zip(before, learner.policy.parameters()))
+    assert all(torch.isfinite(p).all() for p in learner.policy.parameters())
+
+
 def test_entropy_recorder_measures_each_rows_next_token_entropy():
     from fastslow.policy import EntropyRecorder
 

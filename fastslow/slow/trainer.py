@@ -27,8 +27,10 @@ problem under the seed prompt and the loss is the reverse KL to the starting wei
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -55,6 +57,8 @@ from fastslow.policy import (Sampling, chat_messages, next_token_distributions, 
 from fastslow.slow.objective import (ImportanceStats, behaviour_logps, cispo_loss, group_advantages, reverse_kl_loss,
                                      reward_signal, row_weights, within_prompt_variance)
 from fastslow.tasks import Problem, Task
+
+log = logging.getLogger(__name__)
 
 
 class FSTGRPOTrainer(GRPOTrainer):
@@ -647,16 +651,25 @@ class SlowLearner:
 
     def _optimizer_step(self) -> float:
         """Clip, step the optimizer and the scheduler, hand vLLM the new weights. Returns the gradient norm before
-        clipping (an infinite bound measures it and changes nothing)."""
+        clipping (an infinite bound measures it and changes nothing). A gradient with a NaN or an infinity in it
+        skips the optimizer's step, with a warning: stepping would write it into every weight (Adam's moments
+        too): the run would die at its next sampling ("probability tensor contains either inf, nan or element < 0")
+        and every later checkpoint would hold the NaNs. The norm is global, so every process skips together."""
         trainer = self.trainer
-        grad_norm = trainer.accelerator.clip_grad_norm_(self.model.parameters(),
-                                                        self.config.rl.max_grad_norm or float("inf"))
-        trainer.optimizer.step()
-        trainer.lr_scheduler.step()
+        grad_norm = float(trainer.accelerator.clip_grad_norm_(self.model.parameters(),
+                                                              self.config.rl.max_grad_norm or float("inf")))
+        if math.isfinite(grad_norm):
+            trainer.optimizer.step()
+        else:
+            log.warning("RL step %d: the policy gradient's norm is %s; the update is skipped (the weights and the "
+                        "optimizer's state are unchanged)", trainer.state.global_step + 1, grad_norm)
+        with warnings.catch_warnings():  # the schedule keeps counting steps; PyTorch's warning on a skip is expected
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before")
+            trainer.lr_scheduler.step()
         self.model.zero_grad()
         trainer.state.global_step += 1
         self.sync_engine()
-        return float(grad_norm)
+        return grad_norm
 
     # --- checkpointing (the loop decides when; fastslow.checkpoint decides where) ---
     def optimizer_state(self) -> dict:
