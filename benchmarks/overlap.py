@@ -8,7 +8,8 @@ time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, on
          process (after an unmeasured warm-up run), so each has the device to itself: wall clock per step and a
          per-cycle timeline (the trainer's slow phase, its wait for the fast phase, the worker's busy time beside the
          previous cycle). The sizes are benchmarks/confident_prompts.py's (the full preset), so its accuracy runs and
-         these timings describe the same runs. Writes DIR/time.md, DIR/time.json and each run's metrics.
+         these timings describe the same runs. Writes DIR/time.md, DIR/time.json and DIR/runs/ARM, each arm's run
+         directory (kept: a run that crashes or is cut off keeps its metrics).
 summary  joins a `time` directory with the accuracy runs of `python benchmarks/confident_prompts.py --arms rl fst
          fst-overlap fst-overlap-reuse` (3 seeds; those share the device, so their own clocks are not used):
          running best validation accuracy (mean and spread over seeds) at matched training problems, at matched
@@ -23,6 +24,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -127,16 +129,17 @@ def time_arms(args) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
+    runs = args.out / "runs"  # each arm's run directory stays: a run that crashes or is cut off keeps its metrics
     with tempfile.TemporaryDirectory() as tmp:
         # not measured: the first run in a process pays one-time costs (CUDA's context, kernels, imports)
         measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up", preset=args.preset))
         for arm in args.arms:
-            print(f"{arm}: running", flush=True)
-            results[arm] = measure(config_for(args.task, arm, args.steps, args.tiny, Path(tmp), extra, arm,
+            print(f"{arm}: running (metrics in {runs / arm})", flush=True)
+            shutil.rmtree(runs / arm, ignore_errors=True)  # an earlier measurement's
+            results[arm] = measure(config_for(args.task, arm, args.steps, args.tiny, runs, extra, arm,
                                               args.evaluate, args.preset))
             print(f"{arm}: {results[arm]['seconds per step']:.3f} s per step "
                   f"({results[arm]['run total incl. setup (s)']:.0f} s in all)", flush=True)
-            (args.out / f"metrics-{arm}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in results[arm]["rows"]))
             write_tables(args, results, extra, device)  # after every arm: a run cut short by a time limit keeps them
     print((args.out / "time.md").read_text())
 

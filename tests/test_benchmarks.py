@@ -1,7 +1,7 @@
 """benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
 device's entry script, works without a GPU (no wheels, $OUT a temporary folder); benchmarks/suite.py stops a task
 past its time limit, workers included, and runs a config's own model; benchmarks/smollm2_transfer.py's pieces come
-back together, checked; benchmarks/overlap.py's summary reads accuracy on three axes."""
+back together, checked; benchmarks/overlap.py's summary reads accuracy on three axes, and its time keeps each arm's run."""
 
 import argparse
 import importlib.util
@@ -204,3 +204,17 @@ def test_overlap_summary_matches_arms_at_rls_end_on_three_axes_with_runs_found_b
     assert "| rl | 0.250 | 1.00 | 0.600 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 | 3.0 |" in lines
     # at 192 problems FST's best is 0.7; by 1536 rollouts and by 3 s it had reached its second evaluation's 0.6
     assert "| fst-overlap | 0.500 | 2.00 | 0.700 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 | 3.0 |" in lines
+
+
+def test_overlap_time_keeps_each_arms_run_directory_and_writes_its_tables(tmp_path):
+    """benchmarks/overlap.py time on the tiny model: each arm's run directory stays under DIR/runs (a run that
+    crashes or is cut off keeps its metrics there), beside the tables; a second measurement replaces the first."""
+    command = [sys.executable, str(ROOT / "benchmarks/overlap.py"), "time", "--tiny", "--steps", "2", "--arms", "rl",
+               "--task", json.dumps({"name": "strings", "args": {"program_seed": 7}}), "--out", str(tmp_path)]
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "runs/rl/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    timing = json.loads((tmp_path / "time.json").read_text())["arms"]
+    assert list(timing) == ["rl"] and timing["rl"]["seconds per step"] > 0
