@@ -166,6 +166,17 @@ def save_checkpoint(root: Path, step: int, model, trainer_state: dict | None, st
     return final
 
 
+def save_weights(root: Path, step: int, model) -> Path:
+    """The weights alone, into root/step-<step>/ (written beside it, then renamed), the older ones under root removed:
+    what an overlap worker loads between checkpoints. Scratch, not a checkpoint: no manifest, no read-back."""
+    final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
+    shutil.rmtree(root, ignore_errors=True)  # the worker loaded the previous weights before its job was collected
+    with deferred():
+        model.save_pretrained(tmp, safe_serialization=True)
+        os.replace(tmp, final)
+    return final
+
+
 def _torch_save(obj: Any, path: Path) -> None:
     """torch.save through a Python file: torch's own file writer says only "[enforce fail at inline_container.cc:672]
     unexpected pos" when a write fails; through a Python file its error has the OS's (ENOSPC...) as context."""

@@ -9,11 +9,12 @@ prompt into the weights (reverse KL, the student under the seed prompt) instead 
       slow phase = T CISPO steps; each problem's G rollouts split G/K over the population (with
                    loop.reuse_fast_rollouts filled first from the fast phase's rollouts under those members)
                    (fst-distill: T steps of reverse KL from π_θ(· | seed prompt) to π_base(· | best prompt))
-      evaluate every `eval.every` steps; checkpoint at the end of the cycle
+      evaluate every `eval.every` steps; checkpoint at the end of every `checkpoint.every`-th cycle
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
@@ -27,7 +28,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from fastslow import engine
 from fastslow.checkpoint import (latest_checkpoint, load_weights, read_checkpoint, read_object, save_checkpoint,
-                                 set_rng_state)
+                                 save_weights, set_rng_state)
 from fastslow.config import Config
 from fastslow.evaluation import evaluate
 from fastslow.fast import phase as fast_phases
@@ -92,7 +93,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with
     counters = {"samples": 0, "rl_rollouts": 0, "fast_rollouts": 0, "reflection_calls": 0, "reflection_failures": 0,
                 "reflection_repeats": 0, "fast_rounds": 0, "budget_carry": 0}
-    first_step, started, last_checkpoint = 1, time.perf_counter(), None
+    first_step, started = 1, time.perf_counter()
+    worker_weights: Path | None = None  # overlap: where the worker's next job loads its weights (None: the starting)
     ahead: FastPhaseResult | None = None  # overlap: the next cycle's fast phase, collected at this cycle's end
 
     def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
@@ -115,12 +117,11 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
 
     def fast_job(cycle: int, weights_step: int) -> FastJob:
         """The fast phase of `cycle`, from the population and the weights as they are now, after `weights_step`
-        optimizer steps: those of the newest checkpoint (a worker loads them from there), or before the first one the
-        starting weights."""
+        optimizer steps: a worker loads them from `worker_weights` (saved at the last cycle boundary)."""
         anchors = plan.anchor_set(cycle, last_step)
-        weights = last_checkpoint / "model" if learner is not None and last_checkpoint is not None else None
         return FastJob(cycle, population, anchors, config.gepa.budget(len(anchors)) + counters["budget_carry"],
-                       seed=config.seed + cycle, weights_step=weights_step, weights=weights)
+                       seed=config.seed + cycle, weights_step=weights_step,
+                       weights=worker_weights if learner is not None else None)
 
     def start_fast_phase(job: FastJob) -> None:
         if is_main:  # rank 0 runs the fast phase; the others learn its population in collect_fast_phase
@@ -161,7 +162,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         set_rng_state(rng)
         population = [Member.from_json(m) for m in state["population"]]
         counters, first_step = {**counters, **state["counters"]}, state["step"] + 1
-        ahead, last_checkpoint = read_object(checkpoint, "fast_phase"), checkpoint
+        ahead, worker_weights = read_object(checkpoint, "fast_phase"), checkpoint / "model"
         run_dir.truncate_metrics(state["step"])
     else:
         if resume:  # killed before its first checkpoint: start over
@@ -213,11 +214,12 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             if member.id in measured:
                 member.signal = sum(measured[member.id]) / len(measured[member.id])
 
-        # --- checkpoint at the cycle boundary (overlap: with the next cycle's population, collected first) ---
+        # --- checkpoint every `checkpoint.every` cycles and at the end (overlap: with the next cycle's population,
+        #     collected first; between checkpoints the worker's next job gets the weights alone) ---
         if overlap and cycle < plan.cycle_of(last_step):
             ahead = collect_fast_phase()
-        if is_main:
-            last_checkpoint = save_checkpoint(
+        if is_main and (step == last_step or (cycle + 1) % config.checkpoint.every == 0):
+            checkpoint = save_checkpoint(
                 run_dir.checkpoints, step,
                 learner.policy if learner is not None else None,
                 learner.optimizer_state() if learner is not None else None,
@@ -225,4 +227,9 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                  "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
                 keep=config.checkpoint.keep, objects={"fast_phase": ahead} if ahead is not None else None,
             )
+            worker_weights = checkpoint / "model"
+        elif is_main and overlap and learner is not None:
+            worker_weights = save_weights(run_dir.path / "fast-weights", step, learner.policy)
+    if is_main:
+        shutil.rmtree(run_dir.path / "fast-weights", ignore_errors=True)
     return run_dir.path

@@ -37,6 +37,16 @@ def copy_run(finished_run, tmp_path):
     return tmp_path / "runs" / path.name, data
 
 
+def test_checkpoint_every_other_cycle_and_always_at_the_last_step(tmp_path, tiny_model_path):
+    data = tiny_run(tmp_path, tiny_model_path, checkpoint={"every": 2, "keep": 5},
+                    loop={"steps": 5, "steps_per_cycle": 1, "problems_per_step": 2, "rollouts_per_problem": 2,
+                          "population_size": 1})
+    path = loop.run(parse_config(data))
+    assert sorted(p.name for p in (path / "checkpoints").glob("step-*")) == ["step-000002", "step-000004",
+                                                                            "step-000005"]
+    assert latest_checkpoint(path / "checkpoints").name == "step-000005"
+
+
 def test_the_newest_checkpoints_are_kept_each_with_the_checksums_of_its_files(finished_run):
     checkpoints = finished_run[0] / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["LATEST", "step-000002", "step-000003"]

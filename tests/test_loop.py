@@ -230,12 +230,38 @@ def test_resume_while_the_run_is_going_is_refused_and_the_run_finishes_whole(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("reuse, schedule", [(False, "sync"), (True, "sync"), (True, "overlap")],
-                         ids=["", "reusing-rollouts", "overlap-reusing-rollouts"])
-def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path, reuse, schedule):
+def test_checkpoints_every_other_cycle_change_nothing_but_where_checkpoints_are(tmp_path, tiny_model_path):
+    """checkpoint.every: 2 with the overlap schedule: between checkpoints the worker's next job loads the weights
+    saved alone at the cycle boundary, so every metric and population equals the run that checkpoints every cycle;
+    the checkpoints fall on every other cycle and the last step, and the weights saved alone are gone at the end."""
+    def run(name, every):
+        data = tiny_config(tmp_path / name, tiny_model_path, "fst", checkpoint={"every": every, "keep": 5},
+                           loop={"steps": 6, "fast_phase": "overlap"})
+        return loop.run(parse_config(data))
+
+    each, other = run("each", 1), run("other", 2)
+
+    def comparable(path):
+        return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows(path)]
+
+    assert comparable(each) == comparable(other) and len(rows(other)) == 7
+    for cycle in range(3):
+        a, b = (json.loads((p / "population" / f"cycle-{cycle}.json").read_text()) for p in (each, other))
+        assert a["weights_step"] == b["weights_step"] and a["members"] == b["members"]
+    assert sorted(p.name for p in (each / "checkpoints").glob("step-*")) == ["step-000002", "step-000004", "step-000006"]
+    assert sorted(p.name for p in (other / "checkpoints").glob("step-*")) == ["step-000004", "step-000006"]
+    assert not (other / "fast-weights").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reuse, schedule, every", [(False, "sync", 1), (True, "sync", 1), (True, "overlap", 1),
+                                                    (True, "overlap", 2)],
+                         ids=["", "reusing-rollouts", "overlap-reusing-rollouts", "overlap-every-other-cycle"])
+def test_resume_after_sigkill_reproduces_the_uninterrupted_metrics(tmp_path, tiny_model_path, reuse, schedule, every):
     """Checkpoints fall on cycle boundaries, where the cycle's stored rollouts are used up or dropped; with the
-    overlap schedule a checkpoint also holds the next cycle's fast phase, computed beside the cycle it ends."""
-    steps = {"loop": {"steps": 8, "reuse_fast_rollouts": reuse, "fast_phase": schedule}}
+    overlap schedule a checkpoint also holds the next cycle's fast phase, computed beside the cycle it ends (and
+    with checkpoint.every 2 the killed run leaves the weights it saved alone for the worker in between)."""
+    steps = {"loop": {"steps": 8, "reuse_fast_rollouts": reuse, "fast_phase": schedule}, "checkpoint": {"every": every}}
     straight_cfg, killed_cfg = tmp_path / "straight.json", tmp_path / "killed.json"
     straight_cfg.write_text(json.dumps(tiny_config(tmp_path / "a", tiny_model_path, "fst", **steps)))
     killed_cfg.write_text(json.dumps(tiny_config(tmp_path / "b", tiny_model_path, "fst", **steps)))
