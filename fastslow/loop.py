@@ -96,6 +96,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     first_step, started = 1, time.perf_counter()
     worker_weights: Path | None = None  # overlap: where the worker's next job loads its weights (None: the starting)
     ahead: FastPhaseResult | None = None  # overlap: the next cycle's fast phase, collected at this cycle's end
+    boundary: dict[str, float] = {}  # the last cycle boundary's seconds_checkpoint, for the next cycle's first step
 
     def deployed_prompt() -> str:  # fst-distill's weights are used under the seed prompt: they hold the best one
         return seed_prompt if config.mode == "fst-distill" else population[0].text
@@ -171,14 +172,15 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
 
     for cycle in range(plan.cycle_of(first_step), plan.cycle_of(last_step) + 1):
         steps = plan.cycle_steps(cycle, last_step)
-        fast_row, reflection_failed, reusable = {}, None, None
+        fast_row, reflection_failed, reusable = boundary, None, None
 
         # --- fast phase: evolve the prompts on this cycle's anchor set, weights frozen ---
         if fast_phase is not None:
             if ahead is None:  # sync: every cycle; overlap: the run's first, with no slow phase to run beside
                 start_fast_phase(fast_job(cycle, steps.start - 1))
                 ahead = collect_fast_phase()
-            fast_row, reflection_failed, reusable = take(ahead, cycle), ahead.reflection_failed, ahead.reusable
+            fast_row = fast_row | take(ahead, cycle)
+            reflection_failed, reusable = ahead.reflection_failed, ahead.reusable
             weights_step, ahead = ahead.weights_step, None
             if overlap and cycle < plan.cycle_of(last_step):  # the next cycle's, beside this slow phase
                 start_fast_phase(fast_job(cycle + 1, steps.start - 1))
@@ -203,7 +205,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 row |= {"reward_mean": sum(scores.get(p.id, 0.0) for p in batch) / len(batch),
                         "seconds_update": 0.0}
             counters["samples"] += len(batch)
-            for key, seconds in fast_row.items():  # the fast phase's time goes to the cycle's first step
+            for key, seconds in fast_row.items():  # the fast phase's (and the boundary's) time: the cycle's first step
                 row[key] = row.get(key, 0.0) + seconds
             fast_row = {}
             if is_main and (step % config.eval.every == 0 or step == last_step):
@@ -218,6 +220,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         #     collected first; between checkpoints the worker's next job gets the weights alone) ---
         if overlap and cycle < plan.cycle_of(last_step):
             ahead = collect_fast_phase()
+        start = time.perf_counter()
         if is_main and (step == last_step or (cycle + 1) % config.checkpoint.every == 0):
             checkpoint = save_checkpoint(
                 run_dir.checkpoints, step,
@@ -230,6 +233,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
             worker_weights = checkpoint / "model"
         elif is_main and overlap and learner is not None:
             worker_weights = save_weights(run_dir.path / "fast-weights", step, learner.policy)
+        boundary = {"seconds_checkpoint": time.perf_counter() - start} if is_main else {}
     if is_main:
         shutil.rmtree(run_dir.path / "fast-weights", ignore_errors=True)
     return run_dir.path

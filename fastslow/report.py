@@ -235,7 +235,7 @@ def _html_table(table: list[dict[str, str]]) -> str:
 def summary_table(run_dirs: Sequence[str | Path]) -> str:
     """Markdown: per run the final and peak validation accuracy, samples, rollouts, KL, entropy, wall time;
     then, if there are RL runs, each other run's sample efficiency and KL reduction against them; then per run the
-    seconds per RL step split into slow / fast / waiting / eval."""
+    seconds per RL step split into slow / fast / waiting / eval / checkpoint."""
     runs = load_runs(run_dirs)
     text = _markdown(_summary_rows(runs))
     comparisons, times = _comparison_rows(runs), _time_rows(runs)
@@ -245,13 +245,15 @@ def summary_table(run_dirs: Sequence[str | Path]) -> str:
 # ---------------------------------------------------------------- where a step's time goes
 
 
-TIME_PARTS = ("slow", "fast", "waiting", "eval")
+TIME_PARTS = ("slow", "fast", "waiting", "eval", "checkpoint")
 
 
 def step_times(run: Run) -> list[dict[str, Any]]:
     """Per RL step, the wall clock since the previous metrics row (`total`) split into `slow` (the RL step itself),
     `fast` (the fast phase run by the trainer: re-scoring, GEPA, reflection; on a cycle's first step), `waiting` (for
-    a fast phase running beside the slow one) and `eval` (evaluation on that step); the parts sum to `total`.
+    a fast phase running beside the slow one), `eval` (evaluation on that step) and `checkpoint` (the cycle boundary
+    before a cycle's first step: a checkpoint, or the weights saved for an overlap worker); the parts sum to `total`.
+    `checkpoint` is None (left in `slow`) for a run that never recorded `seconds_checkpoint`.
 
     A run that recorded `fast_phase_s`, `fast_phase_wait_s` or `seconds_eval` anywhere (docs/RUNDIR.md; null counts 0)
     is split as measured. Older runs are estimated (`measured` False):
@@ -273,6 +275,7 @@ def step_times(run: Run) -> list[dict[str, Any]]:
     typical = float(np.median(others)) if others else 0.0
     measured = any(row.get(key) is not None for row in timed for key in ("fast_phase_s", "fast_phase_wait_s",
                                                                           "seconds_eval"))
+    checkpointed = any(row.get("seconds_checkpoint") is not None for row in timed)
     steps, previous = [], None
     for row in timed:
         wall = float(row["wall_time"])
@@ -288,9 +291,10 @@ def step_times(run: Run) -> list[dict[str, Any]]:
             if row["step"] in first_steps and run.mode != "rl":
                 fast = (row.get("seconds_reflect") or 0.0) + max(0.0, rollout_seconds(row) - typical)
             fast, waiting, evaluation = min(fast, total), 0.0, None
-        slow = total - fast - waiting - (evaluation or 0.0)
+        checkpoint = (row.get("seconds_checkpoint") or 0.0) if checkpointed else None
+        slow = total - fast - waiting - (evaluation or 0.0) - (checkpoint or 0.0)
         steps.append({"step": row["step"], "total": total, "slow": slow, "fast": fast, "waiting": waiting,
-                      "eval": evaluation, "measured": measured})
+                      "eval": evaluation, "checkpoint": checkpoint, "measured": measured})
     return steps
 
 
@@ -308,7 +312,7 @@ def elapsed(run: Run) -> dict[int, float]:
 
 
 def _time_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
-    """Per run: mean seconds per RL step and its split into slow / fast / waiting / eval."""
+    """Per run: mean seconds per RL step and its split into slow / fast / waiting / eval / checkpoint."""
     table = []
     for run in runs:
         times = step_times(run)
@@ -646,9 +650,10 @@ def make_report(run_dirs: Sequence[str | Path], out_dir: str | Path, notes: Sequ
                      "<p class=muted>Mean wall-clock seconds per RL step (time between two metrics rows), split "
                      "into the slow phase (the RL step), the fast phase the trainer ran itself (re-scoring, GEPA, "
                      "reflection: on a cycle's first step), waiting for a fast phase running beside the slow one, "
-                     "and evaluation. The parts sum to the step's wall clock. Runs from before these were recorded "
-                     "are estimated: their fast phase is what a cycle's first step took beyond a typical step, and "
-                     "evaluation stays in the slow part.</p>",
+                     "evaluation, and the checkpoint written at the cycle boundary before it. The parts sum to the "
+                     "step's wall clock. Runs from before these were recorded are estimated: their fast phase is what "
+                     "a cycle's first step took beyond a typical step, and evaluation and checkpoints stay in the slow "
+                     "part.</p>",
                      _html_table(times)]
     sections += ["<h2>Plots</h2>",
                  f"<div class=plots>{''.join(figures)}</div>" if figures else "<p class=muted>nothing measured yet</p>"]

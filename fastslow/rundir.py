@@ -32,7 +32,7 @@ METRIC_KEYS = (
     "fast_rounds", "best_prompt_id", "wall_time", "kept_problems", "loss", "grad_norm", "within_prompt_signal",
     "within_prompt_variance_share", "member_entropy", "member_signal", "reused_rollouts", "fresh_rollouts",
     "reused_reward_mean", "importance_ratio_mean", "importance_capped_share", "distill_kl", "seconds_eval",
-    "fast_phase_s", "fast_phase_wait_s", "fast_phase_staleness", "seconds_reference",
+    "fast_phase_s", "fast_phase_wait_s", "fast_phase_staleness", "seconds_reference", "seconds_checkpoint",
 )
 LOCK = ".lock"
 

@@ -1,7 +1,8 @@
 """benchmarks/: every benchmark answers --help without importing the heavy libraries, and benchmarks/gpu.sh, the
 device's entry script, works without a GPU (no wheels, $OUT a temporary folder); benchmarks/suite.py stops a task
 past its time limit, workers included, and runs a config's own model; benchmarks/smollm2_transfer.py's pieces come
-back together, checked; benchmarks/overlap.py's summary reads accuracy on three axes, and its time keeps each arm's run."""
+back together, checked; benchmarks/overlap.py's summary reads accuracy on three axes, and its time keeps each
+arm's run."""
 
 import argparse
 import importlib.util

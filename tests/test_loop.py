@@ -22,7 +22,7 @@ from fastslow.policy import load_model
 from fastslow.rundir import METRIC_KEYS
 
 TIMING_KEYS = {"wall_time", "seconds_generate", "seconds_score", "seconds_reflect", "seconds_update", "seconds_reference",
-               "seconds_eval", "fast_phase_s", "fast_phase_wait_s"}
+               "seconds_eval", "fast_phase_s", "fast_phase_wait_s", "seconds_checkpoint"}
 
 
 def tiny_config(output_dir, model_path, mode="fst", **sections):
@@ -248,9 +248,13 @@ def test_checkpoints_every_other_cycle_change_nothing_but_where_checkpoints_are(
     for cycle in range(3):
         a, b = (json.loads((p / "population" / f"cycle-{cycle}.json").read_text()) for p in (each, other))
         assert a["weights_step"] == b["weights_step"] and a["members"] == b["members"]
-    assert sorted(p.name for p in (each / "checkpoints").glob("step-*")) == ["step-000002", "step-000004", "step-000006"]
+    assert sorted(p.name for p in (each / "checkpoints").glob("step-*")) == ["step-000002", "step-000004",
+                                                                            "step-000006"]
     assert sorted(p.name for p in (other / "checkpoints").glob("step-*")) == ["step-000004", "step-000006"]
     assert not (other / "fast-weights").exists()
+    # each boundary's seconds (the weights alone after cycle 0, a checkpoint after cycle 1): the next cycle's 1st step
+    seconds = {r["step"]: r["seconds_checkpoint"] for r in rows(other)}
+    assert seconds[3] > 0 and seconds[5] > 0 and all(seconds[s] is None for s in (0, 1, 2, 4, 6))
 
 
 @pytest.mark.slow

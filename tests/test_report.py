@@ -294,17 +294,27 @@ def test_seconds_per_step_split_into_slow_fast_waiting_and_eval_sums_to_the_wall
     run = report.load_run(write_rows(tmp_path, "overlap", "fst", timed_rows()))
     steps = report.step_times(run)
     assert [s["total"] for s in steps] == [20.0, 7.0, 18.0]  # the wall_time deltas
-    assert [(s["slow"], s["fast"], s["waiting"], s["eval"]) for s in steps] == [
-        (12.0, 8.0, 0.0, 0.0), (7.0, 0.0, 0.0, 0.0), (9.0, 1.0, 6.0, 2.0)]
+    assert [(s["slow"], s["fast"], s["waiting"], s["eval"], s["checkpoint"]) for s in steps] == [
+        (12.0, 8.0, 0.0, 0.0, None), (7.0, 0.0, 0.0, 0.0, None), (9.0, 1.0, 6.0, 2.0, None)]
     for s in steps:
         assert s["slow"] + s["fast"] + s["waiting"] + s["eval"] == s["total"] and s["measured"]
     (row,) = report._time_rows(report.load_runs([tmp_path / "overlap"]))
     assert row == {"run": "overlap (fst)", "steps": "3", "seconds per step": "15.00", "slow": "9.33 s (62%)",
-                   "fast": "3.00 s (20%)", "waiting": "2.00 s (13%)", "eval": "0.67 s (4%)", "split": "measured"}
+                   "fast": "3.00 s (20%)", "waiting": "2.00 s (13%)", "eval": "0.67 s (4%)",
+                   "checkpoint": "— (in slow)", "split": "measured"}
     page = report.make_report([tmp_path / "overlap"], tmp_path / "out").read_text()
     assert "Where a step's time goes" in page and "<td>9.33 s (62%)</td>" in page
-    assert "| 15.00 | 9.33 s (62%) | 3.00 s (20%) | 2.00 s (13%) | 0.67 s (4%) | measured |" in report.summary_table(
-        [tmp_path / "overlap"])
+    assert ("| 15.00 | 9.33 s (62%) | 3.00 s (20%) | 2.00 s (13%) | 0.67 s (4%) | — (in slow) | measured |"
+            in report.summary_table([tmp_path / "overlap"]))
+
+
+def test_a_checkpoints_seconds_come_out_of_the_slow_part_of_the_next_cycles_first_step(tmp_path):
+    rows = timed_rows()
+    rows[3]["seconds_checkpoint"] = 3.0  # the boundary between cycles 0 and 1
+    steps = report.step_times(report.load_run(write_rows(tmp_path, "overlap", "fst", rows)))
+    assert [(s["slow"], s["checkpoint"]) for s in steps] == [(12.0, 0.0), (7.0, 0.0), (6.0, 3.0)]
+    (row,) = report._time_rows(report.load_runs([tmp_path / "overlap"]))
+    assert row["slow"] == "8.33 s (56%)" and row["checkpoint"] == "1.00 s (7%)"
 
 
 def test_an_older_run_gets_its_fast_phase_estimated_from_its_first_steps(runs):
