@@ -32,7 +32,7 @@ from fastslow.checkpoint import (latest_checkpoint, load_weights, read_checkpoin
 from fastslow.config import Config
 from fastslow.evaluation import evaluate
 from fastslow.fast import phase as fast_phases
-from fastslow.fast.adapter import PolicyAdapter
+from fastslow.fast.adapter import PolicyAdapter, batch_rows
 from fastslow.fast.gepa_driver import FastJob, FastPhaseResult, FastPhaseSettings
 from fastslow.fast.population import SEED_ID, Member
 from fastslow.guards import preflight
@@ -87,7 +87,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
     if fast_phase is not None and not overlap:  # sync: the fast phase samples the policy here
         if own_reflection and config.reflection.kind == "self":  # the starting weights this process holds, no copy
             reflection_lm.share_weights(base or (lambda: nullcontext(policy)))
-        fast_phase.attach(PolicyAdapter(policy, tokenizer, task, sampling, engine=sampler), reflection_lm)
+        fast_phase.attach(PolicyAdapter(policy, tokenizer, task, sampling, engine=sampler,
+                                        batch_rows=batch_rows(config)), reflection_lm)
 
     population = [Member(SEED_ID, seed_prompt)]
     student = Member(SEED_ID, seed_prompt)  # fst-distill: the prompt the distilled weights are used with

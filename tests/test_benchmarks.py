@@ -219,3 +219,23 @@ def test_overlap_time_keeps_each_arms_run_directory_and_writes_its_tables(tmp_pa
     assert [row["step"] for row in rows] == [0, 1, 2]
     timing = json.loads((tmp_path / "time.json").read_text())["arms"]
     assert list(timing) == ["rl"] and timing["rl"]["seconds per step"] > 0
+
+
+def test_fast_phase_profile_records_each_generate_call_with_its_shape_as_it_ends(capsys):
+    """benchmarks/fast_phase_profile.py's recorder: every call through the wrapped `generate` is logged (rows, longest
+    prompt, new tokens, seconds) and printed at once, and what the wrapped function returns passes through."""
+    import types
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fast_phase_profile import record_generate_calls
+
+    module = types.SimpleNamespace(generate=lambda model, prompts, pad_id, **kw: torch.zeros(len(prompts), kw["new"]))
+    calls = record_generate_calls(module)
+    out = module.generate(None, [[1, 2, 3], [4]], 0, new=5)
+    module.generate(None, [[1]], 0, new=2)
+    assert out.shape == (2, 5)
+    assert [(c["rows"], c["prompt"], c["new"]) for c in calls] == [(2, 3, 5), (1, 1, 2)]
+    assert all(c["seconds"] >= 0 for c in calls)
+    assert "| 1 | 2 | 3 | 5 |" in capsys.readouterr().out

@@ -52,6 +52,26 @@ def test_adapter_accepts_an_empty_batch_and_scores_pairs(adapter):
     assert records[0]["Inputs"] == problems[0].prompt and "characters" in records[0]["Feedback"]
 
 
+def test_the_fast_phase_samples_as_many_rows_at_once_as_an_rl_step(adapter, monkeypatch):
+    """Decoding is latency-bound on a GPU, so the fast phase samples up to an RL step's rows (which the trainer
+    samples at once) per generation: 100 rows in one call under 16 problems x 8 rollouts, two at 64 rows a call."""
+    from types import SimpleNamespace
+
+    from fastslow import shared_prefix
+    from fastslow.fast.adapter import batch_rows
+
+    calls, generate = [], shared_prefix.generate
+    monkeypatch.setattr(shared_prefix, "generate",
+                        lambda model, prompts, *args, **kwargs: calls.append(len(prompts)) or generate(model, prompts,
+                                                                                                        *args, **kwargs))
+    pairs = [("Answer.", p) for p in ShortAnswerTask().problems("train", 100, 0)]
+    adapter.batch_rows = batch_rows(SimpleNamespace(loop=SimpleNamespace(problems_per_step=16, rollouts_per_problem=8)))
+    assert len(adapter.rollouts(pairs)) == 100 and calls == [100]
+    calls.clear()
+    adapter.batch_rows = 64
+    assert len(adapter.rollouts(pairs)) == 100 and calls == [64, 36]
+
+
 def test_fast_phase_is_seeded_with_the_population_and_keeps_the_budget(adapter, tmp_path):
     anchors = ShortAnswerTask().problems("train", 6, 1)
     population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]

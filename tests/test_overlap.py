@@ -15,7 +15,7 @@ from test_loop import rows, tiny_config
 import fastslow.loop as loop
 from fastslow.checkpoint import load_weights
 from fastslow.config import parse_config
-from fastslow.fast.adapter import PolicyAdapter
+from fastslow.fast.adapter import PolicyAdapter, batch_rows
 from fastslow.fast.gepa_driver import FastJob, FastPhaseSettings
 from fastslow.fast.phase import FastPhase, OverlapFastPhase, WorkerSpec, build
 from fastslow.fast.population import Member
@@ -44,7 +44,8 @@ def sync_fast_phase(config, weights, job: FastJob, scratch):
     model = load_model(config.model.path)
     if weights is not None:
         load_weights(model, weights)
-    adapter = PolicyAdapter(model, load_tokenizer(config.model.path), ShortAnswerTask(), Sampling.of(config.model))
+    adapter = PolicyAdapter(model, load_tokenizer(config.model.path), ShortAnswerTask(), Sampling.of(config.model),
+                            batch_rows=batch_rows(config))
     phase = FastPhase(FastPhaseSettings.of(config), adapter, ScriptedReflectionLM(), scratch)
     phase.start(job)
     return phase.result()

@@ -127,6 +127,25 @@ def test_batch_complete_settles_each_prompt_on_its_own(fake_endpoint, model_dir)
     assert "A better instruction." in next(o for o in outcomes if isinstance(o, str)) and len(endpoint.requests) == 2
 
 
+def test_local_batch_retries_only_its_empty_answers_together(model_dir):
+    """A local reflection LM samples the prompts whose answers came back empty again in one batch per attempt, not one
+    generation each (a 1.7B-shaped reflector took 11-13 s per generation whatever its batch); a prompt still empty
+    after `retries` fails alone, with the attempts it had."""
+    lm = make_reflection_lm(config(kind="local", model=model_dir, retries=2), policy_path="micro", device="cpu")
+    script = iter([["```a```", "", "<think>only thoughts"], ["```b```", "  "], [""]])
+    batches = []
+
+    def scripted_generate(prompts):  # the model's answers, scripted: each call is one batched generation
+        batches.append(list(prompts))
+        return next(script)
+
+    lm._generate = scripted_generate
+    outcomes = lm.batch_complete(["p0", "p1", "p2"])
+    assert batches == [["p0", "p1", "p2"], ["p1", "p2"], ["p2"]]
+    assert outcomes[:2] == ["```a```", "```b```"]
+    assert isinstance(outcomes[2], ReflectionError) and "failed after 3 attempt(s): empty answer" in str(outcomes[2])
+
+
 # --- answers: thinking stripped, empty answers retried ----------------------------------------------
 
 @pytest.mark.parametrize("raw, clean", [

@@ -57,7 +57,7 @@ class WorkerFastPhase:
         import torch
 
         from fastslow import engine
-        from fastslow.fast.adapter import PolicyAdapter
+        from fastslow.fast.adapter import PolicyAdapter, batch_rows
         from fastslow.fast.phase import FastPhase
         from fastslow.policy import Sampling, load_model, load_tokenizer, peft_lora
         from fastslow.tasks import load_task
@@ -87,7 +87,7 @@ class WorkerFastPhase:
                 reflection.load()  # now, beside the training process's start, not in the first cycle's wait
         task = load_task(config.task.name, **config.task.args)
         adapter = PolicyAdapter(model, load_tokenizer(config.model.path), task, Sampling.of(config.model),
-                                engine=self.vllm)
+                                engine=self.vllm, batch_rows=batch_rows(config))
         self.phase = FastPhase(spec.settings, adapter, reflection, spec.scratch)
 
     @contextmanager
