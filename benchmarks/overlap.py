@@ -96,16 +96,17 @@ def measure(config) -> dict:
 
 def random_model_run(shape: str, folder: Path) -> dict:
     """Overrides for a model of a real shape with random weights (no download; benchmarks/random_model.py), the micro
-    tokenizer, a synthetic task whose rewards always vary, and long completions: where generation dominates."""
+    tokenizer with a token for every id the model samples (so its answers and reflections are text), a synthetic
+    task whose rewards always vary, and long completions: where generation dominates."""
     import torch
-    from random_model import TINY_VOCAB, VOCAB, random_qwen3
+    from random_model import TINY_VOCAB, VOCAB, decodable, random_qwen3
 
     from fastslow.policy import load_tokenizer
 
-    tokenizer = load_tokenizer("micro")
+    vocab = VOCAB if shape != "tiny" else TINY_VOCAB
+    tokenizer = decodable(load_tokenizer("micro"), vocab)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = random_qwen3(shape, tokenizer, torch.bfloat16 if device == "cuda" else torch.float32, device,
-                         VOCAB if shape != "tiny" else TINY_VOCAB)
+    model = random_qwen3(shape, tokenizer, torch.bfloat16 if device == "cuda" else torch.float32, device, vocab)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return {"model.path": str(folder), "model.max_new_tokens": 512, "reflection.kind": "self",

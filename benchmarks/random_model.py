@@ -46,6 +46,14 @@ def random_qwen3(shape: str, tokenizer, dtype: torch.dtype = torch.bfloat16, dev
     return model
 
 
+def decodable(tokenizer, vocab: int = VOCAB):
+    """`tokenizer` with one added token for each id past its own up to `vocab` (`<w123>`), so that what a random
+    model samples decodes to text. With the micro tokenizer's 100 tokens alone nearly every sampled id decodes to
+    nothing: every reflection came back empty, and GEPA proposed nothing (issue 23's Qwen3-1.7B-shaped fast phase)."""
+    tokenizer.add_tokens([f"<w{i}>" for i in range(len(tokenizer), vocab)])
+    return tokenizer
+
+
 class AlternatingRewardTask:
     """Synthetic task for benchmarks: problems of `prompt_chars` characters; rewards alternate 0, 1, 0, ... in
     scoring order, so every problem's G rollouts vary and all rows stay in the update (the most memory)."""

@@ -239,3 +239,20 @@ def test_fast_phase_profile_records_each_generate_call_with_its_shape_as_it_ends
     assert [(c["rows"], c["prompt"], c["new"]) for c in calls] == [(2, 3, 5), (1, 1, 2)]
     assert all(c["seconds"] >= 0 for c in calls)
     assert "| 1 | 2 | 3 | 5 |" in capsys.readouterr().out
+
+
+def test_a_random_models_tokenizer_decodes_every_id_it_can_sample_and_reads_it_back():
+    """benchmarks/random_model.decodable: with the micro tokenizer's 100 tokens alone a random model's answers decode to
+    nothing (every reflection empty, GEPA proposing nothing); with it each id is text that encodes back to that id."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from random_model import decodable
+
+    from fastslow.policy import load_tokenizer
+
+    plain = load_tokenizer("micro")
+    assert plain.decode([300, 511], skip_special_tokens=True) == ""
+    tokenizer = decodable(load_tokenizer("micro"), 512)
+    assert len(tokenizer) == 512
+    text = tokenizer.decode([300, 511], skip_special_tokens=True)
+    assert text == "<w300><w511>"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == [300, 511]
