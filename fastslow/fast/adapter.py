@@ -64,7 +64,8 @@ class PolicyAdapter:
         start = time.perf_counter()
         conversations = [chat_messages(prompt, problem.prompt, self.sampling.prompt_placement)
                          for prompt, problem in pairs]
-        completions = sample(self.model, self.tokenizer, conversations, self.sampling, self.batch_rows, self.engine)
+        completions = sample(self.model, self.tokenizer, conversations, self.sampling, batch_size=self.batch_rows,
+                             engine=self.engine)
         scored = time.perf_counter()
         rollouts = [Rollout(problem, prompt, c, self.task.score(problem, c.text))
                     for (prompt, problem), c in zip(pairs, completions)]
