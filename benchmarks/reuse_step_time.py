@@ -8,7 +8,8 @@ sizes (fastslow.experiments.presets), one seed, one after the other in this proc
 run. A step's wall clock is the time between two metrics rows, so the cycle's fast phase (re-scoring, GEPA,
 reflection) falls on its first step; evaluation is cut to 8 problems x 1 sample, run only at steps 0 and the last.
 The process's CPU time per step is measured too: on a shared machine it depends less on what else runs. Prints a
-markdown table (and writes it to --out with the runs' metrics). `--tiny`: a few small steps, to check the script
+markdown table; with --out, writes it to DIR/results.md and keeps each run's directory under DIR/runs (a run that
+crashes or is cut off keeps its metrics there). `--tiny`: a few small steps, to check the script
 quickly. `--set KEY=VALUE` changes every run's config last, e.g. the policy and reflection LM of micro world v4
 (`--set model.path=micro-v4 --set reflection.kind=local --set reflection.model=micro`) or the task
 (`--set 'task={name: code, args: {ops: 3}}'`). `--proposals 1 16` adds a run of FST with reuse at each of those
@@ -21,6 +22,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -89,7 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the preset's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--bf16", action="store_true", help="rl.bf16 (bf16 autocast)")
-    parser.add_argument("--out", type=Path, default=None, help="write results.md and the runs' metrics here")
+    parser.add_argument("--out", type=Path, default=None, help="write results.md here, and keep the runs under runs/")
     parser.add_argument("--tiny", action="store_true", help="a few small steps (checks the script)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
     parser.add_argument("--proposals", type=int, nargs="*", default=[],
@@ -108,13 +110,17 @@ def main() -> None:
     variants = {name: (mode, reuse, {}) for name, (mode, reuse) in VARIANTS.items()}
     variants |= {f"fst + reuse, n={n}": ("fst", True, {"gepa.proposals_per_iteration": n}) for n in args.proposals}
     results = {}
+    runs = args.out / "runs" if args.out else None
     with tempfile.TemporaryDirectory() as tmp:
         # a 2-step run first, not measured: the first run in a process pays one-time costs (CUDA's context and
         # kernels, imports) that would otherwise land on whichever variant runs first (RL's steps: +50% on a GPU)
         measure(config_for(args.preset, "rl", False, 2, args.tiny, Path(tmp), args.bf16, extra, name="warm-up"))
-        for i, (name, (mode, reuse, own)) in enumerate(variants.items()):
-            results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, Path(tmp), args.bf16,
-                                               {**extra, **own}, name=f"run{i}"))
+        for name, (mode, reuse, own) in variants.items():
+            run = "-".join("".join(c if c.isalnum() else " " for c in name).split())  # "fst + reuse, n=16": fst-reuse-n-16
+            if runs:
+                shutil.rmtree(runs / run, ignore_errors=True)  # an earlier measurement's
+            results[name] = measure(config_for(args.preset, mode, reuse, args.steps, args.tiny, runs or Path(tmp),
+                                               args.bf16, {**extra, **own}, name=run))
             print(f"{name}: {results[name]['seconds per RL step']:.2f} s per step", flush=True)
     rl = results["rl"]["seconds per RL step"]
     keys = [k for k in results["rl"] if not k.startswith("_")]
@@ -135,9 +141,6 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(table + "\n")
-        for name, result in results.items():
-            (args.out / f"metrics-{name.replace(' + ', '-')}.jsonl").write_text(
-                "".join(json.dumps(row) + "\n" for row in result["_rows"]))
 
 
 if __name__ == "__main__":

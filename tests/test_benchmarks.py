@@ -256,3 +256,16 @@ def test_a_random_models_tokenizer_decodes_every_id_it_can_sample_and_reads_it_b
     text = tokenizer.decode([300, 511], skip_special_tokens=True)
     assert text == "<w300><w511>"
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == [300, 511]
+
+
+def test_reuse_step_time_keeps_each_runs_directory_beside_its_table(tmp_path):
+    """benchmarks/reuse_step_time.py --tiny --out DIR: each variant's run directory stays under DIR/runs (a run that
+    crashes or is cut off keeps its metrics), named after the variant, beside results.md."""
+    command = [sys.executable, str(ROOT / "benchmarks/reuse_step_time.py"), "--tiny", "--out", str(tmp_path),
+               "--proposals", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["fst", "fst-reuse", "fst-reuse-n-2", "rl"]
+    rows = [json.loads(line) for line in (tmp_path / "runs/fst-reuse/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert "| **× RL per step** |" in (tmp_path / "results.md").read_text()
