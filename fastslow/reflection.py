@@ -81,7 +81,11 @@ class ReflectionLM:
                 failure = f"{type(exc).__name__}: {one_line(exc)}"
             if attempt + 1 < attempts and not pause(self.config.backoff_s * 2**attempt if self.remote else 0.0):
                 break  # the run is stopping: no more retries
-        raise ReflectionError(f"reflection LM {self.describe()} failed after {attempt + 1} attempt(s): {failure}")
+        raise self.failed(attempt + 1, failure)
+
+    def failed(self, attempts: int, failure: str) -> ReflectionError:
+        """The error a prompt ends in when its attempts are spent; `failure` is the last one's."""
+        return ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): {failure}")
 
     def batch_complete(self, prompts: list[str]) -> list[str | ReflectionError]:
         """Several reflections at once (GEPA's batched proposals), each slot the answer or the ReflectionError its
@@ -353,8 +357,7 @@ class LocalReflection(ReflectionLM):
             except Exception as exc:
                 failure = f"{type(exc).__name__}: {one_line(exc)}"
                 break
-        return [answer or ReflectionError(f"reflection LM {self.describe()} failed after {attempts} attempt(s): "
-                                          f"{failure}") for answer in answers]
+        return [answer or self.failed(attempts, failure) for answer in answers]
 
     def describe(self) -> str:
         return f"{self.config.kind}:{self.path}"
