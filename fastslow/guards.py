@@ -5,7 +5,9 @@
   and `fastslow check` both call it, so `check` says no wherever `run` would, before any weights;
 - context: the longest row (system prompt + the longest problem, as the chat template renders them) plus
   `model.max_new_tokens` must fit in the model's context. Evolved prompts are held to the same room and to
-  `reflection.max_new_tokens` tokens: a longer answer, or one with no instruction in it, is a failed reflection;
+  `reflection.max_new_tokens` tokens: a longer answer, or one with no instruction in it, is a failed reflection.
+  A budget too small for the seed prompt in its answer's code fence is warned of: every rewrite of the seed's length
+  would come back cut off mid-instruction, and GEPA would keep the stubs;
 - rollouts: an RL step samples problems_per_step x G rows at once. Their KV cache alone, a lower bound on what
   the step needs, must fit in the machine's memory: refused only when it certainly cannot run.
 """
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from fastslow.tasks import Problem, Task, load_task
 CHARS_PER_TOKEN = 16  # more than any tokenizer averages: a text longer than this many chars per token is refused untokenized
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+log = logging.getLogger(__name__)
 
 
 def load_model_config(path: str, field: str = "model.path"):
@@ -98,6 +102,9 @@ def preflight(config: Config, processes: int = 1, reflection: bool = True) -> Pr
 
         reflection_lm = make_reflection_lm(config.reflection, config.model.path)
         reflection_lm.check()
+        short = prompt_room.short_answers(seed_prompt)
+        if short:
+            log.warning(short)
     return Preflight(task, train, val, seed_prompt, plan, tokenizer, prompt_room, reflection_lm)
 
 
@@ -150,6 +157,19 @@ class PromptRoom:
         problem = self.overflow(seed_prompt)
         if problem:
             raise FastSlowError(f"task.seed_prompt: {problem}")
+
+    def short_answers(self, seed_prompt: str) -> str | None:
+        """Why reflection.max_new_tokens cuts off a rewrite of the seed prompt's length, or None. Reflection LMs answer
+        inside a code fence (GEPA's template and the micro models' alike); a cut answer still yields an instruction,
+        its first tokens, which GEPA scores and may keep. (The micro world's budget of 96 tokens cut every rewrite of
+        the suite's 92-98-character string instructions at 92 characters, unseen, issue 24.)"""
+        limit = self.config.reflection.max_new_tokens
+        fenced = self.tokens(f"```\n{seed_prompt}\n```")
+        if fenced <= limit:
+            return None
+        return (f"reflection.max_new_tokens ({limit}) is less than the seed prompt in its answer's code fence ({fenced} "
+                f"tokens with the policy's tokenizer): every rewrite of the seed's length will be cut off "
+                f"mid-instruction; raise it (e.g. to {2 * fenced})")
 
     def refusal(self, answer: str) -> str | None:
         """Why a reflection answer cannot become a prompt (too long, no instruction, does not fit), or None."""

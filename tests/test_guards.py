@@ -139,3 +139,48 @@ def test_fence_only_and_200kb_reflection_answers_are_failed_reflections_counted_
     assert f"reflections failed {last['reflection_failures']}/{last['reflection_calls']}" in result.stderr
     population = json.loads((run_dir / "population" / "cycle-0.json").read_text())
     assert population["reflection_failed"] is True and [m["id"] for m in population["members"]] == ["seed"]
+
+
+def test_a_reflection_budget_that_cuts_off_the_seed_prompt_is_named(room):
+    """The answer's code fence counts: the tiny tokenizer gives one token a character, so a seed prompt fits a
+    budget of 256 tokens with its fence only up to 256 - len("```\\n\\n```") characters."""
+    fence = len(room.tokenizer("```\n\n```", add_special_tokens=False)["input_ids"])
+    assert room.short_answers("p" * (256 - fence)) is None
+    said = room.short_answers("p" * (257 - fence))
+    assert said.startswith("reflection.max_new_tokens (256) is less than the seed prompt in its answer's code fence "
+                           "(257 tokens")
+
+
+def test_preflight_warns_of_the_micro_worlds_old_reflection_budget_and_not_of_its_own(caplog):
+    """96 tokens cut every rewrite of WEAK's 98-character instruction (issue 24); MICRO_BASE's budget holds it."""
+    import copy
+
+    from fastslow.experiments.presets import MICRO_BASE, WEAK
+    from fastslow.guards import preflight
+
+    base = copy.deepcopy(MICRO_BASE) | {"task": WEAK}
+    old = copy.deepcopy(base)
+    old["reflection"]["max_new_tokens"] = 96
+    with caplog.at_level("WARNING", logger="fastslow.guards"):
+        preflight(parse_config(old))
+    assert "reflection.max_new_tokens (96) is less than the seed prompt in its answer's code fence" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fastslow.guards"):
+        preflight(parse_config(base))
+    assert "reflection.max_new_tokens" not in caplog.text
+
+
+def test_the_micro_worlds_reflection_budget_holds_every_suite_and_preset_seed_prompt():
+    from pathlib import Path
+
+    from fastslow.experiments.presets import MICRO_BASE, SETTINGS
+    from fastslow.models import resolve_model_path
+    from fastslow.tasks import load_task
+
+    suite = json.loads((Path(__file__).parents[1] / "docs/logs/suite/task_suite_v4_2026-12-01_h200.json").read_text())
+    tasks = suite["suite"] + [s["task"] for s in SETTINGS.values() if "task" in s] + [SETTINGS["plasticity"]["task_b"]]
+    config = parse_config(MICRO_BASE)
+    micro = PromptRoom(load_tokenizer(resolve_model_path("micro")), ShortAnswerTask().problems("train", 2, 0), None, config)
+    for task in tasks:
+        seed = task.get("seed_prompt") or load_task(task["name"], **task.get("args", {})).seed_prompt
+        assert micro.short_answers(seed) is None, task

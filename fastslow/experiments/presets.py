@@ -16,10 +16,12 @@ from typing import Any
 from fastslow.errors import FastSlowError
 from fastslow.probe import REGIME
 
-# Micro model answers are short (<= ~20 characters); the reflection writes one instruction (~60 characters).
+# Micro model answers are short (<= ~20 characters); the reflection writes one instruction in a code fence, one token
+# a character: "```\n" + up to ~100 characters of the suite's and WEAK's three-op instructions + "\n```". 96 tokens
+# cut every such rewrite at 92 characters (issue 24); 160 is what `fastslow micro eval` measures reflection with.
 MICRO_BASE: dict[str, Any] = {
     "model": {"path": "micro", "max_new_tokens": 24},
-    "reflection": {"kind": "self", "template": "compact", "max_new_tokens": 96, "temperature": 0.7},
+    "reflection": {"kind": "self", "template": "compact", "max_new_tokens": 160, "temperature": 0.7},
     # the whole batch (<= 128 rows) in one update pass: the micro model needs little memory, and micro-batches
     # would compute each system prompt prefix once per micro-batch
     "rl": {"learning_rate": 1e-4, "warmup_steps": 2, "micro_batch_rows": 128},
