@@ -9,7 +9,7 @@ of table:
 - "Claims": one row per claim and axis (`CLAIMS`), shaped like docs/RESULTS.md's summary: the paper's number, each
   task's mean ± std over seeds, the pooled mean ± sd over tasks (every task counts once, whatever its spread over
   seeds), and a tally: tasks where the claim holds by more than one standard error over seeds, where it fails by more,
-  and ties;
+  and ties. A task where no seed of FST reached RL's peak (claim 1 undefined) is shown as such and counts against;
 - per experiment, every measured quantity (a summary entry with a mean over seeds, at any depth) per task and pooled.
 """
 
@@ -34,16 +34,17 @@ class ClaimRow:
     null: float  # the value at which FST and its baseline are level
     scale: float = 1.0
     unit: str = ""
+    never: str = ""  # what it means that no seed of a task measured it; such a task counts against (not left out)
 
 
 def _axes(claim: str, experiment: str, key: str, paper: dict[str, str], null: float, scale: float = 1.0,
-          unit: str = "", arm: str | None = None) -> list[ClaimRow]:
+          unit: str = "", arm: str | None = None, never: str = "") -> list[ClaimRow]:
     """One row per axis: `key` on the problems axis, `key` + `_rollouts` / `_seconds` (or `{axis}` filled in)."""
     rows = []
     for axis, suffix in (("problems", "samples"), ("rollouts", "rollouts"), ("seconds", "seconds")):
         name = key.format(axis=suffix) if "{axis}" in key else key + ("" if suffix == "samples" else f"_{suffix}")
         rows.append(ClaimRow(claim, experiment, (arm, name) if arm else (name,), axis, paper.get(axis, ""), null,
-                             scale, unit))
+                             scale, unit, never))
     return rows
 
 
@@ -51,9 +52,9 @@ def _axes(claim: str, experiment: str, key: str, paper: dict[str, str], null: fl
 CLAIMS = [
     *_axes("1. sample efficiency: RL's budget to its peak ÷ FST's", "efficiency", "efficiency_vs_rl",
            {"problems": "3.0× / 1.4× / 3.0×", "seconds": "per step RL 60 s, FST 100 s, FST + reuse 47 s (8×H100, 2nd-hand)"},
-           null=1.0, unit="×", arm="fst"),
+           null=1.0, unit="×", arm="fst", never="never reached RL's peak"),
     *_axes("1. FST-distill against RL, as claim 1", "efficiency", "efficiency_vs_rl",
-           {"problems": "plateaus far below FST"}, null=1.0, unit="×", arm="fst-distill"),
+           {"problems": "plateaus far below FST"}, null=1.0, unit="×", arm="fst-distill", never="never reached RL's peak"),
     *_axes("2. higher asymptote: A(FST) − A(RL)", "asymptote", "A_fst_minus_rl",
            {"problems": "+4.4 / +2.8 / +7.7 points"}, null=0.0, scale=100, unit=" points"),
     *_axes("2. best accuracy so far at a matched budget, FST − RL", "asymptote", "best_fst_minus_rl_at_matched_{axis}",
@@ -130,7 +131,7 @@ def lookup(summary: dict | None, path: tuple[str, ...]) -> dict | None:
         if not isinstance(summary, dict):
             return None
         summary = summary.get(key)
-    return summary if is_spread(summary) and summary.get("mean") is not None else None
+    return summary if is_spread(summary) and (summary.get("mean") is not None or summary.get("dropped")) else None
 
 
 def side(spread: dict, null: float) -> int:
@@ -145,6 +146,8 @@ def side(spread: dict, null: float) -> int:
 def cell(spread: dict | None, row: ClaimRow) -> str:
     if spread is None:
         return "—"
+    if spread["mean"] is None:  # every seed undefined
+        return f"{row.never or 'undefined'} (0 of {spread['dropped']} seeds)"
     text = f"{spread['mean'] * row.scale:.2f}{row.unit}"
     if spread.get("std") is not None:
         text += f" ± {spread['std'] * row.scale:.2f}"
@@ -160,15 +163,19 @@ def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> st
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in CLAIMS:
         found = [lookup(summaries.get(row.experiment, {}).get(label), row.path) for label in tasks]
-        present = [s for s in found if s is not None]
+        present = [s for s in found if s is not None and (s["mean"] is not None or row.never)]
         if not present:
             continue
-        means = [s["mean"] * row.scale for s in present]
-        pooled = f"{statistics.fmean(means):.2f}{row.unit}"
-        pooled += f" ± {statistics.stdev(means):.2f} ({len(means)} tasks)" if len(means) > 1 else " (1 task)"
-        sides = [side(s, row.null) for s in present]
+        # a task where no seed reached the baseline's peak has no ratio to pool, but it counts against the claim:
+        # left out, it would leave the pooled mean and the tally to the tasks where FST did reach it
+        means = [s["mean"] * row.scale for s in present if s["mean"] is not None]
+        pooled = [f"{statistics.fmean(means):.2f}{row.unit}"
+                  + (f" ± {statistics.stdev(means):.2f} ({len(means)} tasks)" if len(means) > 1 else " (1 task)")] if means else []
+        if len(means) < len(present):
+            pooled.append(f"{len(present) - len(means)} task(s) {row.never}")
+        sides = [side(s, row.null) if s["mean"] is not None else -1 for s in present]
         tally = f"{sides.count(1)} / {sides.count(-1)} / {sides.count(0)}"
-        lines.append("| " + " | ".join([row.claim, row.axis, row.paper, *(cell(s, row) for s in found), pooled, tally])
+        lines.append("| " + " | ".join([row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally])
                      + " |")
     return "\n".join(lines)
 

@@ -90,6 +90,20 @@ def test_claims_are_read_on_three_axes_per_task_and_pooled(tmp_path):
     assert not any(line.startswith("| 3.") or line.startswith("| 4.") for line in lines)  # nothing measured: no row
 
 
+def test_a_task_where_fst_never_reached_rls_peak_counts_against_claim_1(tmp_path):
+    """Every seed undefined (FST never reached RL's peak): shown, counted against, and not left out of the tally, where
+    it would leave claim 1 to the tasks that FST wins."""
+    write_task(tmp_path, 0, {"name": "code"}, efficiency={"fst": {"efficiency_vs_rl": spread(16.0, 6.0)}})
+    write_task(tmp_path, 1, {"name": "strings", "args": {"program_seed": 7}},
+               efficiency={"fst": {"efficiency_vs_rl": spread(None, None, n=0, dropped=3)}})
+    lines = section(pool(tmp_path).stdout, "Claims on three axes")
+    claim = "1. sample efficiency: RL's budget to its peak ÷ FST's"
+    row = next(line for line in lines if line.startswith(f"| {claim} | problems |"))
+    assert row.endswith("| 16.00× ± 6.00 | never reached RL's peak (0 of 3 seeds) "
+                        "| 16.00× (1 task); 1 task(s) never reached RL's peak | 1 / 1 / 0 |")
+    assert not any(line.startswith(f"| {claim} | rollouts |") for line in lines)  # nothing there at all: no row
+
+
 def test_a_folder_without_tasks_says_what_it_expected(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 1 and "task.json" in run.stderr
