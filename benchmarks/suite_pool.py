@@ -169,14 +169,16 @@ def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> st
         # a task where no seed reached the baseline's peak has no ratio to pool, but it counts against the claim:
         # left out, it would leave the pooled mean and the tally to the tasks where FST did reach it
         means = [s["mean"] * row.scale for s in present if s["mean"] is not None]
-        pooled = [f"{statistics.fmean(means):.2f}{row.unit}"
-                  + (f" ± {statistics.stdev(means):.2f} ({len(means)} tasks)" if len(means) > 1 else " (1 task)")] if means else []
+        pooled = []
+        if means:
+            spread = f" ± {statistics.stdev(means):.2f} ({len(means)} tasks)" if len(means) > 1 else " (1 task)"
+            pooled.append(f"{statistics.fmean(means):.2f}{row.unit}{spread}")
         if len(means) < len(present):
             pooled.append(f"{len(present) - len(means)} task(s) {row.never}")
         sides = [side(s, row.null) if s["mean"] is not None else -1 for s in present]
         tally = f"{sides.count(1)} / {sides.count(-1)} / {sides.count(0)}"
-        lines.append("| " + " | ".join([row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally])
-                     + " |")
+        cells = [row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
