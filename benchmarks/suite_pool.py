@@ -9,7 +9,8 @@ of table:
 - "Claims": one row per claim and axis (`CLAIMS`), shaped like docs/RESULTS.md's summary: the paper's number, each
   task's mean ± std over seeds, the pooled mean ± sd over tasks (every task counts once, whatever its spread over
   seeds), and a tally: tasks where the claim holds by more than one standard error over seeds, where it fails by more,
-  and ties. A task where no seed of FST reached RL's peak (claim 1 undefined) is shown as such and counts against;
+  and ties. A task where no seed of FST reached RL's peak (claim 1 undefined) is shown as such and counts against,
+  as does one where most seeds did not;
 - per experiment, every measured quantity (a summary entry with a mean over seeds, at any depth) per task and pooled.
 """
 
@@ -175,7 +176,9 @@ def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> st
             pooled.append(f"{statistics.fmean(means):.2f}{row.unit}{spread}")
         if len(means) < len(present):
             pooled.append(f"{len(present) - len(means)} task(s) {row.never}")
-        sides = [side(s, row.null) if s["mean"] is not None else -1 for s in present]
+        # likewise where most seeds never got there: the few that did say little about the task
+        sides = [-1 if s["mean"] is None or (row.never and s.get("dropped", 0) > s["n"]) else side(s, row.null)
+                 for s in present]
         tally = f"{sides.count(1)} / {sides.count(-1)} / {sides.count(0)}"
         cells = [row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally]
         lines.append("| " + " | ".join(cells) + " |")

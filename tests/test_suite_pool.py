@@ -96,11 +96,13 @@ def test_a_task_where_fst_never_reached_rls_peak_counts_against_claim_1(tmp_path
     write_task(tmp_path, 0, {"name": "code"}, efficiency={"fst": {"efficiency_vs_rl": spread(16.0, 6.0)}})
     write_task(tmp_path, 1, {"name": "strings", "args": {"program_seed": 7}},
                efficiency={"fst": {"efficiency_vs_rl": spread(None, None, n=0, dropped=3)}})
+    write_task(tmp_path, 2, {"name": "strings", "args": {"program_seed": 38}},  # one seed of three got there
+               efficiency={"fst": {"efficiency_vs_rl": spread(2.0, None, n=1, dropped=2)}})
     lines = section(pool(tmp_path).stdout, "Claims on three axes")
     claim = "1. sample efficiency: RL's budget to its peak ÷ FST's"
     row = next(line for line in lines if line.startswith(f"| {claim} | problems |"))
-    assert row.endswith("| 16.00× ± 6.00 | never reached RL's peak (0 of 3 seeds) "
-                        "| 16.00× (1 task); 1 task(s) never reached RL's peak | 1 / 1 / 0 |")
+    assert row.endswith("| 16.00× ± 6.00 | never reached RL's peak (0 of 3 seeds) | 2.00× (1 of 3 seeds) "
+                        "| 9.00× ± 9.90 (2 tasks); 1 task(s) never reached RL's peak | 1 / 2 / 0 |")
     assert not any(line.startswith(f"| {claim} | rollouts |") for line in lines)  # nothing there at all: no row
 
 
