@@ -15,7 +15,7 @@ from fastslow.fast.records import extract_instruction, reflective_record, render
 from fastslow.cli import app
 from fastslow.models import MICRO_MODELS
 from fastslow.tasks.micro_language import GENERIC_PROMPT, HELD_OUT_PROGRAMS, program_spec
-from fastslow.micro.pretrain import merge_shards, pretrain
+from fastslow.micro.pretrain import merge_shards, plan_steps, pretrain
 from fastslow.policy import Sampling, chat_messages, generate, load_model, load_tokenizer
 from fastslow.tasks.micro import StringProgramTask
 
@@ -108,6 +108,15 @@ def test_pretrain_runs_on_cpu_and_saves_a_loadable_checkpoint(tmp_path):
     assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.index.json").exists()
     model, tokenizer = load_model(str(tmp_path)), load_tokenizer(str(tmp_path))
     assert len(generate(model, tokenizer, [chat_messages("Sort the letters.", "cab")], GREEDY)) == 1
+
+
+def test_a_timed_pretraining_plans_its_steps_from_the_recent_speed():
+    # compiled steps: slow while new batch widths recompile, then fast (issue 24's reflector on one H100)
+    times = [0.16] * 100 + [0.065] * 100
+    first = plan_steps(100, times[:100], warmup=100, log_every=100, seconds_left=200.0)
+    assert first == 100 + int(200 / 0.16 * 0.97)  # the warm-up's second half
+    later = plan_steps(200, times, warmup=100, log_every=100, seconds_left=193.0)
+    assert later == 200 + int(193 / 0.065 * 0.97) and later > 2 * first  # the last 100 steps' speed, not the warm-up's
 
 
 def test_pretrain_continues_from_a_checkpoint_and_keeps_its_log(tmp_path):

@@ -83,6 +83,13 @@ def _init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
 
 
+def plan_steps(step: int, step_times: list[float], warmup: int, log_every: int, seconds_left: float) -> int:
+    """The run's step count for a time budget, planned at `step` from the speed of the recent steps: at `warmup` the
+    second half of the warm-up, later the last `log_every` steps (compilation's first steps left behind)."""
+    recent = step_times[warmup // 2 :] if step == warmup else step_times[-log_every:]
+    return step + max(0, int(seconds_left / (sum(recent) / len(recent)) * 0.97))
+
+
 def _all_reduce(value: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
     """In place over all ranks under torchrun; unchanged in a single process."""
     if dist.is_initialized():
@@ -121,6 +128,8 @@ def pretrain(
     rank, local_rank, world = _init_distributed()
     main = rank == 0
     device = device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":  # set_device needs an index; each rank takes its own card
+        device = f"cuda:{local_rank}"
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     workers = max(1, (os.cpu_count() or 2) // world - 2) if workers is None else workers
@@ -164,13 +173,17 @@ def pretrain(
         window += by_kind
         step += 1
         step_times.append(time.time() - t0)
-        if total is None and step == warmup:  # fix the step count from the measured speed
-            per_step = sum(step_times[warmup // 2 :]) / len(step_times[warmup // 2 :])
-            left = minutes * 60 - (time.time() - started)
-            planned = torch.tensor(warmup + max(0, int(left / per_step * 0.97)), device=device)
-            total = int(_all_reduce(planned, dist.ReduceOp.MIN).item())  # ranks agree
+        # the step count, from the measured speed: fixed at `warmup`, re-fixed at each log in the first half of the
+        # run (a condition on steps, so every rank takes part in the all_reduce): with --compile the first hundreds
+        # of steps still recompile for new batch widths (one H100: 162 ms/step over steps 50-100, ~65 from step 400),
+        # and a count fixed at `warmup` alone stopped a 4.5-minute run after 2.3 minutes (issue 24's reflector)
+        replan = step == warmup or (step > warmup and step % log_every == 0 and step <= total // 2)
+        if minutes is not None and replan:
+            planned = plan_steps(step, step_times, warmup, log_every, minutes * 60 - (time.time() - started))
+            total = int(_all_reduce(torch.tensor(planned, device=device), dist.ReduceOp.MIN).item())  # ranks agree
             if main:
-                print(f"{per_step * 1000:.0f} ms/step -> {total} steps in total", flush=True)
+                print(f"{sum(step_times[-log_every:]) / len(step_times[-log_every:]) * 1000:.0f} ms/step -> {total} "
+                      "steps in total", flush=True)
         if step % log_every == 0 or step == total:
             if minutes is not None:  # safety stop if the estimate was off (checked together, so ranks stop together)
                 late = torch.tensor(float(time.time() - started > minutes * 60 * 1.1), device=device)
