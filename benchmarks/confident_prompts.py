@@ -23,6 +23,8 @@ the micro model reflecting on itself. Arms (each 3 seeds, sharing the data plan 
     fst-overlap-reuse       overlap and loop.reuse_fast_rollouts (benchmarks/overlap.py joins these with step times)
     fst-overlap-n16         overlap with 16 proposals per GEPA iteration: fewer, larger rounds, so the fast phase fits
                             beside T RL steps where each generation call is latency-bound
+    fst-lean, -overlap-lean fst and fst-overlap-n16 with gepa.reuse_anchor_rollouts: a round's parents evaluated on
+                            the re-score's rollouts, one generation call fewer per round
 
 Prints, per arm and seed: best val accuracy by the last step, KL to base at the end, the evaluation entropy under
 the best prompt after cycle 0, the mean within-prompt signal and gradient norm; then the mean (over seeds) running
@@ -61,6 +63,9 @@ ARMS = {
     "fst-overlap": {"mode": "fst", "loop.fast_phase": "overlap"},
     "fst-overlap-reuse": {"mode": "fst", "loop.fast_phase": "overlap", "loop.reuse_fast_rollouts": True},
     "fst-overlap-n16": {"mode": "fst", "loop.fast_phase": "overlap", "gepa.proposals_per_iteration": 16},
+    "fst-lean": {"mode": "fst", "gepa.reuse_anchor_rollouts": True},
+    "fst-overlap-lean": {"mode": "fst", "loop.fast_phase": "overlap", "gepa.proposals_per_iteration": 16,
+                         "gepa.reuse_anchor_rollouts": True},
 }
 SIZES = {"loop.steps": 60, "task.train_size": 960, "rl.bf16": True, "model.share_prefixes": False}  # on the full preset
 TINY = {"loop.steps": 4, "loop.steps_per_cycle": 2, "loop.problems_per_step": 4, "loop.rollouts_per_problem": 4,

@@ -4,12 +4,13 @@ cycle's time goes, and what it reaches per training problem, per rollout sampled
     python benchmarks/overlap.py time --task JSON --out DIR [--steps 60] [--preset full|small] [--set K=V ...]
     python benchmarks/overlap.py summary --time DIR --accuracy DIR [--out FILE]
 
-time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, one seed, one after another in this
-         process (after an unmeasured warm-up run), so each has the device to itself: wall clock per step and a
-         per-cycle timeline (the trainer's slow phase, its wait for the fast phase, the worker's busy time beside the
-         previous cycle). The sizes are benchmarks/confident_prompts.py's (the full preset), so its accuracy runs and
-         these timings describe the same runs. Writes DIR/time.md, DIR/time.json and DIR/runs/ARM, each arm's run
-         directory (kept: a run that crashes or is cut off keeps its metrics).
+time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, one seed (`--set seed=N` for
+         another), one after another in this process (after an unmeasured warm-up run), so each has the device to
+         itself: wall clock per step (evaluations left out) and a per-cycle timeline (the trainer's slow phase, its
+         wait for the fast phase, the worker's busy time beside the previous cycle). The sizes are
+         benchmarks/confident_prompts.py's (the full preset), so its accuracy runs and these timings describe the
+         same runs. Writes DIR/time.md, DIR/time.json and DIR/runs/ARM, each arm's run directory (kept: a run that
+         crashes or is cut off keeps its metrics).
 summary  joins a `time` directory with the accuracy runs of `python benchmarks/confident_prompts.py --arms rl fst
          fst-overlap fst-overlap-reuse` (3 seeds; those share the device, so their own clocks are not used):
          running best validation accuracy (mean and spread over seeds) at matched training problems, at matched
@@ -36,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from confident_prompts import ARMS as ACCURACY_ARMS  # noqa: E402  (light: argparse, json, numpy)
 
-ARMS = {name: ACCURACY_ARMS[name] for name in ("rl", "fst", "fst-overlap", "fst-overlap-reuse", "fst-overlap-n16")}
+ARMS = {name: ACCURACY_ARMS[name] for name in ("rl", "fst", "fst-lean", "fst-overlap", "fst-overlap-reuse",
+                                                "fst-overlap-n16", "fst-overlap-lean")}
 DEFAULT_ARMS = ["rl", "fst", "fst-overlap", "fst-overlap-reuse"]
 
 
@@ -49,12 +51,13 @@ def config_for(task: dict, arm: str, steps: int | None, tiny: bool, out: Path, e
 
     settings = {k: v for k, v in ARMS[arm].items() if k != "mode"}
     extra = dict(extra)
+    seed = int(extra.pop("seed", 0))  # --set seed=N: another seed of the same measurement
     task = extra.pop("task", None) or task  # a whole task given as an override (--random-shape, --set task=...)
     light = {} if evaluate else {"eval.every": 10_000, "task.val_size": 8, "eval.samples": 1, "eval.kl_prompts": 0}
     sizes = {} if preset == "full" else {**PRESETS[preset]["overrides"], "rl.bf16": False}  # confident_prompts: full
     data = base_config(tiny, {**sizes, **({"loop.steps": steps} if steps else {}), **settings, **extra, **light},
                        copy.deepcopy(task))
-    data.update(name=name, mode=ARMS[arm]["mode"], seed=0, output_dir=str(out))
+    data.update(name=name, mode=ARMS[arm]["mode"], seed=seed, output_dir=str(out))
     return parse_config(data)
 
 
@@ -84,14 +87,21 @@ def measure(config) -> dict:
     total = time.perf_counter() - start
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     populations = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (path / "population").glob("cycle-*.json")}
-    steps = rows[1:]
-    # after cycle 0, whose fast phase nothing can hide: what each further cycle costs (a long run's per-step price)
-    first = next((i for i, row in enumerate(rows) if row["cycle"] >= 1), None)
-    steady = (rows[-1]["wall_time"] - rows[first - 1]["wall_time"]) / (len(rows) - first) if first else None
-    return {"seconds per step": (steps[-1]["wall_time"] - rows[0]["wall_time"]) / len(steps),
-            "seconds per step after cycle 0": steady,
-            "rollouts sampled": steps[-1]["rl_rollouts"] + steps[-1]["fast_rollouts"],
+    return {**step_seconds(rows), "rollouts sampled": rows[-1]["rl_rollouts"] + rows[-1]["fast_rollouts"],
             "run total incl. setup (s)": total, "timeline": timeline(rows, populations), "rows": rows}
+
+
+def step_seconds(rows: list[dict]) -> dict:
+    """Seconds per step from a run's metrics rows (step 0 first), its evaluations left out: they are the same work in
+    every arm, and at Qwen3-1.7B's shape one light evaluation (8 problems, 512 tokens) costs most of an RL step.
+    Also after cycle 0, whose fast phase nothing can hide: what each further cycle costs (a long run's price)."""
+    def per_step(before: dict, steps: list[dict]) -> float:
+        evaluation = sum(row.get("seconds_eval") or 0.0 for row in steps)
+        return (steps[-1]["wall_time"] - before["wall_time"] - evaluation) / len(steps)
+
+    first = next((i for i, row in enumerate(rows) if row["cycle"] >= 1), None)
+    return {"seconds per step": per_step(rows[0], rows[1:]),
+            "seconds per step after cycle 0": per_step(rows[first - 1], rows[first:]) if first else None}
 
 
 def random_model_run(shape: str, folder: Path) -> dict:
@@ -133,7 +143,9 @@ def time_arms(args) -> None:
     runs = args.out / "runs"  # each arm's run directory stays: a run that crashes or is cut off keeps its metrics
     with tempfile.TemporaryDirectory() as tmp:
         # not measured: the first run in a process pays one-time costs (CUDA's context, kernels, imports)
-        measure(config_for(args.task, "rl", 2, args.tiny, Path(tmp), extra, "warm-up", preset=args.preset))
+        if args.warm_up_steps:
+            measure(config_for(args.task, "rl", args.warm_up_steps, args.tiny, Path(tmp), extra, "warm-up",
+                               preset=args.preset))
         for arm in args.arms:
             print(f"{arm}: running (metrics in {runs / arm})", flush=True)
             shutil.rmtree(runs / arm, ignore_errors=True)  # an earlier measurement's
@@ -227,6 +239,8 @@ def main() -> int:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the full preset's 60)")
     t.add_argument("--arms", nargs="*", default=DEFAULT_ARMS, choices=list(ARMS))
+    t.add_argument("--warm-up-steps", type=int, default=2, help="RL steps of the unmeasured first run (0: none; "
+                   "--random-shape builds its model on the device first, which pays the one-time costs already)")
     t.add_argument("--preset", default="full", choices=["full", "small"],
                    help="sizes: full (benchmarks/confident_prompts.py's, for a GPU) or small (2 CPU cores, fp32)")
     t.add_argument("--threads", type=int, default=None, help="torch threads of the training process (CPU)")

@@ -132,6 +132,11 @@ class GEPAConfig(Section):
         "IndependentSampling): their rollouts and reflection calls are batched. auto: 4, fewer where a cycle's "
         "budget cannot pay for a round of 4 (docs/DESIGN.md, \"What FST costs\")")
     rescore_population: bool = Field(True, description="re-score the carried population under the current weights")
+    reuse_anchor_rollouts: bool = Field(False, description="evaluate a round's parents on their minibatches with "
+                                        "rollouts this fast phase already sampled under them on those anchor problems "
+                                        "(the re-score, anchor-set evaluations; each used once) instead of new ones: "
+                                        "the same weights and prompt, so the same distribution, and usually one "
+                                        "generation call fewer per round (docs/DESIGN.md)")
     skip_repeats: bool = Field(False, description="drop a proposal that repeats its parent's text before GEPA "
                                "scores it, charged to the budget as if scored; off: on micro-v4 it cost 23% more "
                                "wall clock for 9% fewer fast rollouts (docs/DESIGN.md)")

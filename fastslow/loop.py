@@ -149,7 +149,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                                  budget=fast.budget, schedule=config.loop.fast_phase, weights_step=fast.weights_step,
                                  seconds=fast.seconds, seconds_generate=fast.seconds_generate,
                                  seconds_score=fast.seconds_score, seconds_reflect=fast.seconds_reflect,
-                                 fallback=fast.fallback)
+                                 fallback=fast.fallback, anchor_rollouts_reused=fast.anchor_rollouts_reused)
         return {"seconds_generate": fast.seconds_generate, "seconds_score": fast.seconds_score,
                 "seconds_reflect": fast.seconds_reflect, "fast_phase_s": 0.0 if overlap else fast.seconds,
                 "fast_phase_wait_s": fast.seconds_waited}  # the seconds_* add to the first step's own

@@ -221,6 +221,20 @@ def test_overlap_time_keeps_each_arms_run_directory_and_writes_its_tables(tmp_pa
     assert list(timing) == ["rl"] and timing["rl"]["seconds per step"] > 0
 
 
+def test_overlap_step_seconds_leave_evaluations_out_overall_and_after_cycle_0():
+    """benchmarks/overlap.py's seconds per step on hand-written metrics rows: the evaluations' seconds (step 0's is
+    before the clock starts; the last step's is inside it) are not the method's price."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from overlap import step_seconds
+
+    rows = [{"step": 0, "cycle": 0, "wall_time": 20.0},  # model load and the step-0 evaluation
+            {"step": 1, "cycle": 0, "wall_time": 110.0}, {"step": 2, "cycle": 0, "wall_time": 140.0},
+            {"step": 3, "cycle": 1, "wall_time": 170.0}, {"step": 4, "cycle": 1, "wall_time": 218.0, "seconds_eval": 18.0}]
+    timing = step_seconds(rows)
+    assert timing["seconds per step"] == (218.0 - 20.0 - 18.0) / 4
+    assert timing["seconds per step after cycle 0"] == (218.0 - 140.0 - 18.0) / 2
+
+
 def test_fast_phase_profile_records_each_generate_call_with_its_shape_as_it_ends(capsys):
     """benchmarks/fast_phase_profile.py's recorder: every call through the wrapped `generate` is logged (rows, longest
     prompt, new tokens, seconds) and printed at once, and what the wrapped function returns passes through."""

@@ -29,10 +29,12 @@ def test_seeded_state_holds_every_member_as_a_root_with_its_scores():
     assert state.total_num_evals == 0 and state.is_consistent()
 
 
-def fast_phase(population, anchors, adapter, reflection, work_dir, *, budget, proposals=1, skip_repeats=False):
+def fast_phase(population, anchors, adapter, reflection, work_dir, *, budget, proposals=1, skip_repeats=False,
+               reuse=False):
     """One fast phase of cycle 1 at K = 2, minibatches of 3, the compact template, seed 0."""
     settings = FastPhaseSettings(GEPAConfig(reflection_minibatch_size=3, proposals_per_iteration=proposals,
-                                            skip_repeats=skip_repeats), population_size=2, template="compact")
+                                            skip_repeats=skip_repeats, reuse_anchor_rollouts=reuse),
+                                 population_size=2, template="compact")
     return run_fast_phase(FastJob(1, population, anchors, budget, seed=0), settings, adapter, reflection, work_dir)
 
 
@@ -140,3 +142,38 @@ def test_a_proposal_that_repeats_its_parent_is_dropped_before_scoring(adapter, t
     else:  # GEPA scores each repeat on the minibatch too (and on the anchor set when noise gets it accepted)
         assert result.reflection_repeats == 0 and result.budget_spent == result.metric_calls
         assert result.metric_calls >= 2 * 3 * iterations
+
+
+def test_a_minibatch_evaluation_takes_the_anchor_sets_unshown_rollouts_once(adapter):
+    """gepa.reuse_anchor_rollouts: rollouts sampled on the whole anchor set serve later minibatch evaluations of the
+    same prompt on the same problems, each once; a minibatch's own rollouts never serve anything."""
+    from fastslow.fast.adapter import UnshownRollouts
+    from fastslow.fast.gepa_driver import rescore
+
+    anchors = ShortAnswerTask().problems("train", 6, 1)
+    adapter.unshown = UnshownRollouts(len(anchors))
+    rescore([Member("seed", "Answer.")], anchors, adapter)
+    first = adapter.unshown.by_pair[("Answer.", anchors[0].id)][0]
+    sampled = adapter.counter.rollouts
+    [served] = adapter.batch_evaluate([({"system_prompt": "Answer."}, anchors[:3])])
+    assert adapter.counter.rollouts == sampled and served.trajectories[0] is first  # nothing sampled
+    [again, child] = adapter.batch_evaluate([({"system_prompt": "Answer."}, anchors[:3]),
+                                             ({"system_prompt": "Answer briefly."}, anchors[:3])])
+    assert adapter.counter.rollouts == sampled + 6 and again.trajectories[0] is not first  # each is taken once
+    assert adapter.unshown.taken == 3
+    adapter.batch_evaluate([({"system_prompt": "Answer briefly."}, anchors)])  # an anchor-set evaluation adds its own
+    [from_anchor_set] = adapter.batch_evaluate([({"system_prompt": "Answer briefly."}, anchors[:3])])
+    assert adapter.counter.rollouts == sampled + 12 and adapter.unshown.taken == 6
+    assert from_anchor_set.trajectories[0] is not child.trajectories[0]  # not the minibatch's own
+
+
+def test_with_reuse_a_rounds_parents_cost_no_rollouts(adapter, tmp_path):
+    """One round of 4 proposals on 12 anchors: GEPA's 4 minibatches are disjoint, so every parent's 3 rollouts come
+    from the re-score; the budget is charged as before and the rollouts sampled are counted without them."""
+    anchors = ShortAnswerTask().problems("train", 12, 1)
+    population = [Member("seed", "Answer."), Member("c0-1", "Answer tersely.", "seed")]
+    result = fast_phase(population, anchors, adapter, BatchingScriptedReflectionLM(), tmp_path / "c1", budget=24,
+                        proposals=4, reuse=True)
+    assert result.rounds == 1 and result.anchor_rollouts_reused == 4 * 3
+    assert adapter.counter.rollouts == result.rollouts == result.metric_calls + result.rescore_rollouts - 12
+    assert adapter.unshown is None  # the store lives for one fast phase

@@ -5,7 +5,8 @@ rollout is also kept there (loop.reuse_fast_rollouts: the slow phase may train o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gepa.core.adapter import EvaluationBatch
@@ -27,6 +28,29 @@ class Rollout:
     @property
     def completion(self) -> str:
         return self.sample.text
+
+
+class UnshownRollouts:
+    """Rollouts this fast phase sampled on the whole anchor set (the population's re-score, GEPA's anchor-set
+    evaluations of new members), not yet shown in a minibatch evaluation (gepa.reuse_anchor_rollouts). The weights do
+    not move within a fast phase, so such a rollout is a sample of the same prompt on the same problem from the same
+    policy as a new one would be; each is taken once. A minibatch evaluation's own rollouts never come back here:
+    GEPA keeps a child for its minibatch scores, so they are not a fair sample of it."""
+
+    def __init__(self, anchors: int):
+        self.anchors, self.taken = anchors, 0
+        self.by_pair: dict[tuple[str, str], deque[Rollout]] = defaultdict(deque)
+
+    def add(self, rollouts: Iterable[Rollout]) -> None:
+        for rollout in rollouts:
+            self.by_pair[(rollout.system_prompt, rollout.problem.id)].append(rollout)
+
+    def take(self, prompt: str, problem: Problem) -> Rollout | None:
+        waiting = self.by_pair.get((prompt, problem.id))
+        if not waiting:
+            return None
+        self.taken += 1
+        return waiting.popleft()
 
 
 @dataclass
@@ -56,6 +80,7 @@ class PolicyAdapter:
         self.batch_rows = batch_rows  # rows per generation (transformers; an engine batches on its own)
         self.counter = counter or RolloutCounter()
         self.record: list[Rollout] | None = None  # a list: every rollout is appended to it
+        self.unshown: UnshownRollouts | None = None  # gepa.reuse_anchor_rollouts: set by the fast phase
 
     def rollouts(self, pairs: Sequence[tuple[str, Problem]]) -> list[Rollout]:
         """One batched generation for many (system prompt, problem) pairs, then the verifier on each."""
@@ -81,9 +106,18 @@ class PolicyAdapter:
         return self.batch_evaluate([(candidate, batch)])[0]
 
     def batch_evaluate(self, items: list[tuple[dict[str, str], list[Problem]]]) -> list[EvaluationBatch]:
-        """Many (candidate, minibatch) pairs in one generation call: GEPA scores parents and children together."""
+        """Many (candidate, minibatch) pairs in one generation call: GEPA scores parents and children together. With
+        `unshown` set, a minibatch evaluation first takes the rollouts the fast phase already has for its pairs (so a
+        round's parents usually need no generation call), and an evaluation on the whole anchor set adds its own."""
         pairs = [(candidate[COMPONENT], problem) for candidate, batch in items for problem in batch]
-        rollouts = iter(self.rollouts(pairs))
+        store = self.unshown
+        whole = [store is not None and len(batch) >= store.anchors for _, batch in items for _ in batch]
+        taken = [None if store is None or on_all else store.take(*pair) for pair, on_all in zip(pairs, whole)]
+        fresh = iter(self.rollouts([pair for pair, rollout in zip(pairs, taken) if rollout is None]))
+        all_rollouts = [rollout or next(fresh) for rollout in taken]
+        if store is not None:
+            store.add(rollout for rollout, on_all in zip(all_rollouts, whole) if on_all)
+        rollouts = iter(all_rollouts)
         results = []
         for _, batch in items:
             mine = [next(rollouts) for _ in batch]

@@ -26,7 +26,7 @@ from gepa.strategies.eval_policy import FullEvaluationPolicy
 from gepa.strategies.proposal_sampling import IndependentSampling, SingleMutationSampling
 
 from fastslow.config import Config, GEPAConfig
-from fastslow.fast.adapter import COMPONENT, PolicyAdapter
+from fastslow.fast.adapter import COMPONENT, PolicyAdapter, UnshownRollouts
 from fastslow.fast.population import Member, signal_member, top_k_from_front
 from fastslow.fast.records import resolve_template
 from fastslow.fast.reuse import ReusableRollouts
@@ -88,10 +88,12 @@ class FastPhaseResult:
     fallback: bool = False  # it did not run (its worker failed): the job's population as it came
     budget: int = 0  # the job's: budget - budget_spent carries over to the next cycle
     seconds_waited: float = 0.0  # overlap: how long the training process waited for it at the cycle boundary
+    anchor_rollouts_reused: int = 0  # gepa.reuse_anchor_rollouts: metric calls served by rollouts already sampled
 
     @property
     def rollouts(self) -> int:
-        return self.metric_calls + self.rescore_rollouts
+        """Rollouts sampled: GEPA's metric calls (each charged to the budget, reused or not) and the re-score."""
+        return self.metric_calls + self.rescore_rollouts - self.anchor_rollouts_reused
 
 
 class _NoSeedEvaluation(FullEvaluationPolicy):
@@ -215,7 +217,10 @@ class _QuietLogger:
 
 def rescore(population: Sequence[Member], anchors: Sequence[Problem], adapter: PolicyAdapter) -> list[Member]:
     """Every member's score on every anchor problem under the current weights (one batched generation)."""
-    rollouts = iter(adapter.rollouts([(m.text, p) for m in population for p in anchors]))
+    sampled = adapter.rollouts([(m.text, p) for m in population for p in anchors])
+    if adapter.unshown is not None:  # gepa.reuse_anchor_rollouts: GEPA's parents are evaluated on these
+        adapter.unshown.add(sampled)
+    rollouts = iter(sampled)
     return [replace(m, scores={p.id: next(rollouts).verdict.reward for p in anchors}) for m in population]
 
 
@@ -267,6 +272,7 @@ def _run_gepa(job: FastJob, settings: FastPhaseSettings, adapter: PolicyAdapter,
     minibatch_size, proposals = config.reflection_minibatch_size, config.proposals(budget)
     keep_rollouts = settings.keep_rollouts
     adapter.record = [] if keep_rollouts else None
+    adapter.unshown = UnshownRollouts(len(anchors)) if config.reuse_anchor_rollouts else None
     needs_scores = config.rescore_population or any(set(m.scores) != {p.id for p in anchors} for m in population)
     carried = rescore(population, anchors, adapter) if needs_scores else list(population)
     rescore_rollouts = len(population) * len(anchors) if needs_scores else 0
@@ -322,11 +328,13 @@ def _run_gepa(job: FastJob, settings: FastPhaseSettings, adapter: PolicyAdapter,
     keep = signal_member(members) if settings.keep_signal_member else None
     new_population = carried if failed else top_k_from_front(members, front, settings.population_size, keep)
     recorded, adapter.record = adapter.record, None
+    reused, adapter.unshown = (adapter.unshown.taken if adapter.unshown else 0), None
     return FastPhaseResult(
         population=sorted(new_population, key=lambda m: -m.mean_score),
         metric_calls=result.total_metric_calls or 0,
         budget_spent=(result.total_metric_calls or 0) + charged(),
         rescore_rollouts=rescore_rollouts,
+        anchor_rollouts_reused=reused,
         reflection_calls=reflection.calls,
         reflection_failures=reflection.failures,
         reflection_repeats=repeats(),
