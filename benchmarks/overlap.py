@@ -2,7 +2,7 @@
 cycle's time goes, and what it reaches per training problem, per rollout sampled and per second.
 
     python benchmarks/overlap.py time --task JSON --out DIR [--steps 60] [--preset full|small] [--set K=V ...]
-    python benchmarks/overlap.py summary --time DIR --accuracy DIR [--out FILE]
+    python benchmarks/overlap.py summary --time DIR [DIR ...] [--accuracy DIR] [--out FILE]
 
 time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, one seed (`--set seed=N` for
          another), one after another in this process (after an unmeasured warm-up run), so each has the device to
@@ -12,7 +12,8 @@ time     RL, FST (sync), FST (overlap) and FST (overlap + reuse) on one task, on
          same runs. Writes DIR/time.md, DIR/time.json and DIR/runs/ARM, each arm's run directory (kept: a run that
          crashes or is cut off keeps its metrics).
 summary  joins a `time` directory with the accuracy runs of `python benchmarks/confident_prompts.py --arms rl fst
-         fst-overlap fst-overlap-reuse` (3 seeds; those share the device, so their own clocks are not used):
+         fst-overlap fst-overlap-reuse` (3 seeds; those share the device, so their own clocks are not used), or
+         reads several `time --evaluate` directories, one seed each (`--time DIR_S0 DIR_S1 DIR_S2`):
          running best validation accuracy (mean and spread over seeds) at matched training problems, at matched
          rollouts sampled (fast phase included) and at matched wall clock (each arm's seconds per step measured alone),
          and the time until the mean running best reaches RL's final one.
@@ -201,10 +202,14 @@ def at(curve: dict, axis: str, x: float) -> float:
 
 
 def summarise(args) -> str:
-    timing = json.loads((args.time / "time.json").read_text())["arms"]
-    # the runs where they now lie (the file names the GPU machine's paths)
-    runs = {arm: [args.accuracy / "runs" / Path(p).name for p in paths] for arm, paths in
-            json.loads((args.accuracy / "confident_prompts.json").read_text()).items()}
+    timings = [json.loads((folder / "time.json").read_text())["arms"] for folder in args.time]
+    timing = {arm: {"seconds per step": float(np.mean([t[arm]["seconds per step"] for t in timings if arm in t]))}
+              for arm in timings[0]}  # over the `time` folders given (seeds of one measurement)
+    if args.accuracy is not None:  # the runs where they now lie (the file names the GPU machine's paths)
+        runs = {arm: [args.accuracy / "runs" / Path(p).name for p in paths] for arm, paths in
+                json.loads((args.accuracy / "confident_prompts.json").read_text()).items()}
+    else:  # the `time` runs themselves, one seed each (`time --evaluate --set seed=N`)
+        runs = {arm: [folder / "runs" / arm for folder in args.time] for arm in timing}
     per_arm = {arm: [curves(d, timing[arm]["seconds per step"]) for d in dirs] for arm, dirs in runs.items()
                if arm in timing}
     rl = per_arm["rl"]
@@ -250,8 +255,10 @@ def main() -> int:
                    "default: a light evaluation at the end only")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every run")
     s = sub.add_parser("summary", help="accuracy per problem, rollout and second, and time to RL's final accuracy")
-    s.add_argument("--time", type=Path, required=True, help="a `time` output directory")
-    s.add_argument("--accuracy", type=Path, required=True, help="a benchmarks/confident_prompts.py output directory")
+    s.add_argument("--time", type=Path, nargs="+", required=True, help="`time` output directories (seconds per step: "
+                   "their mean)")
+    s.add_argument("--accuracy", type=Path, default=None, help="a benchmarks/confident_prompts.py output directory "
+                   "(default: the `time` directories' own runs, measured with --evaluate, one seed each)")
     s.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     if args.command == "time":

@@ -207,6 +207,28 @@ def test_overlap_summary_matches_arms_at_rls_end_on_three_axes_with_runs_found_b
     assert "| fst-overlap | 0.500 | 2.00 | 0.700 ± 0.000 | 0.600 ± 0.000 | 0.600 ± 0.000 | 3.0 |" in lines
 
 
+def test_overlap_summary_of_time_folders_reads_their_own_evaluated_runs_one_seed_each(tmp_path):
+    """benchmarks/overlap.py summary --time S0 S1 (no --accuracy): each folder's runs/ARM is one seed, and each arm's
+    seconds per step is the folders' mean."""
+    folders = [tmp_path / "s0", tmp_path / "s1"]
+    for folder, (rl_best, seconds) in zip(folders, [(0.5, 0.2), (0.7, 0.3)]):
+        for arm, best, rollouts in (("rl", rl_best, 1536), ("fst", 0.8, 2400)):
+            (folder / "runs" / arm).mkdir(parents=True)
+            rows = [{"step": 0, "samples": 0, "val_accuracy": 0.3, "rl_rollouts": 0, "fast_rollouts": 0},
+                    {"step": 12, "samples": 192, "val_accuracy": best, "rl_rollouts": rollouts, "fast_rollouts": 0}]
+            (folder / "runs" / arm / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        (folder / "time.json").write_text(json.dumps({"arms": {"rl": {"seconds per step": seconds},
+                                                               "fst": {"seconds per step": 2 * seconds}}}))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/overlap.py"), "summary", "--time", *map(str, folders)],
+                          capture_output=True, text=True, env=env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("RL's final running best (mean of 2 seeds): 0.600; matched at RL's end: 192 problems")
+    assert "| rl | 0.250 | 1.00 | 0.600 ± 0.100 | 0.600 ± 0.100 | 0.600 ± 0.100 | 3.0 |" in lines
+    # FST: 0.8 at 192 problems; by RL's 1536 rollouts and 3 s (12 steps at 0.25 s) only its start, 0.3
+    assert "| fst | 0.500 | 2.00 | 0.800 ± 0.000 | 0.300 ± 0.000 | 0.300 ± 0.000 | 6.0 |" in lines
+
+
 def test_overlap_time_keeps_each_arms_run_directory_and_writes_its_tables(tmp_path):
     """benchmarks/overlap.py time on the tiny model: each arm's run directory stays under DIR/runs (a run that
     crashes or is cut off keeps its metrics there), beside the tables; a second measurement replaces the first."""
