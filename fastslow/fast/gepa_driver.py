@@ -216,12 +216,11 @@ class _QuietLogger:
 
 
 def rescore(population: Sequence[Member], anchors: Sequence[Problem], adapter: PolicyAdapter) -> list[Member]:
-    """Every member's score on every anchor problem under the current weights (one batched generation)."""
-    sampled = adapter.rollouts([(m.text, p) for m in population for p in anchors])
-    if adapter.unshown is not None:  # gepa.reuse_anchor_rollouts: GEPA's parents are evaluated on these
-        adapter.unshown.add(sampled)
-    rollouts = iter(sampled)
-    return [replace(m, scores={p.id: next(rollouts).verdict.reward for p in anchors}) for m in population]
+    """Every member's score on every anchor problem under the current weights (one batched generation; as any
+    anchor-set evaluation, its rollouts may then serve GEPA's parents: gepa.reuse_anchor_rollouts)."""
+    evaluations = adapter.batch_evaluate([({COMPONENT: m.text}, list(anchors)) for m in population])
+    return [replace(m, scores={p.id: score for p, score in zip(anchors, evaluation.scores)})
+            for m, evaluation in zip(population, evaluations)]
 
 
 def _valset_evaluation(member: Member, anchors: Sequence[Problem]) -> ValsetEvaluation:

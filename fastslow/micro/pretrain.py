@@ -83,11 +83,16 @@ def _init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
 
 
-def plan_steps(step: int, step_times: list[float], warmup: int, log_every: int, seconds_left: float) -> int:
-    """The run's step count for a time budget, planned at `step` from the speed of the recent steps: at `warmup` the
-    second half of the warm-up, later the last `log_every` steps (compilation's first steps left behind)."""
+def recent_step_seconds(step: int, step_times: list[float], warmup: int, log_every: int) -> float:
+    """Seconds a step takes now: at `warmup` over the warm-up's second half, later over the last `log_every` steps
+    (compilation's first steps left behind)."""
     recent = step_times[warmup // 2 :] if step == warmup else step_times[-log_every:]
-    return step + max(0, int(seconds_left / (sum(recent) / len(recent)) * 0.97))
+    return sum(recent) / len(recent)
+
+
+def plan_steps(step: int, step_times: list[float], warmup: int, log_every: int, seconds_left: float) -> int:
+    """The run's step count for a time budget, planned at `step` from the speed of the recent steps."""
+    return step + max(0, int(seconds_left / recent_step_seconds(step, step_times, warmup, log_every) * 0.97))
 
 
 def _all_reduce(value: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
@@ -182,7 +187,7 @@ def pretrain(
             planned = plan_steps(step, step_times, warmup, log_every, minutes * 60 - (time.time() - started))
             total = int(_all_reduce(torch.tensor(planned, device=device), dist.ReduceOp.MIN).item())  # ranks agree
             if main:
-                print(f"{sum(step_times[-log_every:]) / len(step_times[-log_every:]) * 1000:.0f} ms/step -> {total} "
+                print(f"{recent_step_seconds(step, step_times, warmup, log_every) * 1000:.0f} ms/step -> {total} "
                       "steps in total", flush=True)
         if step % log_every == 0 or step == total:
             if minutes is not None:  # safety stop if the estimate was off (checked together, so ranks stop together)
