@@ -125,8 +125,14 @@ class WorkerFastPhase:
             model.unmerge_adapter()
 
     def run(self, job):
+        import torch
+
         self.phase.start(job)
-        return self.phase.result()
+        try:
+            return self.phase.result()
+        finally:  # the blocks its decoding cached go back to the card, for the trainer's update while this one waits
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
 
 
 def build_fast_phase(spec) -> WorkerFastPhase:
