@@ -19,13 +19,14 @@ def greedy(model, prompt_ids, n=48):
     return out[0, len(prompt_ids):].tolist()
 stats = {"teacher_right": 0, "student_right": 0, "base_seed_right": 0}
 for p in probs[:8]:
-    t = greedy(base, ids(BEST, p)); s = greedy(student, ids(SEED, p)); b = greedy(base, ids(SEED, p))
+    best_ids, seed_ids = ids(BEST, p), ids(SEED, p)
+    t = greedy(base, best_ids); s = greedy(student, seed_ids); b = greedy(base, seed_ids)
     dec = lambda x: tok.decode(x, skip_special_tokens=True)
     stats["teacher_right"] += task.score(p, dec(t)).reward == 1
     stats["student_right"] += task.score(p, dec(s)).reward == 1
     stats["base_seed_right"] += task.score(p, dec(b)).reward == 1
     # along the student's own greedy answer: the teacher's top token and its P(newline), P(eos)
-    full = torch.tensor([ids(BEST, p) + s]); n0 = len(ids(BEST, p))
+    full = torch.tensor([best_ids + s]); n0 = len(best_ids)
     logp = torch.log_softmax(base(full).logits[0, n0 - 1:-1].float(), -1)
     top = [tok.decode([i]) for i in logp.argmax(-1).tolist()]
     pnl = logp[:, nl[-1]].exp(); peos = logp[:, tok.eos_token_id].exp()
