@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from doubles import DyingReflectionLM, ScriptedReflectionLM, ShortAnswerTask
 from test_loop import rows, tiny_config
 
@@ -209,3 +210,22 @@ def test_the_fast_phase_settings_come_from_the_config(tmp_path, schedule):
     phase = build(settings(), plain, tmp_path)
     assert isinstance(phase, OverlapFastPhase) is (schedule == "overlap") and phase.job is None
     phase.close()
+
+
+def test_the_workers_device_is_checked_in_one_line(tmp_path):
+    from fastslow.errors import FastSlowError
+
+    def config(**loop):
+        return parse_config({"mode": "fst", "model": {"path": "micro"}, "loop": loop})
+
+    with pytest.raises(FastSlowError) as caught:
+        config(fast_phase="overlap", fast_phase_device="gpu1")
+    assert str(caught.value).startswith("config: loop.fast_phase_device: ") and "should match pattern" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert config(fast_phase="sync", fast_phase_device="cuda:1").loop.fast_phase_device == "cuda:1"  # ignored there:
+    # one override can serve every arm of a comparison (benchmarks/overlap.py gives its --set to RL's too)
+    overlap = config(fast_phase="overlap", fast_phase_device="cuda:1")
+    assert overlap.loop.fast_phase_device == "cuda:1"
+    if not torch.cuda.is_available():  # no card to place the worker on: refused before a worker starts
+        with pytest.raises(FastSlowError, match=r"^loop.fast_phase_device: cuda:1, but this machine has no CUDA device"):
+            build(overlap, FastPhaseSettings.of(overlap), tmp_path)

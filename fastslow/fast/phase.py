@@ -77,7 +77,7 @@ class WorkerSpec:
     settings: FastPhaseSettings
     scratch: Path  # GEPA's directories: the only place the worker writes
     reflection_lm: Any = None  # a callable given to fastslow.loop.run, else None (built from config.reflection)
-    device: str | None = None  # the training process's device (cuda:N), None: CPU
+    device: str | None = None  # the worker's device (cuda:N): loop.fast_phase_device, else the trainer's; None: CPU
     threads: int | None = None  # torch threads on a CPU (None: torch's default)
 
 
@@ -205,6 +205,13 @@ def build(config, settings: FastPhaseSettings, scratch: Path, reflection_overrid
     import torch
 
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
+    if config.loop.fast_phase_device is not None:
+        wanted, count = config.loop.fast_phase_device, torch.cuda.device_count() if device else 0
+        if int(wanted.split(":")[1]) >= count:
+            raise FastSlowError(f"loop.fast_phase_device: {wanted}, but this machine has {count} CUDA device(s); "
+                                f"give cuda:0 to cuda:{count - 1} or remove it" if count else
+                                f"loop.fast_phase_device: {wanted}, but this machine has no CUDA device; remove it")
+        device = wanted
     threads = None if device else max(1, cores() // 2)  # on a CPU, half the cores each rather than both on all
     if device is None:
         log.warning("loop.fast_phase: overlap on a CPU splits its %d cores between the trainer and the fast phase; "
