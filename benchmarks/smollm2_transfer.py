@@ -24,20 +24,25 @@ HEAD` here, written out (the machine has no .git):
       bash benchmarks/gpu.sh smollm2_transfer receive
  2. carry [".smollm2/part-ab", ".smollm2/SHA256SUMS", ".whl"]:
       COMMIT=C bash benchmarks/gpu.sh smollm2_transfer join && COMMIT=C LIMIT_S=480 bash benchmarks/gpu.sh suite
-      --suite docs/logs/smollm2/suite.json experiments --tasks 1 2 --workers 8 --limit-s 450 RUN
- 3. (still warm) carry [".whl"]:
-      COMMIT=C bash benchmarks/gpu.sh suite --suite docs/logs/smollm2/suite.json experiments --tasks 3 --workers 12 RUN
+      --suite docs/logs/smollm2/suite.json experiments --tasks 1 --limit-s 460 RUN
+ 3, 4, ... (still warm) carry [".whl"]: the same suite command with LIMIT_S=570 and --limit-s 550 (no join). Each call
+      stops the runs still training at its limit, at a safe point; the next trains only what is missing, resuming
+      them from their checkpoints under /tmp/suite_experiments, so a session's 30 minutes hold ~3 calls of one task.
  where RUN is
       --config configs/smollm2-text.yaml --model /tmp/smollm2/smollm2.gguf --reflector self
-      --experiments efficiency asymptote kl --steps 96 --seeds 3 --set task.train_size=384
- (the tasks of a call side by side, 3 seeds of each mode, the model reflecting on itself; claims 1-3; loop.steps 96,
- as the full preset's 36 is short of RL's plateau; a run process per core, 16: 8 per task for two tasks, and for one
- its 12 runs at once). Task 0 (arithmetic, 1 digit) has 55 distinct validation problems, fewer than the full
- preset's task.val_size of 64: its runs stop at their preflight unless a call sets a smaller one for every task it
- runs (`--tasks 3 0 --set task.val_size=32` in call 3). Back in $OUT: suite.log (the hardware lines, then the
- claims table), results.tgz (smollm2_transfer.log, the join's; suite/: per task ALL.md and each experiment's
- results, logs, runs without checkpoints; pooled.md); both calls' tasks pooled: their suite/ folders into one (a
- folder per task index), then `python benchmarks/suite_pool.py THAT_FOLDER`.
+      --experiments efficiency asymptote kl --steps 48 --seeds 3 --set task.train_size=384
+      --set 'experiment.modes=[fst, rl]'
+ (3 seeds of FST and RL: efficiency without its GEPA and FST-distill arms, since the probe found no prompt that
+ moves this model; the model reflecting on itself; claims 1-3). Measured on
+ 2026-12-06 (one H100, 16 runs of two tasks and four modes at once, --steps 96): in 7.5 min RL's runs made 14-17
+ steps (~6 s sampling, 8-11 s update, 4-9 s reference model a step, the card shared 16 ways), FST's 6-7 (cycle 0's
+ fast phase 115-175 s, two thirds of it smollm2 reflecting): 96 steps of 16 runs would take the card ~45 minutes, so
+ one task, two modes and 48 steps (~6 runs x 48 steps: an estimate of 20-27 minutes). Task 0 (arithmetic, 1 digit)
+ has 55 distinct validation problems, fewer than the full preset's task.val_size of 64: its runs stop at their
+ preflight unless the call sets a smaller one (`--set task.val_size=32`). Back in $OUT: suite.log (the hardware
+ lines, then the claims table once a task's experiments end), results.tgz (smollm2_transfer.log, the join's; suite/:
+ per task each experiment's results, logs, runs without checkpoints; pooled.md); several calls' tasks pooled: their
+ suite/ folders into one (a folder per task index), then `python benchmarks/suite_pool.py THAT_FOLDER`.
 Afterwards, here (the checkpoints back in the index, the two exclude lines gone):
     git reset -q -- fastslow/micro/model/model.safetensors fastslow/micro/model-v4/model.safetensors
     sed -i '\\|^/fastslow/micro/model|d' .git/info/exclude
@@ -155,8 +160,10 @@ def size(args) -> int:
     print(f"tree {tree / 1e6:.1f} MB (tracked and untracked-not-ignored files), wheels {wheels / 1e6:.1f} MB")
     print("| call | carries | MB with the tree | of 64 MiB |\n|---|---|---|---|")
     for i, (label, carried) in enumerate(calls):
-        print(f"| {i + 1} | {label} | {(tree + carried) / 1e6:.1f} | {(tree + carried) / TRAVEL_LIMIT:.0%} |")
-    over = [label for label, carried in calls if tree + carried > TRAVEL_LIMIT]
+        print(f"| {i + 1} | {label} | {(tree + carried) / 1e6:.1f} | {(tree + carried) / TRAVEL_LIMIT:.1%} |")
+    over = [str(i + 1) for i, (_, carried) in enumerate(calls) if tree + carried > TRAVEL_LIMIT]
+    if over:  # the device refuses such a call outright
+        print(f"call {', '.join(over)} over 64 MiB: take large files the calls do not need (logs) out of the index too")
     if micro:
         print(f"the micro checkpoints travel ({', '.join(micro)}): take them out of the index first (--help)")
     lacking = missing_wheels(args.wheels)

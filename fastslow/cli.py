@@ -223,7 +223,9 @@ def experiment(
     workers: Annotated[int | None, typer.Option(help="parallel runs (processes)")] = None,
     set_: Overrides = None,
 ) -> None:
-    """One of the paper's measurements: runs, a markdown table, plots and report.html. --set applies to every run."""
+    """One of the paper's measurements: runs, a markdown table, plots and report.html. --set applies to every run;
+    --set experiment.KEY=VALUE sets one of the experiment's settings instead (e.g. experiment.modes, a YAML list), as the
+    config file's `experiment:` section does."""
     from fastslow.experiments import run_experiment
 
     path = run_experiment(name, config, seeds=seeds, preset=preset, out=out, workers=workers,

@@ -305,6 +305,20 @@ def test_unknown_experiment_settings_are_named():
         experiment_settings("ood", "small", {"ood_task": []})
 
 
+def test_set_gives_experiment_settings_as_the_config_files_section_does(tmp_path, monkeypatch):
+    import fastslow.experiments.efficiency as efficiency
+    from fastslow.experiments import run_experiment
+
+    seen = {}
+    monkeypatch.setattr(efficiency, "run", lambda experiment: seen.setdefault("experiment", experiment))
+    overrides = {"experiment.modes": ["fst", "rl"], "loop.steps": 5}
+    experiment = run_experiment("efficiency", out=tmp_path, overrides=overrides)
+    assert experiment.settings["modes"] == ["fst", "rl"] and experiment.base["loop"]["steps"] == 5
+    assert "--set 'experiment.modes=[fst, rl]'" in experiment.command  # the command re-runs it as given
+    with pytest.raises(FastSlowError, match="unknown setting.*ood_task"):
+        run_experiment("efficiency", out=tmp_path, overrides={"experiment.ood_task": []})
+
+
 def test_the_example_config_is_a_valid_run_config_with_known_settings():
     base, section = read_config_file(Path(__file__).parent.parent / "configs" / "experiments" / "qwen-math.yaml")
     assert parse_config(base).model.lora.r == 16

@@ -74,6 +74,9 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
         require_what_to_train(base, str(config_path), overrides)
     else:
         base, from_config = copy.deepcopy(preset_table.MICRO_BASE), {}
+    # `--set experiment.modes=[fst,rl]`: a setting of the experiment, as in the config file's `experiment:` section
+    given, overrides = overrides or {}, {k: v for k, v in (overrides or {}).items() if not k.startswith("experiment.")}
+    from_config = {**from_config, **{k.removeprefix("experiment."): v for k, v in given.items() if k not in overrides}}
     settings = preset_table.experiment_settings(name, preset, from_config)
     if config_path is None and "task" in settings:
         base["task"] = copy.deepcopy(settings["task"])
@@ -89,7 +92,7 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
                        + ([f"--config {shlex.quote(str(config_path))}"] if config_path else [])
                        + [f"--seeds {seeds}", f"--preset {preset}", f"--out {shlex.quote(str(out))}"]
                        + ([f"--workers {workers}"] if workers else [])
-                       + [f"--set {shlex.quote(f'{key}={_yaml_value(value)}')}" for key, value in (overrides or {}).items()])
+                       + [f"--set {shlex.quote(f'{key}={_yaml_value(value)}')}" for key, value in given.items()])
     experiment = Experiment(name, preset, seeds, out, base, settings, workers or default_workers(), command,
                             reflection_lm)
     return importlib.import_module(REGISTRY[name]).run(experiment)
