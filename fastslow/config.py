@@ -100,8 +100,8 @@ class LoopConfig(Section):
         "started from (one cycle stale), so a step waits only for what is not finished (docs/DESIGN.md)")
     fast_phase_device: str | None = Field(
         None, pattern=r"^cuda:\d+$", description="overlap: the GPU of the fast phase's worker (cuda:N), e.g. a second "
-        "card so that its decoding does not share the trainer's (sync ignores it); default the trainer's own (at a 1.7B model's size "
-        "two processes on one card take turns, docs/RESULTS.md)")
+        "card so that its decoding does not share the trainer's (sync ignores it); default the trainer's own (at a "
+        "1.7B model's size two processes on one card take turns, docs/RESULTS.md)")
 
 
 class RLConfig(Section):

@@ -69,13 +69,13 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     if workers is not None and workers < 1:
         raise FastSlowError(f"--workers: expected at least 1 worker process, got {workers}")
     preset_table.preset(preset)  # unknown preset: a clear error before anything runs
+    # `--set experiment.modes=[fst,rl]`: a setting of the experiment, as in the config file's `experiment:` section
+    given, overrides = overrides or {}, {k: v for k, v in (overrides or {}).items() if not k.startswith("experiment.")}
     if config_path is not None:
         base, from_config = read_config_file(Path(config_path))
         require_what_to_train(base, str(config_path), overrides)
     else:
         base, from_config = copy.deepcopy(preset_table.MICRO_BASE), {}
-    # `--set experiment.modes=[fst,rl]`: a setting of the experiment, as in the config file's `experiment:` section
-    given, overrides = overrides or {}, {k: v for k, v in (overrides or {}).items() if not k.startswith("experiment.")}
     from_config = {**from_config, **{k.removeprefix("experiment."): v for k, v in given.items() if k not in overrides}}
     settings = preset_table.experiment_settings(name, preset, from_config)
     if config_path is None and "task" in settings:
