@@ -13,10 +13,10 @@ def test_check_prints_the_resolved_config_with_the_papers_defaults(tmp_path):
     result = fastslow("check", str(write(tmp_path, {"name": "x", "task": {"name": "strings"}, "loop": {"steps": 12}})))
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
+    # the paper's schedule
     assert resolved["loop"] == {"steps": 12, "steps_per_cycle": 6, "population_size": 4, "rollouts_per_problem": 8,
                                 "problems_per_step": 32, "rollout_allocation": "even", "keep_signal_member": False,
                                 "reuse_fast_rollouts": False, "fast_phase": "sync", "fast_phase_device": None}
-    # the paper's schedule
     assert resolved["rl"]["importance_cap"] == 4.0 and resolved["rl"]["kl_coef"] == 0.001
     assert resolved["rl"]["adam_betas"] == [0.9, 0.999] and resolved["rl"]["weight_decay"] == 0.0
     assert resolved["rl"]["warmup_steps"] == 10 and resolved["rl"]["drop_zero_variance"] is True

@@ -69,23 +69,25 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     if workers is not None and workers < 1:
         raise FastSlowError(f"--workers: expected at least 1 worker process, got {workers}")
     preset_table.preset(preset)  # unknown preset: a clear error before anything runs
-    # `--set experiment.modes=[fst,rl]`: a setting of the experiment, as in the config file's `experiment:` section
-    given, overrides = overrides or {}, {k: v for k, v in (overrides or {}).items() if not k.startswith("experiment.")}
+    # `--set experiment.modes=[fst,rl]` sets one of the experiment's settings, as the config file's `experiment:`
+    # section does; the other --set keys override every run's config
+    given = dict(overrides or {})  # as the caller gave them, for the command line
+    overrides = {key: value for key, value in given.items() if not key.startswith("experiment.")}
+    from_set = {key.removeprefix("experiment."): value for key, value in given.items() if key.startswith("experiment.")}
     if config_path is not None:
         base, from_config = read_config_file(Path(config_path))
         require_what_to_train(base, str(config_path), overrides)
     else:
         base, from_config = copy.deepcopy(preset_table.MICRO_BASE), {}
-    from_config = {**from_config, **{k.removeprefix("experiment."): v for k, v in given.items() if k not in overrides}}
-    settings = preset_table.experiment_settings(name, preset, from_config)
+    settings = preset_table.experiment_settings(name, preset, {**from_config, **from_set})
     if config_path is None and "task" in settings:
         base["task"] = copy.deepcopy(settings["task"])
     # the preset's overrides, then the caller's in their own order: `task={...}` then `task.train_size=384` is 384
-    for key, value in [*settings.pop("overrides").items(), *(overrides or {}).items()]:
+    for key, value in [*settings.pop("overrides").items(), *overrides.items()]:
         try:
             set_dotted(base, key, copy.deepcopy(value))
         except FastSlowError as exc:
-            raise FastSlowError(f"{'--set ' if key in (overrides or {}) else 'experiment.overrides: '}{key}: {exc}") from None
+            raise FastSlowError(f"{'--set ' if key in overrides else 'experiment.overrides: '}{key}: {exc}") from None
 
     out = Path(out) if out is not None else Path("experiments") / preset
     command = " ".join(["fastslow experiment", name]

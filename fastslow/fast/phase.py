@@ -206,8 +206,8 @@ def build(config, settings: FastPhaseSettings, scratch: Path, reflection_overrid
 
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else None
     if config.loop.fast_phase_device is not None:
-        wanted, count = config.loop.fast_phase_device, torch.cuda.device_count() if device else 0
-        if int(wanted.split(":")[1]) >= count:
+        wanted, count = config.loop.fast_phase_device, torch.cuda.device_count()  # 0 without CUDA
+        if int(wanted.removeprefix("cuda:")) >= count:
             raise FastSlowError(f"loop.fast_phase_device: {wanted}, but this machine has {count} CUDA device(s); "
                                 f"give cuda:0 to cuda:{count - 1} or remove it" if count else
                                 f"loop.fast_phase_device: {wanted}, but this machine has no CUDA device; remove it")
