@@ -340,3 +340,14 @@ def test_a_resumed_runs_clock_is_added_up(tmp_path):
     assert fig.axes[0].lines[1].get_xdata().tolist() == pytest.approx([1 / 60, 30 / 60])
     assert fig.axes[0].get_xlabel() == "wall clock, minutes"
     assert "| 0.5 min |" in report.summary_table([tmp_path / "resumed"])
+
+
+def test_a_resumed_runs_seconds_axis_adds_its_clocks_up(tmp_path):
+    """The experiments' wall-clock axis (claims 1-3 per second) counts a resumed run's time before the resume."""
+    from fastslow.experiments.common import axis_curve
+
+    rows = [{"step": 0, "cycle": 0, "wall_time": 2.0, "val_accuracy": 0.1},
+            {"step": 1, "cycle": 0, "wall_time": 12.0, "val_accuracy": 0.2},
+            {"step": 2, "cycle": 1, "wall_time": 5.0, "val_accuracy": 0.3}]  # resumed after step 1
+    seconds, accuracy = axis_curve(write_rows(tmp_path, "resumed", "fst", rows), "seconds")
+    assert seconds.tolist() == [0.0, 10.0, 15.0] and accuracy.tolist() == [0.1, 0.2, 0.3]

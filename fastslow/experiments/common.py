@@ -338,8 +338,9 @@ AXES = {"samples": "training problems", "rollouts": "rollouts sampled (RL + fast
 def axis_curve(run_dir: Path, axis: str, y_key: str = "val_accuracy") -> tuple[np.ndarray, np.ndarray]:
     """(budget spent on `axis`, `y_key`) at each row that measured `y_key`: training problems (`samples`), rollouts
     sampled (`rl_rollouts` + `fast_rollouts`: RL's fresh ones and the fast phase's) or seconds of wall clock since the
-    step-0 row (`wall_time`, which holds the step-0 evaluation; a resumed run's clock starts again)."""
-    from fastslow.report import load_run
+    step-0 row (`wall_time`, which holds the step-0 evaluation; a resumed run's clock restarts, so its processes'
+    clocks are added up as in its report)."""
+    from fastslow.report import elapsed, load_run
 
     if axis not in AXES:
         raise FastSlowError(f"axis: expected one of {', '.join(AXES)}, got {axis!r}")
@@ -350,7 +351,8 @@ def axis_curve(run_dir: Path, axis: str, y_key: str = "val_accuracy") -> tuple[n
     elif axis == "rollouts":
         x = [(r.get("rl_rollouts") or 0) + (r.get("fast_rollouts") or 0) for r in rows]
     else:
-        x = [r["wall_time"] - run.rows[0]["wall_time"] for r in rows]
+        clock = elapsed(run)
+        x = [clock[r["step"]] - clock[run.rows[0]["step"]] for r in rows]
     return np.array(x, dtype=float), np.array([r[y_key] for r in rows], dtype=float)
 
 
