@@ -25,21 +25,20 @@ HEAD` here, written out (the machine has no .git):
       bash benchmarks/gpu.sh smollm2_transfer receive
     then the same with part-ab
  2. carry [".smollm2/part-ac", ".smollm2/SHA256SUMS", ".whl"]:
-      COMMIT=C bash benchmarks/gpu.sh smollm2_transfer join && COMMIT=C LIMIT_S=480 bash benchmarks/gpu.sh suite
-      --suite docs/logs/smollm2/suite.json experiments --tasks 1 --limit-s 460 RUN
+      COMMIT=C bash benchmarks/gpu.sh smollm2_transfer join && COMMIT=C LIMIT_S=545 bash benchmarks/gpu.sh suite
+      --suite docs/logs/smollm2/suite.json experiments --tasks 1 --limit-s 525 RUN
  3, 4, ... (still warm) carry [".whl"]: the same suite command with LIMIT_S=570 and --limit-s 550 (no join). Each call
       stops the runs still training at its limit, at a safe point; the next trains only what is missing, resuming
-      them from their checkpoints under /tmp/suite_experiments, so a session's 30 minutes hold ~3 calls of one task.
+      them from their checkpoints under /tmp/suite_experiments, so a session's 30 minutes hold two tasks of 48 steps.
  where RUN is
       --config configs/smollm2-text.yaml --model /tmp/smollm2/smollm2.gguf --reflector self
       --experiments efficiency asymptote kl --steps 48 --seeds 3 --set task.train_size=384
       --set 'experiment.modes=[fst, rl]'
  (3 seeds of FST and RL: efficiency without its GEPA and FST-distill arms, since the probe found no prompt that
- moves this model; the model reflecting on itself; claims 1-3). Measured on
- 2026-12-06 (one H100, 16 runs of two tasks and four modes at once, --steps 96): in 7.5 min RL's runs made 14-17
- steps (~6 s sampling, 8-11 s update, 4-9 s reference model a step, the card shared 16 ways), FST's 6-7 (cycle 0's
- fast phase 115-175 s, two thirds of it smollm2 reflecting): 96 steps of 16 runs would take the card ~45 minutes, so
- one task, two modes and 48 steps (~6 runs x 48 steps: an estimate of 20-27 minutes). Task 0 (arithmetic, 1 digit)
+ moves this model; the model reflecting on itself; claims 1-3). Measured on 2026-12-06 (one H100, code 5de396a,
+ 32 rows per micro-batch, the 6 runs of one task sharing the card): an RL step ~5-6 s, an FST step 10-12 s; one task
+ of 48 steps took 9.2-11.7 minutes of the card (tasks 1 and 3, with the transfer: 25 minutes in 6 calls). RL was
+ still rising at step 48 on task 1 (compare, 2 digits): --steps 96 there is ~20 minutes. Task 0 (arithmetic, 1 digit)
  has 55 distinct validation problems, fewer than the full preset's task.val_size of 64: its runs stop at their
  preflight unless the call sets a smaller one (`--set task.val_size=32`). Back in $OUT: suite.log (the hardware
  lines, then the claims table once a task's experiments end), results.tgz (smollm2_transfer.log, the join's; suite/:
