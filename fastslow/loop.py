@@ -164,6 +164,7 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
         set_rng_state(rng)
         population = [Member.from_json(m) for m in state["population"]]
         counters, first_step = {**counters, **state["counters"]}, state["step"] + 1
+        started -= state.get("wall_time", 0.0)  # the clock goes on from the checkpoint's (older ones: from 0)
         ahead, worker_weights = read_object(checkpoint, "fast_phase"), checkpoint / "model"
         run_dir.truncate_metrics(state["step"])
     else:
@@ -228,7 +229,8 @@ def run_in(run_dir: RunDir, config: Config, resume: bool, observer: Observer | N
                 learner.policy if learner is not None else None,
                 learner.optimizer_state() if learner is not None else None,
                 {"step": step, "cycle": cycle, "population": [m.to_json() for m in population],
-                 "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters},
+                 "best_prompt": population[0].text, "deployed_prompt": deployed_prompt(), "counters": counters,
+                 "wall_time": time.perf_counter() - started},
                 keep=config.checkpoint.keep, objects={"fast_phase": ahead} if ahead is not None else None,
             )
             worker_weights = checkpoint / "model"

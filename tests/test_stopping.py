@@ -132,8 +132,10 @@ def test_sigterm_mid_run_stops_after_a_checkpoint_and_resume_finishes_the_run(tm
                              env={**os.environ, "PYTHONPATH": str(TESTS.parent)}, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(41))  # each step once: the stopped run's rows after its checkpoint were redone
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(41))  # each step once: the rows after the checkpoint redone
+    clock = [row["wall_time"] for row in rows]
+    assert clock == sorted(clock)  # the resumed run's clock goes on from its checkpoint's, it does not restart at 0
 
 
 def test_sigint_before_the_first_checkpoint_keeps_nothing_and_says_to_start_again(tmp_path, tiny_model_path):
