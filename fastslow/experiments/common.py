@@ -338,8 +338,8 @@ AXES = {"samples": "training problems", "rollouts": "rollouts sampled (RL + fast
 def axis_curve(run_dir: Path, axis: str, y_key: str = "val_accuracy") -> tuple[np.ndarray, np.ndarray]:
     """(budget spent on `axis`, `y_key`) at each row that measured `y_key`: training problems (`samples`), rollouts
     sampled (`rl_rollouts` + `fast_rollouts`: RL's fresh ones and the fast phase's) or seconds of wall clock since the
-    step-0 row (`wall_time`, which holds the step-0 evaluation; a resumed run's clock restarts, so its processes'
-    clocks are added up as in its report)."""
+    step-0 row (`wall_time`, which holds the step-0 evaluation; where an older version's resume restarted the clock
+    at 0, its processes' clocks are added up, as in the run's report)."""
     from fastslow.report import elapsed, load_run
 
     if axis not in AXES:
