@@ -260,7 +260,8 @@ def step_times(run: Run) -> list[dict[str, Any]]:
     their fast phase's seconds were added to the cycle's first step's `seconds_generate`, `seconds_score` and
     `seconds_reflect`, so `fast` is that step's reflection plus what its generation and scoring took beyond the
     median of the run's other steps (0 in rl mode); `waiting` is 0 and `eval` unknown (None), left in `slow`.
-    A resumed run's clock restarts at 0: a row whose `wall_time` is below the last one counts from 0."""
+    Runs resumed before a8f3850 restarted their clock at 0: a row whose `wall_time` is below the last one counts
+    from 0."""
     timed = [row for row in run.rows if row.get("wall_time") is not None]
     first_steps, seen = set(), set()
     for row in timed:
