@@ -127,6 +127,9 @@ def pooled_table(labels: list[str], by_task: dict[str, dict]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+RESOLUTION = 0.005  # half the last digit `cell` shows: a gap that rounds to 0.00 is a tie
+
+
 def lookup(summary: dict | None, path: tuple[str, ...]) -> dict | None:
     for key in path:
         if not isinstance(summary, dict):
@@ -135,13 +138,15 @@ def lookup(summary: dict | None, path: tuple[str, ...]) -> dict | None:
     return summary if is_spread(summary) and (summary.get("mean") is not None or summary.get("dropped")) else None
 
 
-def side(spread: dict, null: float) -> int:
+def side(spread: dict, null: float, resolution: float = 0.0) -> int:
     """+1 where the mean is above the null by more than one standard error over seeds, -1 below, 0 a tie (one seed:
-    no standard error, so only an exact tie is a tie)."""
+    no standard error, so only an exact tie is a tie). A gap under `resolution`, which the table shows as 0, is a tie
+    too: where FST kept the seed prompt its weights are RL's, and float noise (a KL reduction of 3e-7 ± 3e-7) must
+    not count as a win."""
     n, std = spread.get("n") or 1, spread.get("std")
     error = std / math.sqrt(n) if std is not None and n > 1 else 0.0
     gap = spread["mean"] - null
-    return 0 if abs(gap) <= error else (1 if gap > 0 else -1)
+    return 0 if abs(gap) <= max(error, resolution) else (1 if gap > 0 else -1)
 
 
 def cell(spread: dict | None, row: ClaimRow) -> str:
@@ -177,7 +182,8 @@ def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> st
         if len(means) < len(present):
             pooled.append(f"{len(present) - len(means)} task(s) {row.never}")
         # likewise where most seeds never got there: the few that did say little about the task
-        sides = [-1 if s["mean"] is None or (row.never and s.get("dropped", 0) > s["n"]) else side(s, row.null)
+        sides = [-1 if s["mean"] is None or (row.never and s.get("dropped", 0) > s["n"]) else
+                 side(s, row.null, RESOLUTION / row.scale)
                  for s in present]
         tally = f"{sides.count(1)} / {sides.count(-1)} / {sides.count(0)}"
         cells = [row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally]

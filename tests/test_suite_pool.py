@@ -109,3 +109,13 @@ def test_a_task_where_fst_never_reached_rls_peak_counts_against_claim_1(tmp_path
 def test_a_folder_without_tasks_says_what_it_expected(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 1 and "task.json" in run.stderr
+
+
+def test_a_gap_that_rounds_to_zero_is_a_tie(tmp_path):
+    """Where FST kept the seed prompt its weights are RL's: a KL reduction of 3e-7 ± 4e-7 (one standard error 2.6e-7)
+    is float noise, shown as 0.00% and tallied as a tie, not a win; 1% ± 0.1 still counts."""
+    write_task(tmp_path, 0, {"name": "cipher"}, kl={"max_reduction": spread(3.3e-7, 4.5e-7)})
+    write_task(tmp_path, 1, {"name": "code"}, kl={"max_reduction": spread(0.01, 0.001)})
+    lines = section(pool(tmp_path).stdout, "Claims on three axes")
+    row = next(line for line in lines if line.startswith("| 3. less KL at matched accuracy"))
+    assert row.endswith("| 0.00% ± 0.00 | 1.00% ± 0.10 | 0.50% ± 0.71 (2 tasks) | 1 / 0 / 1 |")
