@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct's GGUF to the GPU machine in three pieces, for FST against RL on smollm2 (issue 25, item 5).
 
-The tree that travels to the device machine is at most 64 MiB. Tracked files are 57 MB (40 MB of them the micro
+The tree that travels to the device machine is at most 64 MiB. Tracked files are 52 MB (40 MB of them the micro
 checkpoints) and the wheels 5 MB, so the 98 MB GGUF (90 MB as xz) can travel neither whole nor in halves beside the
 tree. It travels as three xz pieces of 31 MiB in three back-to-back calls (a machine stays warm 30 s after a call),
 each beside a tree without the micro checkpoints (this experiment does not use them), with ~15 MB to spare (two
