@@ -55,8 +55,10 @@ def command(name: str, args, workers: int | None) -> list[str]:
     return [sys.executable, "-c", "import sys; from fastslow.cli import parse_overrides; "
             "from fastslow.experiments import run_experiment as r; "
             "r(sys.argv[1], sys.argv[2] or None, seeds=int(sys.argv[3]), preset=sys.argv[4], out=sys.argv[5], "
-            "workers=int(sys.argv[6]) if sys.argv[6] else None, overrides=parse_overrides(sys.argv[7:]))",
-            name, args.config or "", str(args.seeds), args.preset, str(args.out), str(workers or ""), *args.set]
+            "workers=int(sys.argv[6]) if sys.argv[6] else None, runs_from=sys.argv[7] or None, "
+            "overrides=parse_overrides(sys.argv[8:]))",
+            name, args.config or "", str(args.seeds), args.preset, str(args.out), str(workers or ""),
+            str(args.runs_from or ""), *args.set]
 
 
 def start(name: str, args, cores: list[int], workers: int | None) -> subprocess.Popen:
@@ -75,6 +77,8 @@ def main() -> int:
     parser.add_argument("--collect", type=Path, default=None)
     parser.add_argument("--only", nargs="*", default=None, choices=ORDER, metavar="EXPERIMENT",
                         help="run only these experiments (default the eight claims; also k-sweep, t-sweep)")
+    parser.add_argument("--runs-from", type=Path, default=None, metavar="DIR",
+                        help="analyse runs trained elsewhere, found in DIR by their config: train nothing")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a run config field in every run, e.g. --set loop.rollout_allocation=signal")
     args = parser.parse_args()

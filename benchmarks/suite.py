@@ -31,6 +31,11 @@ trains only what is missing; to COLLECT (default $OUT/suite, else OUT/collect): 
 A task still running after --limit-s is stopped with its workers (SIGTERM, SIGKILL 10 s later), as on a SIGTERM to
 this process (gpu.sh's LIMIT_S, which should exceed --limit-s by ~30 s); what it finished stays, and the end of
 each failed task's log is printed.
+
+Back here, `experiments --runs-from RUNS` with a call's own arguments analyses its COLLECT/runs (unpacked from
+results.tgz) again, without training: each run is found by its config (e.g. after a fix to the analysis, or to add
+an experiment that reads metrics only: efficiency, asymptote, kl, k-sweep, t-sweep; decomposition needs the
+checkpoints, which stay on the GPU machine).
 """
 
 from __future__ import annotations
@@ -175,6 +180,7 @@ def experiments(args, tasks: dict[int, dict]) -> int:
                        str(args.collect / str(i)), "--only", *args.experiments,
                        *(["--config", str(args.config)] if args.config else []),
                        *(["--workers", str(workers)] if workers else []),
+                       *(["--runs-from", str(args.runs_from / str(i))] if args.runs_from else []),
                        "--set", f"task={json.dumps(task)}", *model_settings(args),
                        *(["--set", f"loop.steps={args.steps}"] if args.steps else [])]
     codes = run_side_by_side(commands, args.collect / "logs", args.limit_s)
@@ -224,6 +230,8 @@ def main() -> int:
                              help="every run's base config (run_experiments.py --config; default the micro model's)")
             sub.add_argument("--workers", type=int, default=None,
                              help="run processes per task (default: every run of a task at once, RUNS x seeds)")
+            sub.add_argument("--runs-from", type=Path, default=None, metavar="RUNS",
+                             help="a call's COLLECT/runs (RUNS/<task>/<run>/): analyse those runs, train nothing")
     args = parser.parse_args()
     suite = suite_tasks(args.suite)
     if args.command == "task":

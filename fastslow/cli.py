@@ -221,15 +221,18 @@ def experiment(
     preset: Annotated[str, typer.Option(help="small (2 CPU cores, <= 15 min) or full (GPU machine)")] = "small",
     out: Annotated[Path | None, typer.Option(help="experiment directory")] = None,
     workers: Annotated[int | None, typer.Option(help="parallel runs (processes)")] = None,
+    runs_from: Annotated[Path | None, typer.Option(help="analyse runs trained elsewhere, found in this folder by "
+                                                        "their config: train nothing")] = None,
     set_: Overrides = None,
 ) -> None:
     """One of the paper's measurements: runs, a markdown table, plots and report.html. --set applies to every run;
     --set experiment.KEY=VALUE sets one of the experiment's settings instead (e.g. experiment.modes, a YAML list), as the
-    config file's `experiment:` section does."""
+    config file's `experiment:` section does. --runs-from reads the runs of the same command run elsewhere (a GPU
+    machine's, copied back without checkpoints: enough for efficiency, asymptote, kl and the sweeps)."""
     from fastslow.experiments import run_experiment
 
     path = run_experiment(name, config, seeds=seeds, preset=preset, out=out, workers=workers,
-                          overrides=parse_overrides(set_))
+                          overrides=parse_overrides(set_), runs_from=runs_from)
     console.print(f"experiment: {path}")
 
 

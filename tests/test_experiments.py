@@ -4,6 +4,7 @@ the presets, and the continual-learning task sequence."""
 import importlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -135,6 +136,35 @@ def test_asymptote_and_kl_reuse_the_efficiency_runs(setup):
         assert f"A_fst_minus_rl_{axis}" in a
     for axis in ("samples", "rollouts", "seconds"):
         assert -1 <= a[f"best_fst_minus_rl_at_matched_{axis}"]["mean"] <= 1
+
+
+def test_runs_trained_elsewhere_are_analysed_from_their_metrics_without_training(setup, tmp_path):
+    """--runs-from: a GPU machine's runs, copied back without checkpoints and named with that machine's model
+    fingerprint, give the same results here as where they trained, and nothing is trained."""
+    config, _ = setup
+    there = run("efficiency", setup)
+    elsewhere = tmp_path / "copied" / "runs"
+    for label, path in run_dirs(there).items():
+        shutil.copytree(path, elsewhere / f"{path.name.rsplit('-', 1)[0]}-0ther0ne",
+                        ignore=shutil.ignore_patterns("checkpoints"))
+    here = run_experiment("efficiency", config, seeds=2, out=tmp_path / "here", workers=1,
+                          reflection_lm=ScriptedReflectionLM(), runs_from=tmp_path / "copied")
+    assert not (tmp_path / "here" / "runs").exists()  # nothing trained
+    assert all(path.parent == elsewhere for path in run_dirs(here).values())
+    original, again = (json.loads((folder / "summary.json").read_text()) for folder in (there, here))
+    assert again == original
+    assert "runs trained elsewhere, read from" in (here / "results.md").read_text()
+    # a config that differs, or a run that stopped early, is not taken for the one asked for
+    with pytest.raises(FastSlowError, match=r"no finished run .*-fst-s0-\* .*differs in loop\.steps \(4, here 6\)"):
+        run_experiment("efficiency", config, seeds=2, out=tmp_path / "here", workers=1,
+                       reflection_lm=ScriptedReflectionLM(), runs_from=tmp_path / "copied",
+                       overrides={"loop.steps": 6})
+    fst = next(elsewhere.glob("*-fst-s0-*"))
+    metrics = fst / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(FastSlowError, match=f"{fst.name} did not finish its 4 steps"):
+        run_experiment("efficiency", config, seeds=2, out=tmp_path / "here", workers=1,
+                       reflection_lm=ScriptedReflectionLM(), runs_from=tmp_path / "copied")
 
 
 def test_decomposition_reproduces_the_runs_final_evaluation(setup):

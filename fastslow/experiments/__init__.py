@@ -54,14 +54,15 @@ def _yaml_value(value: Any) -> str:
 def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, preset: str = "small",
                    out: Path | None = None, workers: int | None = None, *,
                    overrides: dict[str, Any] | None = None,
-                   reflection_lm: Callable[[str], str] | None = None) -> Path:
+                   reflection_lm: Callable[[str], str] | None = None, runs_from: Path | None = None) -> Path:
     """Run experiment `name` and return its folder (`out/name`, out defaulting to experiments/<preset>).
 
     `config_path`: the base run config (model, task, reflection), plus an optional `experiment:` section of
     settings (see presets.SETTINGS); without it, the micro model and the experiment's default task.
     The preset's sizes override the config's loop/eval/GEPA sizes; `overrides` (dotted keys, the CLI's --set, e.g.
     {"loop.rollout_allocation": "signal"}) apply last, to every run. `reflection_lm` (a callable prompt -> text,
-    picklable when workers > 1) replaces config.reflection."""
+    picklable when workers > 1) replaces config.reflection. `runs_from`: a folder of runs trained elsewhere (e.g. a
+    GPU machine's, copied without their checkpoints), each found by its config; nothing is trained."""
     if name not in REGISTRY:
         raise FastSlowError(f"experiment: unknown experiment {name!r}; expected one of {', '.join(REGISTRY)}")
     if seeds < 1:
@@ -69,6 +70,8 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
     if workers is not None and workers < 1:
         raise FastSlowError(f"--workers: expected at least 1 worker process, got {workers}")
     preset_table.preset(preset)  # unknown preset: a clear error before anything runs
+    if runs_from is not None and not Path(runs_from).is_dir():
+        raise FastSlowError(f"--runs-from: {runs_from} is not a folder of runs")
     # `--set experiment.modes=[fst,rl]` sets one of the experiment's settings, as the config file's `experiment:`
     # section does; the other --set keys override every run's config
     given = dict(overrides or {})  # as the caller gave them, for the command line
@@ -94,9 +97,10 @@ def run_experiment(name: str, config_path: Path | None = None, seeds: int = 3, p
                        + ([f"--config {shlex.quote(str(config_path))}"] if config_path else [])
                        + [f"--seeds {seeds}", f"--preset {preset}", f"--out {shlex.quote(str(out))}"]
                        + ([f"--workers {workers}"] if workers else [])
+                       + ([f"--runs-from {shlex.quote(str(runs_from))}"] if runs_from is not None else [])
                        + [f"--set {shlex.quote(f'{key}={_yaml_value(value)}')}" for key, value in given.items()])
     experiment = Experiment(name, preset, seeds, out, base, settings, workers or default_workers(), command,
-                            reflection_lm)
+                            reflection_lm, Path(runs_from) if runs_from is not None else None)
     return importlib.import_module(REGISTRY[name]).run(experiment)
 
 

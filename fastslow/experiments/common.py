@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fastslow import report, stats
-from fastslow.config import Config, parse_config, set_dotted
+from fastslow.config import Config, load_config, parse_config, set_dotted
 from fastslow.errors import FastSlowError
 
 ReflectionLM = Callable[[str], str]
@@ -49,6 +49,7 @@ class Experiment:
     workers: int
     command: str  # how to rerun it, for results.md
     reflection_lm: ReflectionLM | None = None  # overrides config.reflection (tests; a library caller's own LM)
+    runs_from: Path | None = None  # analyse runs trained elsewhere (e.g. on a GPU machine), found here: train nothing
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -72,13 +73,17 @@ class Experiment:
         data.update(name="pending", output_dir=str(self.runs_root))
         config = parse_config(data, source=f"experiment {self.name}")
         label = _slug(tag or config.task.name)
-        config.name = f"{label}-{mode}-s{seed}-{config_hash(config)}"
+        # runs trained elsewhere are found by content: no hash of this machine's model files (which may be absent)
+        config.name = f"{label}-{mode}-s{seed}-{'elsewhere' if self.runs_from else config_hash(config)}"
         return config
 
     def train(self, configs: Sequence[Config], limit_s: float | None = None) -> list[Path]:
         """Train every config not trained before (in parallel processes); returns their run directories. Runs still
         training after `limit_s` seconds are stopped as by SIGTERM (at a safe point: a later call resumes them) and
-        those not started are left; their directories hold what they wrote, or nothing."""
+        those not started are left; their directories hold what they wrote, or nothing. With `runs_from`, each
+        config's finished run is looked up there instead, and nothing is trained."""
+        if self.runs_from is not None:
+            return [trained_elsewhere(c, self.runs_from) for c in configs]
         todo = [c for c in configs if not is_complete(c)]
         if len(todo) < len(configs):
             self.say(f"{len(configs) - len(todo)} of {len(configs)} runs already trained (cache: {self.runs_root})")
@@ -129,6 +134,42 @@ def is_complete(config: Config) -> bool:
         return bool(lines) and json.loads(lines[-1]).get("step") == config.loop.steps
     except json.JSONDecodeError:
         return False
+
+
+def trained_elsewhere(config: Config, root: Path) -> Path:
+    """The finished run under `root` (at any depth) trained with `config`: same name up to the hash, the same
+    config.yaml but for its name and folder, every step logged. Matched by content, not by the name's hash, which
+    also fingerprints the model files of the machine that trained it. Checkpoints are not needed (efficiency,
+    asymptote, kl and the sweeps read metrics only; decomposition, ood and plasticity evaluate weights)."""
+    def comparable(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if k not in ("name", "output_dir")}
+
+    wanted = comparable(config.model_dump(mode="json"))
+    prefix = config.name.rsplit("-", 1)[0] + "-"
+    near = []
+    for path in sorted(root.rglob(f"{prefix}*/config.yaml")):
+        found = comparable(load_config(path).model_dump(mode="json"))
+        if found != wanted:
+            near.append(f"{path.parent.name} differs in {_first_difference(wanted, found)}")
+        elif json.loads(_last_line(path.parent / "metrics.jsonl") or "{}").get("step") != config.loop.steps:
+            near.append(f"{path.parent.name} did not finish its {config.loop.steps} steps")
+        else:
+            return path.parent
+    raise FastSlowError(f"--runs-from {root}: no finished run {prefix}* with this experiment's config"
+                        + (f" ({'; '.join(near[:3])})" if near else ""))
+
+
+def _first_difference(a: Any, b: Any, at: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{at}.{key}" if at else key)
+    return f"{at} ({b!r}, here {a!r})"
+
+
+def _last_line(path: Path) -> str:
+    lines = path.read_text().split("\n") if path.is_file() else []
+    return next((line for line in reversed(lines) if line.strip()), "")
 
 
 # ---------------------------------------------------------------- parallel processes
@@ -246,7 +287,7 @@ def final_prompt(run_dir: Path) -> str:
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
-        raise FastSlowError(f"{run_dir}: no checkpoint (the run did not finish a cycle)")
+        raise FastSlowError(f"{run_dir}: no checkpoint (the run did not finish a cycle, or was copied without it)")
     return json.loads((checkpoint / "state.json").read_text())["best_prompt"]
 
 
@@ -367,6 +408,9 @@ def at_matched_budget(curve_a: tuple[np.ndarray, np.ndarray], curve_b: tuple[np.
 
 def sharing_note(exp: Experiment) -> str:
     """What the seconds axis means: runs of one call share its machine."""
+    if exp.runs_from is not None:
+        return (f"Wall clock is each run's own, measured where it trained (the runs are read from {exp.runs_from}): "
+                "runs trained side by side there shared that machine, so compare seconds between runs of one call.")
     together = (f"trains up to {exp.workers} runs at a time" if exp.workers > 1 else "trains one run at a time")
     return (f"Wall clock is each run's own, measured beside the others: this experiment {together} ({hardware()}), "
             "runs may come from the cache of another experiment of the same call, and experiments of one call may run "
@@ -457,6 +501,12 @@ def hardware() -> str:
     return f"{platform.machine()}, {cpus} CPU cores{gpu}, torch {torch.__version__}"
 
 
+def trained_on(exp: Experiment) -> str:
+    if exp.runs_from is None:
+        return hardware()
+    return f"runs trained elsewhere, read from `{exp.runs_from}`; analysed on {hardware()}"
+
+
 def _load() -> str:
     """Other work on the machine slows every timing: say how busy it was."""
     return " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
@@ -494,7 +544,7 @@ def write_results(exp: Experiment, title: str, claim: str, paper: str, body: Seq
     text += ["## How this was measured\n",
              f"- command: `{exp.command}`",
              f"- preset `{exp.preset}`, {exp.seeds} seed(s), {exp.workers} worker process(es)",
-             f"- hardware: {hardware()}; date {date.today().isoformat()}; {elapsed:.1f} min wall clock "
+             f"- hardware: {trained_on(exp)}; date {date.today().isoformat()}; {elapsed:.1f} min wall clock "
              f"(runs reused from the cache not included; load average at the end {_load()})",
              f"- runs: `{exp.runs_root}` (listed in runs.json)", ""]
     (exp.dir / "results.md").write_text("\n".join(text))
