@@ -151,6 +151,15 @@ def value_at(x: Sequence[float], y: Sequence[float], at: float) -> float | None:
     return None if len(before) == 0 else float(y[before[-1]])
 
 
+def late_gain(x: Sequence[float], y: Sequence[float], last: float = 1 / 3) -> float:
+    """How much the running max of `y` rose over the last `last` of the budget on `x`: ~0 once a run has plateaued,
+    above the evaluation's noise while it still rises (then a comparison with its peak is one with a moving target)."""
+    x, y = _as_curve(x, y, "late_gain")
+    best = running_max(y)
+    before = value_at(x, best, x[0] + (1 - last) * (x[-1] - x[0]))
+    return float(best[-1] - before)
+
+
 def steps_until_nonzero(steps: Sequence[float], reward: Sequence[float], threshold: float = 0.0) -> float | None:
     """First step whose reward exceeds `threshold` (zero-reward start: FST ~step 50, RL ~step 250); None if none."""
     x, y = _as_curve(steps, reward, "steps_until_nonzero")

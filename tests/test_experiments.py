@@ -85,6 +85,9 @@ def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_ru
                                         load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy"))
                 for s in (0, 1)]
     assert summary["fst"]["efficiency_per_seed"] == expected
+    # whether RL had stopped rising: its running peak's gain over the last third of its problems
+    rises = [stats.late_gain(*load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy")) for s in (0, 1)]
+    assert summary["rl"]["peak_gain_last_third"]["mean"] == pytest.approx(np.mean(rises))
     # the same ratio per rollout sampled (the fast phase's included) and per second of wall clock, for every mode
     for mode in ("fst", "gepa", "fst-distill"):
         for axis in ("rollouts", "seconds"):
@@ -101,7 +104,7 @@ def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_ru
                  "efficiency_seconds.png"):
         assert (folder / file).is_file()
     assert "fastslow experiment efficiency" in results and "rollouts sampled (RL + fast phase)" in results
-    assert "Wall clock is each run's own" in results
+    assert "Wall clock is each run's own" in results and "RL's running peak rose" in results
 
 
 def test_asymptote_and_kl_reuse_the_efficiency_runs(setup):

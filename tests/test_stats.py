@@ -189,3 +189,13 @@ def test_value_at_is_the_last_measurement_within_a_budget():
     assert stats.value_at(rollouts, stats.running_max(accuracy), 250) == 0.3  # the best so far
     assert stats.value_at(rollouts, accuracy, 1000) == 0.6
     assert stats.value_at([5, 10], [0.1, 0.2], 4) is None  # nothing measured by then
+
+
+def test_late_gain_is_how_far_the_running_peak_rose_over_the_last_third_of_the_budget():
+    samples = [0, 100, 200, 300, 400, 500, 600]
+    rising = [0.1, 0.3, 0.4, 0.5, 0.5, 0.55, 0.6]  # best 0.5 by 400 (two thirds of 600), 0.6 at the end
+    assert stats.late_gain(samples, rising) == pytest.approx(0.1)
+    plateaued = [0.1, 0.5, 0.6, 0.55, 0.6, 0.58, 0.59]  # a later dip or tie is not a rise
+    assert stats.late_gain(samples, plateaued) == 0.0
+    assert stats.late_gain(samples, rising, last=0.5) == pytest.approx(0.1)  # best 0.5 at 300 too
+    assert stats.late_gain([0, 300], [0.2, 0.7]) == pytest.approx(0.5)  # nothing measured in between: all of it

@@ -546,7 +546,7 @@ def write_results(exp: Experiment, title: str, claim: str, paper: str, body: Seq
              f"- preset `{exp.preset}`, {exp.seeds} seed(s), {exp.workers} worker process(es)",
              f"- hardware: {trained_on(exp)}; date {date.today().isoformat()}; {elapsed:.1f} min wall clock "
              f"(runs reused from the cache not included; load average at the end {_load()})",
-             f"- runs: `{exp.runs_root}` (listed in runs.json)", ""]
+             f"- runs: `{exp.runs_from or exp.runs_root}` (listed in runs.json)", ""]
     (exp.dir / "results.md").write_text("\n".join(text))
     (exp.dir / "summary.json").write_text(json.dumps(_jsonable({"experiment": exp.name, "preset": exp.preset,
                                                                  "seeds": exp.seeds, **summary}), indent=1) + "\n")
