@@ -95,7 +95,7 @@ def test_verdicts_by_hand_a_prompt_that_only_lowers_accuracy():
     """smollm2's arithmetic probe, as numbers: 15% under the seed prompt, 5% without a system prompt, 10% under the
     instruction. On 32 x 4 samples the noise of a difference is 2 * sqrt(2 * .15 * .85 / 128) = 8.9 points, so the
     10-point drop counts as the model listening, and nothing raises accuracy."""
-    from fastslow.probe import PromptRow, ProbeResult, in_regime, noise
+    from fastslow.probe import PromptRow, ProbeResult, in_regime, noise, raises
 
     rows = [PromptRow("seed", "Solve the task.", 0.15, 0.31, 1.0), PromptRow("seed again", "Solve the task.", 0.16, 0.3,
                                                                              1.0, 0.55),
@@ -107,3 +107,10 @@ def test_verdicts_by_hand_a_prompt_that_only_lowers_accuracy():
     assert "by up to 10 points (down, under 'none': 5%), but none of the prompts measured raises it" in said[3]
     assert "by up to 0.62 (total variation; the seed prompt sampled again: 0.55): close to what resampling" in said[4]
     assert in_regime(result) and said[-1].startswith("In FST's regime")
+    # ... by the paper's terms; but nothing raised accuracy, which on micro-v4's suite is where FST did not pay
+    assert not raises(result) and "no prompt measured raises accuracy" in said[-1]
+    up = PromptRow("instruction", "Compute it.", 0.25, 0.4, 1.0, 0.6)  # 10 points up: more than the noise (8.9)
+    raised = ProbeResult("smollm2", "arithmetic", 32, 4, [*rows[:3], up], [], 1.0)
+    assert raises(raised) and verdicts(raised)[-1] == ("In FST's regime: a valid but weak seed prompt, RL signal, "
+                                                       "and room for the prompt.")
+    assert raised.to_dict()["raises"] is True and result.to_dict()["raises"] is False
