@@ -236,12 +236,16 @@ def room(result: ProbeResult) -> tuple[float, PromptRow | None]:
     return abs(far.accuracy - result.seed.accuracy), far
 
 
+def threshold(result: ProbeResult) -> float:
+    """The least accuracy change that counts as a prompt moving it at the probe's size."""
+    return max(MIN_MOVE, noise(result.seed.accuracy, result.problems, result.samples))
+
+
 def raises(result: ProbeResult) -> bool:
     """Whether a prompt measured raises accuracy above the seed prompt's by more than the noise: on micro-v4's suite
     the tasks where one did are the ones where FST beat RL, on every axis (docs/RESULTS.md, "fastslow probe on the
     suite")."""
-    threshold = max(MIN_MOVE, noise(result.seed.accuracy, result.problems, result.samples))
-    return any(row.accuracy - result.seed.accuracy >= threshold for row in result.others)
+    return any(row.accuracy - result.seed.accuracy >= threshold(result) for row in result.others)
 
 
 def missing(result: ProbeResult) -> list[str]:
@@ -253,7 +257,7 @@ def missing(result: ProbeResult) -> list[str]:
         lacks.append(f"a seed-prompt accuracy in {low:.0%}-{high:.0%}")
     if seed.varied < REGIME["min_varied"]:
         lacks.append(f"RL signal on at least {REGIME['min_varied']:.0%} of problems")
-    if moved < max(MIN_MOVE, noise(seed.accuracy, result.problems, result.samples)):
+    if moved < threshold(result):
         lacks.append(f"a {result.prompt_name} that moves accuracy")
     return lacks
 
@@ -285,18 +289,17 @@ def verdicts(result: ProbeResult) -> list[str]:
                 "a different answer)" + (": the model is near-certain of its answers."
                                         if seed.answer_entropy < 0.1 * most else "."))
     moved, far = room(result)
-    threshold = max(MIN_MOVE, noise(seed.accuracy, result.problems, result.samples))
     if far is None:
         said.append("No other prompt was measured: nothing is known of the fast channel's room.")
-    elif moved < threshold:
+    elif moved < threshold(result):
         resampled = (f"; the seed prompt sampled again: {100 * abs(result.again.accuracy - seed.accuracy):.0f}"
                      if result.again else "")
         said.append(f"The {result.prompt_name} moves accuracy by at most {100 * moved:.0f} points over {len(result.others)} "
-                    f"other prompts (noise ~{100 * threshold:.0f}{resampled}): the fast channel has little room with "
+                    f"other prompts (noise ~{100 * threshold(result):.0f}{resampled}): the fast channel has little room with "
                     "this model.")
     else:
         best = max(result.others, key=lambda r: r.accuracy)
-        if best.accuracy - seed.accuracy >= threshold:
+        if raises(result):
             said.append(f"The {result.prompt_name} moves accuracy by up to {100 * moved:.0f} points, and '{best.label}' raises "
                         f"it to {best.accuracy:.0%}: the fast channel has room.")
         else:

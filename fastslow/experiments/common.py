@@ -124,16 +124,19 @@ def config_hash(config: Config) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
+def last_step(run_dir: Path) -> int | None:
+    """The step of the last row of the run's metrics.jsonl; None where there is none (or it is cut off)."""
+    metrics = run_dir / "metrics.jsonl"
+    lines = [line for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
+    try:
+        return json.loads(lines[-1]).get("step") if lines else None
+    except json.JSONDecodeError:
+        return None
+
+
 def is_complete(config: Config) -> bool:
     """The run directory holds a finished run: every step logged and a checkpoint written."""
-    metrics, latest = config.run_dir / "metrics.jsonl", config.run_dir / "checkpoints" / "LATEST"
-    if not metrics.is_file() or not latest.is_file():
-        return False
-    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-    try:
-        return bool(lines) and json.loads(lines[-1]).get("step") == config.loop.steps
-    except json.JSONDecodeError:
-        return False
+    return (config.run_dir / "checkpoints" / "LATEST").is_file() and last_step(config.run_dir) == config.loop.steps
 
 
 def trained_elsewhere(config: Config, root: Path) -> Path:
@@ -151,7 +154,7 @@ def trained_elsewhere(config: Config, root: Path) -> Path:
         found = comparable(load_config(path).model_dump(mode="json"))
         if found != wanted:
             near.append(f"{path.parent.name} differs in {_first_difference(wanted, found)}")
-        elif json.loads(_last_line(path.parent / "metrics.jsonl") or "{}").get("step") != config.loop.steps:
+        elif last_step(path.parent) != config.loop.steps:
             near.append(f"{path.parent.name} did not finish its {config.loop.steps} steps")
         else:
             return path.parent
@@ -165,11 +168,6 @@ def _first_difference(a: Any, b: Any, at: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{at}.{key}" if at else key)
     return f"{at} ({b!r}, here {a!r})"
-
-
-def _last_line(path: Path) -> str:
-    lines = path.read_text().split("\n") if path.is_file() else []
-    return next((line for line in reversed(lines) if line.strip()), "")
 
 
 # ---------------------------------------------------------------- parallel processes
