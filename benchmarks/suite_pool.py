@@ -163,7 +163,8 @@ def cell(spread: dict | None, row: ClaimRow) -> str:
 
 
 def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> str:
-    """The claims on every axis: paper | per task mean ± std over seeds | pooled mean ± sd over tasks | tally."""
+    """The claims on every axis: paper | per task mean ± std over seeds | pooled mean ± sd over tasks | tally; "" when
+    no claim was measured (a collect of ablations only)."""
     tasks = [label for label in labels if any(label in by_task for by_task in summaries.values())]
     header = ["claim", "axis", "paper", *tasks, "pooled (mean ± sd over tasks)", "tasks for / against / tied"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -188,7 +189,7 @@ def claims_table(labels: list[str], summaries: dict[str, dict[str, dict]]) -> st
         tally = f"{sides.count(1)} / {sides.count(-1)} / {sides.count(0)}"
         cells = [row.claim, row.axis, row.paper, *(cell(s, row) for s in found), "; ".join(pooled), tally]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def main() -> int:
@@ -200,9 +201,10 @@ def main() -> int:
     if not summaries:
         print(f"{args.collect}: no <task>/task.json with <experiment>/summary.json beside it", file=sys.stderr)
         return 1
-    parts = [f"## Claims on three axes\n\n{claims_table(labels, summaries)}\n\n"
+    claims = claims_table(labels, summaries)
+    parts = [f"## Claims on three axes\n\n{claims}\n\n"
              "For / against / tied: tasks whose mean over seeds is above the level value (1× for ratios, 0 for "
-             "differences) by more than one standard error over seeds, below it by more, or within."]
+             "differences) by more than one standard error over seeds, below it by more, or within."] if claims else []
     parts += [f"## {name}\n\n{pooled_table(labels, by_task)}" for name, by_task in sorted(summaries.items())]
     text = "\n\n".join(parts)
     if args.out:

@@ -160,6 +160,34 @@ def late_gain(x: Sequence[float], y: Sequence[float], last: float = 1 / 3) -> fl
     return float(best[-1] - before)
 
 
+@dataclass(frozen=True)
+class Trend:
+    """A least-squares line through the raw curve over the last part of the budget: how far it rose over that span
+    (`rise`) and the standard error of that rise. A running peak creeps up on noise alone; a line through the raw
+    points does not, so `rising` (rise above two standard errors) separates a run still learning from one on a
+    plateau with a noisy evaluation."""
+
+    rise: float
+    stderr: float
+    points: int
+
+    @property
+    def rising(self) -> bool:
+        return self.rise > 2 * self.stderr
+
+
+def late_trend(x: Sequence[float], y: Sequence[float], last: float = 1 / 3) -> Trend | None:
+    """The trend of `y` over the last `last` of the budget on `x`; None with fewer than three points there."""
+    x, y = _as_curve(x, y, "late_trend")
+    keep = x >= x[-1] - last * (x[-1] - x[0])
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0:
+        return None
+    fit = scipy_stats.linregress(x, y)
+    span = float(x[-1] - x[0])
+    return Trend(rise=float(fit.slope) * span, stderr=float(fit.stderr) * span, points=len(x))
+
+
 def steps_until_nonzero(steps: Sequence[float], reward: Sequence[float], threshold: float = 0.0) -> float | None:
     """First step whose reward exceeds `threshold` (zero-reward start: FST ~step 50, RL ~step 250); None if none."""
     x, y = _as_curve(steps, reward, "steps_until_nonzero")

@@ -88,6 +88,10 @@ def test_efficiency_trains_every_mode_per_seed_and_reports_the_ratio_from_its_ru
     # whether RL had stopped rising: its running peak's gain over the last third of its problems
     rises = [stats.late_gain(*load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy")) for s in (0, 1)]
     assert summary["rl"]["peak_gain_last_third"]["mean"] == pytest.approx(np.mean(rises))
+    trends = [stats.late_trend(*load_run(runs[f"rl seed {s}"]).series("samples", "val_accuracy")) for s in (0, 1)]
+    assert summary["rl"]["trend_per_seed"] == [None if t is None else {"rise": pytest.approx(t.rise),
+                                                                       "stderr": pytest.approx(t.stderr)} for t in trends]
+    assert summary["rl"]["rising_seeds"] == sum(t is not None and t.rising for t in trends)
     # the same ratio per rollout sampled (the fast phase's included) and per second of wall clock, for every mode
     for mode in ("fst", "gepa", "fst-distill"):
         for axis in ("rollouts", "seconds"):
@@ -150,10 +154,14 @@ def test_runs_trained_elsewhere_are_analysed_from_their_metrics_without_training
     for label, path in run_dirs(there).items():
         shutil.copytree(path, elsewhere / f"{path.name.rsplit('-', 1)[0]}-0ther0ne",
                         ignore=shutil.ignore_patterns("checkpoints"))
+    # found by content whatever its label: an older version named a sweep's default arm apart
+    renamed = elsewhere / "k-sweep-2-fst-s1-0ther0ne"
+    next(elsewhere.glob("*-fst-s1-0ther0ne")).rename(renamed)
     here = run_experiment("efficiency", config, seeds=2, out=tmp_path / "here", workers=1,
                           reflection_lm=ScriptedReflectionLM(), runs_from=tmp_path / "copied")
     assert not (tmp_path / "here" / "runs").exists()  # nothing trained
     assert all(path.parent == elsewhere for path in run_dirs(here).values())
+    assert run_dirs(here)["fst seed 1"] == renamed
     original, again = (json.loads((folder / "summary.json").read_text()) for folder in (there, here))
     assert again == original
     assert "runs trained elsewhere, read from" in (here / "results.md").read_text()
@@ -246,6 +254,10 @@ def test_ablations_train_fst_at_each_value_and_an_rl_reference(setup, name, key,
     for value in values:
         configs = [load_run(runs[f"{letter}={value} seed {s}"]).config for s in (0, 1)]
         assert all(c["loop"][key] == value and c["mode"] == "fst" for c in configs)
+    # the config's own value (2, TINY_SIZES) is plain FST: the run efficiency and the other sweep train too
+    plain = runs[f"{letter}=2 seed 0"].name
+    assert "-fst-s0-" in plain and not plain.startswith(name)
+    assert runs[f"{letter}=1 seed 0"].name.startswith(f"{name}-1-fst-s0-")
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary) >= {f"{letter}={v}" for v in values} | {"rl"}
     for value in values:

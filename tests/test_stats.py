@@ -199,3 +199,18 @@ def test_late_gain_is_how_far_the_running_peak_rose_over_the_last_third_of_the_b
     assert stats.late_gain(samples, plateaued) == 0.0
     assert stats.late_gain(samples, rising, last=0.5) == pytest.approx(0.1)  # best 0.5 at 300 too
     assert stats.late_gain([0, 300], [0.2, 0.7]) == pytest.approx(0.5)  # nothing measured in between: all of it
+
+
+def test_late_trend_fits_a_line_through_the_raw_curve_over_the_last_third():
+    samples = np.arange(0, 301, 10.0)  # the last third: 200..300, 11 points
+    rising = 0.2 + samples / 1000  # a straight line: rises 0.1 over the last third, no scatter
+    trend = stats.late_trend(samples, rising)
+    assert (trend.rise, trend.points) == (pytest.approx(0.1), 11) and trend.stderr == pytest.approx(0, abs=1e-9)
+    assert trend.rising
+    # flat but noisy: a new running peak late on (0.62 at the end) yet no trend beyond its standard error
+    flat = np.where(np.arange(len(samples)) % 2 == 0, 0.6, 0.5)
+    flat[-1] = 0.62
+    assert stats.late_gain(samples, flat) > 0
+    trend = stats.late_trend(samples, flat)
+    assert not trend.rising and trend.stderr > 0 and abs(trend.rise) < 2 * trend.stderr
+    assert stats.late_trend([0, 100, 200, 300], [0.1, 0.2, 0.3, 0.4]) is None  # two points in the last third

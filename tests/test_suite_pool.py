@@ -119,3 +119,11 @@ def test_a_gap_that_rounds_to_zero_is_a_tie(tmp_path):
     lines = section(pool(tmp_path).stdout, "Claims on three axes")
     row = next(line for line in lines if line.startswith("| 3. less KL at matched accuracy"))
     assert row.endswith("| 0.00% ± 0.00 | 1.00% ± 0.10 | 0.50% ± 0.71 (2 tasks) | 1 / 0 / 1 |")
+
+
+def test_a_collect_of_ablations_only_has_no_claims_section(tmp_path):
+    write_task(tmp_path, 0, {"name": "strings", "args": {"program_seed": 7}},
+               **{"k-sweep": {"K=1": {"peak_accuracy": spread(0.6, 0.05)}, "rl": {"peak_accuracy": spread(0.63)}}})
+    out = pool(tmp_path).stdout
+    assert "## Claims on three axes" not in out
+    assert "| K=1 | peak_accuracy | 0.6 | 0.6 | 0 | 1 |" in section(out, "k-sweep")

@@ -9,6 +9,7 @@ The paper (2nd-hand): K=8 is best and even K=1 beats RL; T=12 is worse than T=6 
 
 from __future__ import annotations
 
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,10 @@ SWEEPS = {  # experiment -> (config key, label, the paper's reading)
 def run(exp: Experiment) -> Path:
     key, label, paper = SWEEPS[exp.name]
     values = list(exp.settings["values"])
-    configs = {f"{label.split()[0]}={v}": [exp.config("fst", s, f"{exp.name}-{v}", **{key: v}) for s in range(exp.seeds)]
-               for v in values}
+    default = attrgetter(key)(exp.config("fst", 0))
+    # the config's own value is plain FST: one run, shared with the other sweep and with efficiency (same name)
+    configs = {f"{label.split()[0]}={v}": [exp.config("fst", s, None if v == default else f"{exp.name}-{v}", **{key: v})
+                                           for s in range(exp.seeds)] for v in values}
     configs["rl"] = [exp.config("rl", s) for s in range(exp.seeds)]
     dirs = exp.train([c for arm in configs.values() for c in arm])
     runs = {arm: dirs[i * exp.seeds:(i + 1) * exp.seeds] for i, arm in enumerate(configs)}

@@ -140,17 +140,19 @@ def is_complete(config: Config) -> bool:
 
 
 def trained_elsewhere(config: Config, root: Path) -> Path:
-    """The finished run under `root` (at any depth) trained with `config`: same name up to the hash, the same
+    """The finished run under `root` (at any depth) trained with `config`: the same mode and seed, the same
     config.yaml but for its name and folder, every step logged. Matched by content, not by the name's hash, which
-    also fingerprints the model files of the machine that trained it. Checkpoints are not needed (efficiency,
-    asymptote, kl and the sweeps read metrics only; decomposition, ood and plasticity evaluate weights)."""
+    also fingerprints the model files of the machine that trained it, nor by the name's label (an older version
+    named a sweep's default arm apart). Checkpoints are not needed (efficiency, asymptote, kl and the sweeps read
+    metrics only; decomposition, ood and plasticity evaluate weights)."""
     def comparable(data: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in data.items() if k not in ("name", "output_dir")}
 
     wanted = comparable(config.model_dump(mode="json"))
     prefix = config.name.rsplit("-", 1)[0] + "-"
-    near = []
-    for path in sorted(root.rglob(f"{prefix}*/config.yaml")):
+    candidates = root.rglob(f"*-{config.mode}-s{config.seed}-*/config.yaml")
+    near = []  # the same name up to the hash first: the likeliest near misses to name
+    for path in sorted(candidates, key=lambda p: (not p.parent.name.startswith(prefix), str(p))):
         found = comparable(load_config(path).model_dump(mode="json"))
         if found != wanted:
             near.append(f"{path.parent.name} differs in {_first_difference(wanted, found)}")
