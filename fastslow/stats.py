@@ -151,12 +151,18 @@ def value_at(x: Sequence[float], y: Sequence[float], at: float) -> float | None:
     return None if len(before) == 0 else float(y[before[-1]])
 
 
+def _last_part_start(x: np.ndarray, last: float) -> float:
+    """Where the last `last` of the budget on `x` begins (counted back from the end, so that a point on the boundary
+    is not lost to rounding)."""
+    return float(x[-1] - last * (x[-1] - x[0]))
+
+
 def late_gain(x: Sequence[float], y: Sequence[float], last: float = 1 / 3) -> float:
     """How much the running max of `y` rose over the last `last` of the budget on `x`: ~0 once a run has plateaued,
     above the evaluation's noise while it still rises (then a comparison with its peak is one with a moving target)."""
     x, y = _as_curve(x, y, "late_gain")
     best = running_max(y)
-    before = value_at(x, best, x[0] + (1 - last) * (x[-1] - x[0]))
+    before = value_at(x, best, _last_part_start(x, last))
     return float(best[-1] - before)
 
 
@@ -179,7 +185,7 @@ class Trend:
 def late_trend(x: Sequence[float], y: Sequence[float], last: float = 1 / 3) -> Trend | None:
     """The trend of `y` over the last `last` of the budget on `x`; None with fewer than three points there."""
     x, y = _as_curve(x, y, "late_trend")
-    keep = x >= x[-1] - last * (x[-1] - x[0])
+    keep = x >= _last_part_start(x, last)
     x, y = x[keep], y[keep]
     if len(x) < 3 or np.ptp(x) == 0:
         return None
