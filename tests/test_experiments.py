@@ -267,6 +267,13 @@ def test_ablations_train_fst_at_each_value_and_an_rl_reference(setup, name, key,
         mean = stats.summarize(expected).mean  # nan where no seed reached RL's peak: null in summary.json
         assert arm["efficiency_vs_rl_rollouts"]["mean"] == (None if math.isnan(mean) else pytest.approx(mean))
         assert arm["rollouts"]["mean"] > summary["rl"]["rollouts"]["mean"]  # the fast phase's rollouts on top
+        # each RL step spreads its rollouts over at most K members: the population is the top K of GEPA's front
+        held = [len(row["member_entropy"]) for s in (0, 1)
+                for row in load_run(runs[f"{letter}={value} seed {s}"]).measured("member_entropy")]
+        population = value if name == "k-sweep" else 2
+        assert held and arm["prompts_at_most"] == max(held) <= population
+        assert 1 <= arm["prompts_per_step"]["min"] <= arm["prompts_per_step"]["max"] <= population
+    assert summary["rl"]["prompts_at_most"] == 1  # RL samples under the seed prompt alone
     assert (folder / f"{name.replace('-', '_')}.png").is_file()
 
 

@@ -2,7 +2,8 @@
 T in {3, 6, 12}). FST runs at each value and an RL reference share the data plan per seed; per value: peak validation
 accuracy, samples to reach RL's peak and the ratio (stats.sample_efficiency), the same ratio per rollout sampled and
 per second of wall clock (common.AXES; a larger K or a shorter T costs the fast phase more rollouts), final KL to the base
-model.
+model, and how many prompts each RL step sampled from: the population is the top K of GEPA's front, so when the front
+holds fewer prompts than K, a larger K trains on the same population (and K = 4 and K = 8 can be the same run).
 
 The paper (2nd-hand): K=8 is best and even K=1 beats RL; T=12 is worse than T=6 (prompts go stale).
 """
@@ -24,6 +25,13 @@ SWEEPS = {  # experiment -> (config key, label, the paper's reading)
     "t-sweep": ("loop.steps_per_cycle", "T (RL steps per GEPA round)",
                 "T ∈ {3, 6, 12}: T=12 worse than T=6, stale prompts (2nd-hand)."),
 }
+
+
+def prompts_per_step(run_dir: Path) -> list[int]:
+    """How many population members each RL step of a run sampled from (its rows' `member_entropy` keys)."""
+    from fastslow.report import load_run
+
+    return [len(row["member_entropy"]) for row in load_run(run_dir).measured("member_entropy")]
 
 
 def run(exp: Experiment) -> Path:
@@ -49,17 +57,24 @@ def run(exp: Experiment) -> Path:
         others = {axis: None if arm == "rl" else stats.sample_efficiency_over_seeds(by_axis[axis][arm], by_axis[axis]["rl"])
                   for axis in ("rollouts", "seconds")}
         spent = {axis: stats.summarize([float(x[-1]) for x, _ in by_axis[axis][arm]]) for axis in ("rollouts", "seconds")}
+        held = [prompts_per_step(d) for d in runs[arm]]
+        prompts = stats.summarize([float(np.mean(h)) if h else None for h in held])
+        most = max((max(h) for h in held if h), default=None)
         rows.append([arm, fmt(peak, 100), fmt(needed, digits=0),
                      *("1 (reference)" if r is None else fmt(r, digits=2, unit="×") for r in (ratio, *others.values())),
-                     fmt(spent["rollouts"], digits=0), fmt(spent["seconds"], digits=1), fmt(kl, digits=3)])
+                     f"{fmt(prompts, digits=1)}; at most {most}", fmt(spent["rollouts"], digits=0),
+                     fmt(spent["seconds"], digits=1), fmt(kl, digits=3)])
         summary[arm] = {"peak_accuracy": peak, "samples_to_rl_peak": needed, "efficiency_vs_rl": ratio,
                         "efficiency_vs_rl_rollouts": others["rollouts"], "efficiency_vs_rl_seconds": others["seconds"],
+                        "prompts_per_step": prompts, "prompts_at_most": most,
                         "rollouts": spent["rollouts"], "seconds": spent["seconds"], "final_kl": kl}
     body = [markdown_table([label, "peak val acc (%)", "samples to reach RL's peak", "efficiency vs RL: per problem",
-                            "per rollout", "per second", "rollouts sampled", "wall clock (s)",
+                            "per rollout", "per second", "prompts per RL step", "rollouts sampled", "wall clock (s)",
                             "final KL to base (nats/token)"], rows),
             "Mean ± std over seeds (min–max); a seed that never reaches RL's peak is left out of the ratio (counted). "
-            "Efficiency: RL's budget to reach its peak ÷ the arm's, per seed, on each axis.\n"]
+            "Efficiency: RL's budget to reach its peak ÷ the arm's, per seed, on each axis. Prompts per RL step: the "
+            "population members a step's rollouts were spread over, a run's mean over its steps; fewer than K when "
+            "GEPA's front held fewer prompts.\n"]
     fig, ax = figure(f"Validation accuracy vs training samples, by {label.split()[0]}", "training samples",
                      "val accuracy, running max")
     plot_mean_curves(ax, curves, transform=stats.running_max)
