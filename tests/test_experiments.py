@@ -215,6 +215,18 @@ def test_plasticity_starts_fresh_rl_from_each_checkpoint(setup):
         assert config["model"]["path"].endswith("/export") == (start != "base")
     # the RL-trained start begins where its phase-A run ended (same weights, task and val split; different prompt)
     assert rows(runs[f"{SHORT} from rl seed 0"])[0]["val_accuracy"] != rows(runs[f"{SHORT} from base seed 0"])[0]["val_accuracy"]
+    # each start's gain minus the base's, seed by seed (phase B's seed s trains on the same problems from every start)
+    summary = json.loads((folder / "summary.json").read_text())
+
+    def gain(start, seed):
+        accuracy = [r["val_accuracy"] for r in rows(runs[f"{SHORT} from {start} seed {seed}"]) if r["val_accuracy"] is not None]
+        return accuracy[-1] - accuracy[0]
+
+    seeds = range(summary["seeds"])
+    for start in ("rl", "fst"):
+        expected = stats.summarize([gain(start, s) - gain("base", s) for s in seeds])
+        assert summary[start]["gain_minus_base"]["mean"] == pytest.approx(expected.mean)
+    assert summary["fst_gain_minus_rl"]["mean"] == pytest.approx(stats.summarize([gain("fst", s) - gain("rl", s) for s in seeds]).mean)
 
 
 def test_continual_logs_every_stage_and_normalises_by_a_shared_peak(setup):

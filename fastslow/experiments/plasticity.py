@@ -38,17 +38,25 @@ def run(exp: Experiment) -> Path:
     phase_b = {start: dirs[i * exp.seeds:(i + 1) * exp.seeds] for i, start in enumerate(STARTS)}
     curves = {start: [series(d, "samples", "val_accuracy") for d in dirs] for start, dirs in phase_b.items()}
 
+    gains = {start: [float(y[-1] - y[0]) for _, y in curves[start]] for start in STARTS}
+    # seed s of every start trains on the same problems in the same order, so gains compare seed by seed
+    paired = {start: stats.summarize([g - b for g, b in zip(gains[start], gains["base"])]) for start in ("rl", "fst")}
+    fst_vs_rl = stats.summarize([f - r for f, r in zip(gains["fst"], gains["rl"])])
     rows, summary = [], {}
     for start in STARTS:
         first_acc = stats.summarize([float(y[0]) for _, y in curves[start]])
         final = stats.summarize([float(y[-1]) for _, y in curves[start]])
         peak = stats.summarize([float(np.max(y)) for _, y in curves[start]])
-        gain = stats.summarize([float(y[-1] - y[0]) for _, y in curves[start]])
+        gain = stats.summarize(gains[start])
         rows.append([f"{start} weights" + ("" if start == "base" else f" (trained on {first.task.name})"),
-                     fmt(first_acc, 100), fmt(final, 100), fmt(peak, 100), fmt(gain, 100, unit=" points")])
-        summary[start] = {"start": first_acc, "final": final, "peak": peak, "gain": gain}
+                     fmt(first_acc, 100), fmt(final, 100), fmt(peak, 100), fmt(gain, 100, unit=" points"),
+                     "—" if start == "base" else fmt(paired[start], 100, unit=" points")])
+        summary[start] = {"start": first_acc, "final": final, "peak": peak, "gain": gain,
+                          **({} if start == "base" else {"gain_minus_base": paired[start]})}
+    summary["fst_gain_minus_rl"] = fst_vs_rl
     body = [markdown_table([f"RL on {name_b} from", "val acc at step 0 (%)", f"final val acc after {steps_b} steps (%)",
-                            "peak val acc (%)", "gain (final − step 0)"], rows),
+                            "peak val acc (%)", "gain (final − step 0)", "gain − the base's (paired by seed)"], rows),
+            f"\nFST's gain − RL's, paired by seed: {fmt(fst_vs_rl, 100, unit=' points')}.\n",
             f"\nPhase A: RL and FST on `{first.task.name}` ({first.loop.steps} steps each; a run is trained once and "
             f"shared with the other experiments whose runs have the same config). Phase B: RL with `{name_b}`'s seed "
             f"prompt, {steps_b} steps, same recipe. Mean ± std over seeds.\n"]
