@@ -60,10 +60,10 @@ def run(exp: Experiment) -> Path:
         held = [prompts_per_step(d) for d in runs[arm]]
         prompts = stats.summarize([float(np.mean(h)) if h else None for h in held])
         most = max((max(h) for h in held if h), default=None)
+        held_text = f"{fmt(prompts, digits=1)}; at most {most}" if most else "n/a"
         rows.append([arm, fmt(peak, 100), fmt(needed, digits=0),
                      *("1 (reference)" if r is None else fmt(r, digits=2, unit="×") for r in (ratio, *others.values())),
-                     f"{fmt(prompts, digits=1)}; at most {most}", fmt(spent["rollouts"], digits=0),
-                     fmt(spent["seconds"], digits=1), fmt(kl, digits=3)])
+                     held_text, fmt(spent["rollouts"], digits=0), fmt(spent["seconds"], digits=1), fmt(kl, digits=3)])
         summary[arm] = {"peak_accuracy": peak, "samples_to_rl_peak": needed, "efficiency_vs_rl": ratio,
                         "efficiency_vs_rl_rollouts": others["rollouts"], "efficiency_vs_rl_seconds": others["seconds"],
                         "prompts_per_step": prompts, "prompts_at_most": most,
