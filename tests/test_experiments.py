@@ -282,8 +282,8 @@ def test_ablations_train_fst_at_each_value_and_an_rl_reference(setup, name, key,
         assert arm["efficiency_vs_rl_rollouts"]["mean"] == (None if math.isnan(mean) else pytest.approx(mean))
         assert arm["rollouts"]["mean"] > summary["rl"]["rollouts"]["mean"]  # the fast phase's rollouts on top
         # each RL step spreads its rollouts over at most K members: the population is the top K of GEPA's front
-        held = [len(row["member_entropy"]) for s in (0, 1)
-                for row in load_run(runs[f"{letter}={value} seed {s}"]).measured("member_entropy")]
+        held = [len(row["member_signal"]) for s in (0, 1)
+                for row in load_run(runs[f"{letter}={value} seed {s}"]).measured("member_signal")]
         population = value if name == "k-sweep" else 2
         assert held and arm["prompts_at_most"] == max(held) <= population
         assert 1 <= arm["prompts_per_step"]["min"] <= arm["prompts_per_step"]["max"] <= population

@@ -28,10 +28,11 @@ SWEEPS = {  # experiment -> (config key, label, the paper's reading)
 
 
 def prompts_per_step(run_dir: Path) -> list[int]:
-    """How many population members each RL step of a run sampled from (its rows' `member_entropy` keys)."""
+    """How many population members each RL step of a run sampled from: its rows' `member_signal` keys, one per member
+    whatever the engine (`member_entropy` is empty where the engine gives no entropies)."""
     from fastslow.report import load_run
 
-    return [len(row["member_entropy"]) for row in load_run(run_dir).measured("member_entropy")]
+    return [len(row["member_signal"]) for row in load_run(run_dir).measured("member_signal") if row["member_signal"]]
 
 
 def run(exp: Experiment) -> Path:
