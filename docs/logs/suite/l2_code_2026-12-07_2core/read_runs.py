@@ -1,6 +1,7 @@
-"""How docs/RESULTS.md's L2 paragraph (code over held-out programs, 200 steps, 2 CPU cores) was read from runs whose
-FST half had not finished: RL's plateau over its first 100 and all 200 steps, and claim 1 against RL's 200-step peak
-(final once FST has passed that peak). `efficiency` gives the same quantities once the FST runs finish.
+"""How docs/RESULTS.md's L2 paragraph (code over held-out programs, 200 steps, 2 CPU cores) read RL's plateau over
+its first 100 and all 200 steps, and claim 1 against RL's 200-step peak, before FST's runs had finished (claim 1 was
+final once FST had passed that peak). `efficiency` gave the same claim 1 once they finished
+(docs/results/suite-plateau-2core-v4/); the 100-step half of RL's plateau is read only here.
 
     mkdir -p /tmp/l2 && tar xJf docs/logs/suite/l2_code_2026-12-07_2core/runs_metrics_populations.txz -C /tmp/l2
     python docs/logs/suite/l2_code_2026-12-07_2core/read_runs.py /tmp/l2
