@@ -40,7 +40,8 @@ HEAD` here, written out (the machine has no .git):
  of 48 steps took 9.2-11.7 minutes of the card (tasks 1 and 3, with the transfer and an export check: 25 minutes in
  7 calls; tasks 2 and 0 on 2026-12-07, code 20d6944: 25 minutes in 6 calls). RL was still rising at step 48 on tasks
  1 and 2 (compare, 2 and 3 digits): --steps 96 there, one task a session (task 1 on 2026-12-07, code 8372f80:
- 19.3 minutes of the card in three calls of 8.8, 9.2 and 1.3, 22 minutes with the transfer; task 2 is left).
+ 19.3 minutes of the card in three calls of 8.8, 9.2 and 1.3, 22 minutes with the transfer; task 2 the same day,
+ code ec36bcd: 21.6 minutes in three calls of 8.8 (after a 37 s join), 9.2 and 3.6, 23.4 with the transfer).
  Task 0 (arithmetic, 1 digit) has 55 distinct validation problems, fewer than the full preset's task.val_size of 64:
  its runs stop at their preflight unless the call sets a smaller one (`--set task.val_size=32`). Back in $OUT: suite.log (the hardware
  lines, then the claims table once a task's experiments end), results.tgz (smollm2_transfer.log, the join's; suite/:
